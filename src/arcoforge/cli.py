@@ -1,0 +1,57 @@
+"""Command line: ``arcoforge bake | verify | inspect | demo | ...``.
+
+Each subsystem owns its sub-commands: a module listed in :data:`SUBCOMMAND_MODULES` exposes
+``register(subparsers)``, which adds its parsers and sets ``func`` (a callable taking the parsed
+``argparse.Namespace`` and returning an exit code).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+SUBCOMMAND_MODULES = (
+    "arcoforge.forge_cli",
+    "arcoforge.catalog.cli",
+    "arcoforge.feedstock_cli",
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="arcoforge",
+        description="Archival Earth-science files to ARCO stores and ML batches.",
+    )
+    from arcoforge import __version__
+
+    parser.add_argument("--version", action="version", version=f"arcoforge {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in SUBCOMMAND_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as err:
+            if err.name == name:  # subsystem not present in this build
+                continue
+            raise
+        module.register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    func = getattr(args, "func", None)
+    if func is None:
+        parser.print_help()
+        return 2
+    try:
+        return int(func(args) or 0)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
