@@ -1,0 +1,3 @@
+"""Shared pytest configuration."""
+
+from tests.servers import *  # noqa: F401,F403
