@@ -1,0 +1,271 @@
+"""Pure patch-index arithmetic: where every patch and every batch starts, with numpy only.
+
+Two views of the same windows are computed here, neither touches data:
+
+* :class:`BatchPlan` — the xbatcher-compatible grouping of patches into batches (used by
+  :class:`~arcoforge.batch.BatchGenerator` for labeled batches).
+* :class:`SampleGrid` — a flat, integer-addressable grid of *samples* (a window over the
+  ``input_dims`` at one position along every other dimension), partitioned into storage-aligned
+  *blocks* so each chunk is read once per pass (used by the fast streaming path and loaders).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Hashable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+__all__ = ["BatchPlan", "SampleGrid", "window_starts"]
+
+
+def window_starts(size: int, window: int, stride: int, partial: bool = False) -> np.ndarray:
+    """Start offsets of windows of length ``window`` moved by ``stride`` over ``size`` items.
+
+    Only windows that fit entirely are kept (xbatcher semantics). With ``partial=True`` one more,
+    shorter window covering the remainder is added (its length is ``size - start``).
+    """
+    if window <= 0 or stride <= 0:
+        raise ValueError(f"window ({window}) and stride ({stride}) must be positive")
+    if window > size:
+        raise ValueError(
+            f"input sample length must be less than or equal to the dimension length, "
+            f"but the sample length of {window} is greater than the dimension length of {size}"
+        )
+    starts = np.arange(0, size, stride, dtype=np.int64)
+    full = starts[starts + window <= size]
+    if partial and full.size and full[-1] + window < size:
+        return np.append(full, full[-1] + stride)
+    return full
+
+
+@dataclass(frozen=True)
+class BatchPlan:
+    """xbatcher-compatible batches: each batch is a list of patches, each patch a box.
+
+    ``starts[i]``/``stops[i]`` hold the patch boxes (one column per dim of ``sliced_dims``) and
+    ``batches`` lists, per batch, the patch numbers it contains.
+    """
+
+    sliced_dims: tuple[Hashable, ...]
+    starts: np.ndarray  # (n_patches, n_sliced_dims)
+    stops: np.ndarray  # (n_patches, n_sliced_dims)
+    batches: tuple[np.ndarray, ...]
+
+    @classmethod
+    def build(
+        cls,
+        sizes: Mapping[Hashable, int],
+        input_dims: Mapping[Hashable, int],
+        input_overlap: Mapping[Hashable, int],
+        batch_dims: Mapping[Hashable, int],
+        concat_input_dims: bool,
+        partial_last_batch: bool = False,
+    ) -> BatchPlan:
+        """Compute patches and their grouping exactly as xbatcher 0.4 does."""
+        for dim in [*input_dims, *batch_dims]:
+            if dim not in sizes:
+                raise ValueError(f"dimension {dim!r} is not in the data (dims: {list(sizes)})")
+        for dim, ov in input_overlap.items():
+            if dim in input_dims and ov >= input_dims[dim]:
+                raise ValueError(
+                    "input overlap must be less than the input sample length, but the input "
+                    f"sample length is {input_dims[dim]} and the overlap is {ov}"
+                )
+        unique_batch = {d: n for d, n in batch_dims.items() if d not in input_dims}
+        sliced: dict[Hashable, int] = {**unique_batch, **input_dims}
+        per_dim_starts = []
+        per_dim_len = []
+        for dim, win in sliced.items():
+            ov = int(input_overlap.get(dim, 0))
+            if ov >= win:
+                raise ValueError(
+                    "input overlap must be less than the input sample length, but the input "
+                    f"sample length is {win} and the overlap is {ov}"
+                )
+            part = partial_last_batch and dim in unique_batch
+            st = window_starts(int(sizes[dim]), int(win), int(win) - ov, partial=part)
+            per_dim_starts.append(st)
+            per_dim_len.append(np.minimum(st + win, sizes[dim]) - st)
+        shape = tuple(len(s) for s in per_dim_starts)
+        grid = np.indices(shape).reshape(len(shape), -1) if shape else np.zeros((0, 1), int)
+        starts = np.stack([s[g] for s, g in zip(per_dim_starts, grid, strict=True)], axis=1)
+        stops = starts + np.stack(
+            [ln[g] for ln, g in zip(per_dim_len, grid, strict=True)], axis=1
+        )
+        n = starts.shape[0]
+        dims = tuple(sliced)
+        if not concat_input_dims:
+            batches: tuple[np.ndarray, ...] = tuple(np.array([i]) for i in range(n))
+        elif not batch_dims:
+            batches = (np.arange(n),)
+        elif len(unique_batch) == len(batch_dims):
+            # consecutive patches sharing the same batch-dim slices form one batch
+            cols = [dims.index(d) for d in batch_dims]
+            key = starts[:, cols]
+            change = np.any(key[1:] != key[:-1], axis=1)
+            bounds = np.flatnonzero(change) + 1
+            batches = tuple(np.split(np.arange(n), bounds)) if n else ()
+        else:
+            batches = cls._group_duplicated(sizes, sliced, input_dims, input_overlap, batch_dims,
+                                            shape)
+        return cls(dims, starts, stops, batches)
+
+    @staticmethod
+    def _group_duplicated(
+        sizes: Mapping[Hashable, int],
+        sliced: Mapping[Hashable, int],
+        input_dims: Mapping[Hashable, int],
+        input_overlap: Mapping[Hashable, int],
+        batch_dims: Mapping[Hashable, int],
+        shape: tuple[int, ...],
+    ) -> tuple[np.ndarray, ...]:
+        """Grouping when a dim is in both input_dims and batch_dims (xbatcher's arithmetic)."""
+        stride = {d: n - input_overlap.get(d, 0) for d, n in input_dims.items()}
+        per_batch = {d: math.ceil(n / stride.get(d, n)) for d, n in batch_dims.items()}
+        n_batches = [int(sizes[d] // batch_dims.get(d, sizes[d])) for d in sliced]
+        grid = np.indices(shape).reshape(len(shape), -1)
+        ids = np.stack(
+            [g // per_batch[d] if d in per_batch else np.zeros_like(g)
+             for d, g in zip(sliced, grid, strict=True)]
+        )
+        in_range = np.all(ids < np.array(n_batches)[:, None], axis=0)
+        flat = np.ravel_multi_index(tuple(ids), tuple(n_batches), mode="clip")
+        total = int(np.prod(n_batches))
+        order = np.flatnonzero(in_range)
+        return tuple(order[flat[order] == b] for b in range(total))
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def box(self, patches: np.ndarray) -> dict[Hashable, slice]:
+        """Bounding box (dim → slice) of a set of patches."""
+        lo = self.starts[patches].min(axis=0)
+        hi = self.stops[patches].max(axis=0)
+        return {d: slice(int(a), int(b)) for d, a, b in zip(self.sliced_dims, lo, hi, strict=True)}
+
+    def selector(self, patch: int) -> dict[Hashable, slice]:
+        """``isel`` selector of one patch."""
+        return {
+            d: slice(int(a), int(b))
+            for d, a, b in zip(self.sliced_dims, self.starts[patch], self.stops[patch], strict=True)
+        }
+
+
+@dataclass
+class SampleGrid:
+    """All samples of a dataset as one integer range, grouped into storage-aligned blocks.
+
+    A *sample* is a window of ``window[d]`` along every dim ``d`` of ``dims`` (1 for dims that are
+    not input dims, which are then squeezed away). Sample ``i`` is the C-order flat index into the
+    grid of window starts. Blocks partition the samples by which storage chunk(s) their start
+    falls in, so that reading one block's bounding box reads each chunk once.
+    """
+
+    dims: tuple[Hashable, ...]
+    sizes: tuple[int, ...]
+    window: tuple[int, ...]
+    starts: tuple[np.ndarray, ...]
+    block_len: tuple[int, ...]  # block extent along each dim, in elements of the dim
+    valid: np.ndarray | None = None  # boolean per sample, None = all valid
+    _block_index: tuple[np.ndarray, ...] = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self._block_index = tuple(
+            st // bl for st, bl in zip(self.starts, self.block_len, strict=True)
+        )
+
+    @classmethod
+    def build(
+        cls,
+        sizes: Mapping[Hashable, int],
+        input_dims: Mapping[Hashable, int],
+        input_overlap: Mapping[Hashable, int] | None = None,
+        chunks: Mapping[Hashable, int] | None = None,
+        block_chunks: Mapping[Hashable, int] | None = None,
+        dims: Sequence[Hashable] | None = None,
+    ) -> SampleGrid:
+        """Grid over ``dims`` (default: all of ``sizes``) with blocks of chunk multiples."""
+        input_overlap = input_overlap or {}
+        chunks = chunks or {}
+        block_chunks = block_chunks or {}
+        dims = tuple(dims if dims is not None else sizes)
+        for d in input_dims:
+            if d not in dims:
+                raise ValueError(f"input dim {d!r} is not a dimension of the data ({dims})")
+        window, starts, block_len = [], [], []
+        for d in dims:
+            w = int(input_dims.get(d, 1))
+            ov = int(input_overlap.get(d, 0))
+            if ov >= w and d in input_dims:
+                raise ValueError(f"overlap {ov} along {d!r} must be smaller than the window {w}")
+            window.append(w)
+            starts.append(window_starts(int(sizes[d]), w, w - ov if d in input_dims else 1))
+            block_len.append(max(1, int(chunks.get(d, sizes[d])) * int(block_chunks.get(d, 1))))
+        return cls(dims, tuple(int(sizes[d]) for d in dims), tuple(window), tuple(starts),
+                   tuple(block_len))
+
+    # -- geometry -----------------------------------------------------------------------------
+    @property
+    def shape(self) -> tuple[int, ...]:
+        """Number of window positions along each dim."""
+        return tuple(len(s) for s in self.starts)
+
+    @property
+    def n_samples(self) -> int:
+        """Total number of samples (valid or not)."""
+        return int(np.prod(self.shape))
+
+    def valid_ids(self) -> np.ndarray:
+        """Ids of samples that pass the mask, in C order."""
+        if self.valid is None:
+            return np.arange(self.n_samples)
+        return np.flatnonzero(self.valid)
+
+    def sample_starts(self, ids: np.ndarray) -> np.ndarray:
+        """(n, ndim) start offsets of samples."""
+        multi = np.unravel_index(np.asarray(ids, dtype=np.int64), self.shape)
+        return np.stack([s[m] for s, m in zip(self.starts, multi, strict=True)], axis=1)
+
+    def block_of(self, ids: np.ndarray) -> np.ndarray:
+        """Flat block number of each sample."""
+        multi = np.unravel_index(np.asarray(ids, dtype=np.int64), self.shape)
+        bidx = tuple(bi[m] for bi, m in zip(self._block_index, multi, strict=True))
+        return np.ravel_multi_index(bidx, self.block_shape)
+
+    @property
+    def block_shape(self) -> tuple[int, ...]:
+        """Number of blocks along each dim."""
+        return tuple(int(bi[-1]) + 1 if len(bi) else 0 for bi in self._block_index)
+
+    @property
+    def n_blocks(self) -> int:
+        """Total number of blocks."""
+        return int(np.prod(self.block_shape))
+
+    def block_samples(self, block: int) -> np.ndarray:
+        """Sample ids of one block (C order; masked samples removed)."""
+        bmulti = np.unravel_index(block, self.block_shape)
+        ranges = [np.flatnonzero(bi == b) for bi, b in zip(self._block_index, bmulti, strict=True)]
+        mesh = np.meshgrid(*ranges, indexing="ij")
+        ids = np.ravel_multi_index(tuple(m.ravel() for m in mesh), self.shape)
+        if self.valid is not None:
+            ids = ids[self.valid[ids]]
+        return ids
+
+    def blocks_with_samples(self) -> list[tuple[int, np.ndarray]]:
+        """Every block with its (non-empty) sample ids, in block order."""
+        out = []
+        for b in range(self.n_blocks):
+            ids = self.block_samples(b)
+            if ids.size:
+                out.append((b, ids))
+        return out
+
+    def box(self, ids: np.ndarray) -> tuple[slice, ...]:
+        """Bounding box (one slice per dim) covering the given samples."""
+        st = self.sample_starts(ids)
+        lo = st.min(axis=0)
+        hi = st.max(axis=0) + np.array(self.window)
+        return tuple(slice(int(a), int(b)) for a, b in zip(lo, hi, strict=True))

@@ -1,0 +1,305 @@
+"""The fast path: stream batches of samples as dicts of numpy arrays.
+
+:class:`SampleStream` turns a dataset into batches ``{variable: array(batch, *window)}``:
+samples are windows over ``input_dims`` at every position of the other dims (which are
+squeezed). Per epoch it plans an order (:mod:`.samplers`), loads each storage block once in
+background threads (:mod:`.prefetch`), cuts all samples of a block with one gather
+(:mod:`.assembly`) and slices batches out of the result. It is picklable, deterministic per
+``(seed, epoch)`` and shardable; the torch and tf.data adapters are thin wrappers around it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Hashable, Iterator, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import xarray as xr
+
+from .assembly import cut, output_dims
+from .caches import ArrayCache
+from .indexing import SampleGrid
+from .prefetch import Prefetcher
+from .samplers import EpochPlan, Group, Mode, Shard, current_shard, make_plan
+from .source import ArraySource, Preprocess
+
+__all__ = ["SampleStream"]
+
+Batch = dict[str, np.ndarray]
+WeightFn = Callable[[Mapping[Hashable, np.ndarray]], np.ndarray]
+
+
+class SampleStream:
+    """Batches of samples from an xarray dataset, fast (see module docstring).
+
+    Parameters
+    ----------
+    data:
+        Dataset/DataArray (numpy, dask or lazily opened), or an :class:`ArraySource`.
+    input_dims, input_overlap:
+        Window length and overlap per dim (xbatcher meaning). Other dims are sample axes.
+    variables:
+        Variables to stream (default: all data variables).
+    batch_size, drop_last:
+        Samples per batch; whether to drop a final partial batch.
+    sampling, seed, buffer_blocks:
+        ``"sequential"``, ``"chunk_shuffle"`` or ``"random"``; the seed; the shuffle buffer
+        size in blocks for chunk-aware shuffling.
+    dim_order:
+        Order of the window dims in the output arrays (default: ``input_dims`` order).
+    max_missing, mask_variable:
+        Skip samples whose fraction of NaN in ``mask_variable`` exceeds ``max_missing``.
+    weight_fn, num_samples:
+        Weighted sampling: ``weight_fn({var: (n, *window)})`` returns one weight per sample;
+        each epoch draws ``num_samples`` samples with replacement.
+    block_chunks, block_bytes:
+        Storage chunks per block along each dim; default grows blocks along the outermost dim
+        to about ``block_bytes`` (unchunked in-memory data is split the same way).
+    prefetch_workers, prefetch_depth:
+        Background reader threads and the maximum number of blocks in flight.
+    shard:
+        Fixed shard; default asks torch (DataLoader worker × distributed rank) at iteration.
+    cache, preprocess, preprocess_version, opener, dataset_id:
+        Passed to :class:`ArraySource`.
+    with_ids:
+        Add ``"sample_id"`` (int64 per sample) to each batch (needed for reassembly).
+    """
+
+    def __init__(
+        self,
+        data: xr.Dataset | xr.DataArray | ArraySource | None,
+        input_dims: Mapping[Hashable, int],
+        input_overlap: Mapping[Hashable, int] | None = None,
+        *,
+        variables: Sequence[Hashable] | None = None,
+        batch_size: int = 32,
+        drop_last: bool = False,
+        sampling: Mode = "sequential",
+        seed: int = 0,
+        buffer_blocks: int = 4,
+        dim_order: Sequence[Hashable] | None = None,
+        max_missing: float | None = None,
+        mask_variable: Hashable | None = None,
+        weight_fn: WeightFn | None = None,
+        num_samples: int | None = None,
+        block_chunks: Mapping[Hashable, int] | None = None,
+        block_bytes: int = 4 * 2**20,
+        prefetch_workers: int = 2,
+        prefetch_depth: int | None = None,
+        shard: Shard | None = None,
+        cache: ArrayCache | None = None,
+        preprocess: Preprocess | None = None,
+        preprocess_version: str = "",
+        opener: Callable[[], xr.Dataset | xr.DataArray] | None = None,
+        dataset_id: str | None = None,
+        with_ids: bool = False,
+    ) -> None:
+        if isinstance(data, ArraySource):
+            self.source = data
+        else:
+            self.source = ArraySource(
+                data, variables, opener=opener, cache=cache, preprocess=preprocess,
+                preprocess_version=preprocess_version, dataset_id=dataset_id,
+            )
+        self.input_dims = {d: int(n) for d, n in input_dims.items()}
+        self.input_overlap = dict(input_overlap or {})
+        self.out_order = tuple(dim_order) if dim_order is not None else tuple(self.input_dims)
+        if set(self.out_order) != set(self.input_dims):
+            raise ValueError(f"dim_order {self.out_order} must list exactly the input dims "
+                             f"{tuple(self.input_dims)}")
+        self.batch_size = int(batch_size)
+        self.drop_last = drop_last
+        self.sampling: Mode = sampling
+        self.seed = int(seed)
+        self.epoch = 0
+        self.buffer_blocks = int(buffer_blocks)
+        self.max_missing = max_missing
+        self.mask_variable = mask_variable
+        self.weight_fn = weight_fn
+        self.num_samples = num_samples
+        self.prefetch_workers = int(prefetch_workers)
+        self.prefetch_depth = prefetch_depth
+        self.shard = shard
+        self.with_ids = with_ids
+        sizes = self.source.sizes()
+        for v in self.source.variables:
+            if not self.source.dims_of(v):
+                raise ValueError(f"variable {v!r} is 0-d; it cannot be cut into samples")
+        self.grid = SampleGrid.build(
+            sizes, self.input_dims, self.input_overlap, self._block_len(sizes, block_chunks,
+                                                                         block_bytes),
+            dims=self.source.all_dims(),
+        )
+        self._weights: np.ndarray | None = None
+        self._scanned = False
+
+    # -- setup --------------------------------------------------------------------------------
+    def _block_len(self, sizes: Mapping[Hashable, int], block_chunks: Mapping | None,
+                   block_bytes: int) -> dict[Hashable, int]:
+        chunks = self.source.chunks()
+        dims = self.source.all_dims()
+        blen = {d: int(chunks.get(d, sizes[d])) for d in dims}
+        if block_chunks:
+            return {d: blen[d] * int(block_chunks.get(d, 1)) for d in dims}
+        itemsize = sum(np.dtype(self.source.ds[v].dtype).itemsize for v in self.source.variables)
+        # grow (or, for unchunked data, cut) blocks along the outermost dim to ~block_bytes
+        outer = dims[0]
+        inner = int(np.prod([blen[d] for d in dims[1:]])) * itemsize
+        step = blen[outer] if outer in chunks else 1
+        want = max(1, block_bytes // max(inner, 1))
+        mult = max(1, want // step)
+        blen[outer] = min(max(step * mult, self.input_dims.get(outer, 1)), sizes[outer])
+        return blen
+
+    def _scan(self) -> None:
+        """One pass computing the missing-data mask and/or sample weights."""
+        if self._scanned:
+            return
+        self._scanned = True
+        if self.max_missing is None and self.weight_fn is None:
+            return
+        grid = self.grid
+        valid = np.ones(grid.n_samples, dtype=bool)
+        weights = np.zeros(grid.n_samples, dtype=np.float64) if self.weight_fn else None
+        mask_var = self.mask_variable if self.mask_variable is not None else \
+            self.source.variables[0]
+        for _, ids in grid.blocks_with_samples():
+            arrays = self._cut(ids)
+            if self.max_missing is not None:
+                a = arrays[str(mask_var)]
+                frac = np.isnan(a).reshape(a.shape[0], -1).mean(axis=1) if a.ndim > 1 \
+                    else np.isnan(a).astype(float)
+                valid[ids] = frac <= self.max_missing
+            if weights is not None and self.weight_fn is not None:
+                weights[ids] = np.asarray(self.weight_fn(arrays), dtype=np.float64)
+        if self.max_missing is not None:
+            grid.valid = valid
+        self._weights = weights
+
+    # -- reading and cutting --------------------------------------------------------------------
+    def _cut(self, ids: np.ndarray, blocks: Sequence[int] | None = None) -> Batch:
+        """Arrays of the given samples (read block by block)."""
+        grid = self.grid
+        dims = grid.dims
+        windows = {d: grid.window[dims.index(d)] for d in self.input_dims}
+        blk = grid.block_of(ids) if (blocks is None or len(blocks) > 1) else None
+        parts = ([(None, ids)] if blk is None or np.all(blk == blk[0])
+                 else [(blk == b, ids[blk == b]) for b in np.unique(blk)])
+        out: Batch = {}
+        for where, part in parts:
+            box = grid.box(part)
+            arrays = self.source.read_many(dict(zip(dims, box, strict=True)))
+            starts = grid.sample_starts(part)
+            local = {d: starts[:, i] - box[i].start for i, d in enumerate(dims)}
+            for v in self.source.variables:
+                vdims = self.source.dims_of(v)
+                if where is None:
+                    out[str(v)] = cut(arrays[v], vdims, local, windows, self.out_order)
+                    continue
+                if str(v) not in out:
+                    shape = [windows[d] for d in output_dims(vdims, self.out_order)]
+                    out[str(v)] = np.empty((ids.size, *shape), dtype=arrays[v].dtype)
+                out[str(v)][where] = cut(arrays[v], vdims, local, windows, self.out_order)
+        return out
+
+    def _load_group(self, group: Group) -> tuple[Batch, np.ndarray]:
+        return self._cut(group.samples, group.blocks), group.samples
+
+    # -- epochs ---------------------------------------------------------------------------------
+    def set_epoch(self, epoch: int) -> None:
+        """Select the epoch whose order the next iteration uses (like DistributedSampler)."""
+        self.epoch = int(epoch)
+
+    def plan(self, epoch: int | None = None, shard: Shard | None = None) -> EpochPlan:
+        """The sample order of one epoch for one shard (default: this process's shard)."""
+        self._scan()
+        return make_plan(
+            self.grid, self.sampling, seed=self.seed,
+            epoch=self.epoch if epoch is None else epoch,
+            shard=shard or self.shard or current_shard(), buffer_blocks=self.buffer_blocks,
+            batch_size=self.batch_size, weights=self._weights, num_samples=self.num_samples,
+        )
+
+    def __len__(self) -> int:
+        """Number of batches this process yields per epoch."""
+        n = self.plan().n_samples
+        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+
+    def batches(self, epoch: int | None = None, shard: Shard | None = None) -> Iterator[Batch]:
+        """Yield batches ``{var: (batch, *window)}`` for one epoch."""
+        plan = self.plan(epoch, shard)
+        bs = self.batch_size
+        pending: list[tuple[Batch, np.ndarray]] = []
+        n_pending = 0
+        loader = Prefetcher(self._load_group, plan.groups, workers=self.prefetch_workers,
+                            depth=self.prefetch_depth)
+        with loader:
+            for arrays, ids in loader:
+                pos = 0
+                n = ids.size
+                if n_pending:
+                    take = min(bs - n_pending, n)
+                    pending.append(({k: a[:take] for k, a in arrays.items()}, ids[:take]))
+                    n_pending += take
+                    pos = take
+                    if n_pending == bs:
+                        yield self._emit(pending)
+                        pending, n_pending = [], 0
+                while n - pos >= bs:
+                    yield self._emit([({k: a[pos:pos + bs] for k, a in arrays.items()},
+                                       ids[pos:pos + bs])])
+                    pos += bs
+                if pos < n:
+                    pending.append(({k: a[pos:] for k, a in arrays.items()}, ids[pos:]))
+                    n_pending += n - pos
+        if n_pending and not self.drop_last:
+            yield self._emit(pending)
+
+    def _emit(self, pieces: list[tuple[Batch, np.ndarray]]) -> Batch:
+        if len(pieces) == 1:
+            batch = dict(pieces[0][0])
+            ids = pieces[0][1]
+        else:
+            batch = {k: np.concatenate([p[0][k] for p in pieces]) for k in pieces[0][0]}
+            ids = np.concatenate([p[1] for p in pieces])
+        if self.with_ids:
+            batch["sample_id"] = ids
+        return batch
+
+    def __iter__(self) -> Iterator[Batch]:
+        return self.batches()
+
+    # -- describing samples ---------------------------------------------------------------------
+    def sample_shapes(self) -> dict[str, tuple[int, ...]]:
+        """Shape of one sample of each variable."""
+        windows = {d: self.grid.window[self.grid.dims.index(d)] for d in self.input_dims}
+        return {str(v): tuple(windows[d] for d in output_dims(self.source.dims_of(v),
+                                                               self.out_order))
+                for v in self.source.variables}
+
+    def sample_dtypes(self) -> dict[str, np.dtype]:
+        """Dtype of each variable's samples."""
+        return {str(v): self.source.dtype_of(v) for v in self.source.variables}
+
+    def labeled(self, batch: Batch) -> xr.Dataset:
+        """A labeled ``xarray.Dataset`` for one batch (needs ``with_ids=True``)."""
+        if "sample_id" not in batch:
+            raise ValueError("labeled batches need sample ids: build the stream with_ids=True")
+        ids = np.asarray(batch["sample_id"])
+        ds = self.source.ds
+        starts = self.grid.sample_starts(ids)
+        coords: dict[Hashable, Any] = {"sample_id": ("sample", ids)}
+        for i, d in enumerate(self.grid.dims):
+            if d not in ds.indexes:
+                continue
+            vals = ds.indexes[d].values
+            if d in self.input_dims:
+                w = self.input_dims[d]
+                coords[d] = (("sample", d), vals[starts[:, i][:, None] + np.arange(w)])
+            else:
+                coords[d] = ("sample", vals[starts[:, i]])
+        data = {}
+        for v in self.source.variables:
+            vd = output_dims(self.source.dims_of(v), self.out_order)
+            data[v] = (("sample", *vd), batch[str(v)], ds[v].attrs)
+        return xr.Dataset(data, coords=coords)
