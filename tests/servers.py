@@ -3,7 +3,8 @@
 Fixtures (importable by every test through ``tests/conftest.py``):
 
 * ``http_server(directory, *, range=True, basic_auth=None, bearer_token=None, query_token=None,
-  flaky=0.0, seed=0, delay=0.0) -> HTTPTestServer`` -- a factory; servers stop after the test.
+  flaky=0.0, seed=0, delay=0.0, fail_modes=...) -> HTTPTestServer`` -- a factory; servers stop
+  after the test.  ``start_http_server(...)`` does the same outside pytest (call ``.stop()``).
 * ``ftp_server(directory, *, user="arco", password="forge-ftp-pw") -> FTPTestServer`` -- a
   factory; servers stop after the test.
 * ``s3_server -> S3TestServer`` -- one moto server per session; ``upload(directory)`` puts files
@@ -63,6 +64,7 @@ class HTTPTestServer:
     flaky: float = 0.0
     seed: int = 0
     delay: float = 0.0
+    fail_modes: tuple[str, ...] = ("503", "truncate", "drop")
     url: str = ""
     host: str = "127.0.0.1"
     port: int = 0
@@ -169,7 +171,7 @@ class _Handler(BaseHTTPRequestHandler):
         s = self.state
         with s.lock:
             fail = s.flaky > 0 and s._rng.random() < s.flaky
-            mode = s._rng.choice(("503", "truncate", "drop")) if fail else ""
+            mode = s._rng.choice(s.fail_modes) if fail else ""
             if fail:
                 s.failures_injected += 1
         if not fail:
@@ -313,12 +315,16 @@ def start_http_server(directory: str | os.PathLike[str], **options: Any) -> HTTP
 @pytest.fixture
 def http_server() -> Iterator[Callable[..., HTTPTestServer]]:
     """Factory: ``http_server(directory, range=True, basic_auth=None, bearer_token=None,
-    query_token=None, flaky=0.0, seed=0, delay=0.0) -> HTTPTestServer``.
+    query_token=None, flaky=0.0, seed=0, delay=0.0, fail_modes=("503", "truncate", "drop"))
+    -> HTTPTestServer``.
 
     ``range=False`` ignores Range headers (always 200, ``Accept-Ranges: none``);
     ``basic_auth=(user, password)``; ``bearer_token="..."``; ``query_token=(param, value)``;
-    ``flaky=p`` fails that fraction of requests (seeded) with a 503, a truncated body or a
-    dropped connection; ``delay`` seconds are slept before each response.
+    ``flaky=p`` fails that fraction of requests (seeded by ``seed``) with one of ``fail_modes``:
+    ``"503"``, ``"truncate"`` (full Content-Length, half the body, then hang up) or ``"drop"``
+    (close the connection without a response); ``delay`` seconds are slept before each
+    response.  Counters: ``requests``, ``gets``, ``heads``, ``range_requests``,
+    ``failures_injected``, ``max_concurrent``, ``paths`` (GETs per path), ``log``.
     """
     servers: list[HTTPTestServer] = []
 

@@ -244,6 +244,45 @@ def test_flaky_server_retries(ersst: pathlib.Path, tmp_path: pathlib.Path, http_
     assert server.failures_injected > 0
 
 
+@pytest.mark.parametrize("mode", ["503", "truncate", "drop"])
+def test_each_transient_failure_is_retried(
+    ersst: pathlib.Path, tmp_path: pathlib.Path, http_server, mode: str
+) -> None:
+    server = http_server(ersst, flaky=0.5, seed=3, fail_modes=(mode,))
+    opts = SourceOptions(retries=12, **FAST)
+    for name in NAMES[:2]:
+        got = fetch(f"{server.url}/{name}", opts, workdir=str(tmp_path))
+        assert got.sha256 == sha(ersst / name)
+    assert server.failures_injected > 0
+
+
+def test_fetched_file_opens_with_xarray(
+    ersst: pathlib.Path, tmp_path: pathlib.Path, http_server
+) -> None:
+    xr = pytest.importorskip("xarray")
+    server = http_server(ersst)
+    got = fetch(f"{server.url}/{NAMES[0]}", SourceOptions(**FAST), workdir=str(tmp_path))
+    with xr.open_dataset(got.path) as ds, xr.open_dataset(ersst / NAMES[0]) as ref:
+        assert ds.identical(ref)
+
+
+def test_range_server_works_with_obstore_and_fsspec(ersst: pathlib.Path, http_server) -> None:
+    import fsspec
+
+    server = http_server(ersst, range=True)
+    data = (ersst / NAMES[0]).read_bytes()
+    with fsspec.open(f"{server.url}/{NAMES[0]}", "rb", block_size=1000) as f:
+        f.seek(5000)
+        assert f.read(100) == data[5000:5100]
+    assert server.range_requests > 0
+    obstore = pytest.importorskip("obstore")
+    from obstore.store import HTTPStore
+
+    store = HTTPStore.from_url(server.url, client_options={"allow_http": True})
+    assert bytes(obstore.get_range(store, NAMES[0], start=10, end=20)) == data[10:20]
+    assert obstore.head(store, NAMES[0])["size"] == len(data)
+
+
 def test_retries_are_bounded(ersst: pathlib.Path, tmp_path: pathlib.Path, http_server) -> None:
     server = http_server(ersst, flaky=1.0, seed=1)
     with pytest.raises(SourceError, match="failed after 3 attempt") as err:

@@ -91,7 +91,7 @@ SECRET_QUERY_PARAMS = frozenset(
     }
 )
 _SECRET_PARAM_PATTERN = re.compile(r"(token|secret|passw|signature|api[-_]?key)", re.IGNORECASE)
-# query parameter names that an Auth of kind "query" has used in this process
+# query parameter names (lower-case) that an Auth of kind "query" has used in this process
 _AUTH_QUERY_PARAMS: set[str] = set()
 _REDACTED = "REDACTED"
 
@@ -189,9 +189,9 @@ def checksum(path: str) -> str:
 
 def _is_secret_param(name: str, extra: Iterable[str] = ()) -> bool:
     low = name.lower()
-    if low in SECRET_QUERY_PARAMS or low in {e.lower() for e in extra}:
+    if low in SECRET_QUERY_PARAMS or low in _AUTH_QUERY_PARAMS:
         return True
-    if low in {p.lower() for p in _AUTH_QUERY_PARAMS}:
+    if any(low == e.lower() for e in extra):
         return True
     return bool(_SECRET_PARAM_PATTERN.search(low))
 
@@ -292,7 +292,7 @@ def _resolve_credentials(url: str, safe_url: str, auth: Auth | None) -> _Credent
         creds.secrets.append(creds.token)
         if auth.kind == "query":
             creds.query_param = auth.query_param
-            _AUTH_QUERY_PARAMS.add(auth.query_param or "")
+            _AUTH_QUERY_PARAMS.add((auth.query_param or "").lower())
     return creds
 
 
