@@ -393,9 +393,23 @@ def test_ftp(
     with pytest.raises(SourceError, match="not found"):
         fetch(f"{server.url}/missing.nc", opts, workdir=str(tmp_path))
 
+    # several threads against one FTP server
+    names = sorted(p.name for p in ersst.glob("ersst.v5.*.nc"))[1:5]
+    results: dict[str, str] = {}
+
+    def work(name: str) -> None:
+        results[name] = fetch(f"{server.url}/{name}", opts, workdir=str(tmp_path)).sha256
+
+    threads = [threading.Thread(target=work, args=(n,)) for n in names]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert results == {n: sha(ersst / n) for n in names}
+
     monkeypatch.setenv("ARCO_FTP_PW", "bad-ftp-pw")
     with pytest.raises(SourceError) as err:
-        fetch(f"{server.url}/{NAMES[1]}", opts, workdir=str(tmp_path))
+        fetch(f"{server.url}/ersst.v5.201908.nc", opts, workdir=str(tmp_path))  # not cached
     assert err.value.reason == "auth" and "bad-ftp-pw" not in str(err.value)
 
 

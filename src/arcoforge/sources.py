@@ -25,6 +25,7 @@ file names; :func:`redact` strips userinfo and secret-looking query values from 
 
 from __future__ import annotations
 
+import contextlib
 import ftplib
 import hashlib
 import json
@@ -783,13 +784,21 @@ def _fsspec_attempt(
     import fsspec  # type: ignore[import-untyped]
 
     kwargs = _fsspec_kwargs(url, options, creds)
+    if _protocol(url) == "ftp":
+        kwargs.setdefault("timeout", options.timeout)
     if fresh:  # after a failure, do not reuse a possibly broken cached connection
         kwargs["skip_instance_cache"] = True
     fs, path = fsspec.core.url_to_fs(url, **kwargs)
-    info = fs.info(path)
-    if info.get("type") == "directory":
-        raise _Fatal("is a directory, not a file", "Check the URL", reason="not_found")
-    fs.get_file(path, tmp)
+    try:
+        info = fs.info(path)
+        if info.get("type") == "directory":
+            raise _Fatal("is a directory, not a file", "Check the URL", reason="not_found")
+        fs.get_file(path, tmp)
+    finally:
+        connection = getattr(fs, "ftp", None)  # FTP file systems are not cached: hang up now
+        if connection is not None:
+            with contextlib.suppress(Exception):
+                connection.close()
     size = os.path.getsize(tmp)
     expected = info.get("size")
     if isinstance(expected, int) and size != expected:
