@@ -14,7 +14,7 @@ import threading
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Generic, TypeVar
+from typing import TypeVar
 
 __all__ = ["Prefetcher"]
 
@@ -22,7 +22,7 @@ T = TypeVar("T")
 R = TypeVar("R")
 
 
-class Prefetcher(Generic[T, R]):
+class Prefetcher[T, R]:
     """Ordered, bounded background map (see module docstring)."""
 
     def __init__(self, fn: Callable[[T], R], items: Iterable[T], *, workers: int = 2,

@@ -1,0 +1,82 @@
+"""The ``arcoforge`` xarray accessor: one namespace on Dataset and DataArray.
+
+``ds.arcoforge.batches(...)``, ``.stream(...)``, ``.torch_dataset(...)``,
+``.torch_loader(...)``, ``.tf_dataset(...)``, ``.to_table(...)``. Methods only delegate to the
+modules that do the work; other parts of arcoforge add their own methods here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable, Mapping, Sequence
+from typing import Any
+
+import xarray as xr
+
+__all__ = ["ArcoforgeAccessor"]
+
+
+@xr.register_dataset_accessor("arcoforge")
+@xr.register_dataarray_accessor("arcoforge")
+class ArcoforgeAccessor:
+    """Entry points of arcoforge on an xarray object."""
+
+    def __init__(self, obj: xr.Dataset | xr.DataArray) -> None:
+        self._obj = obj
+
+    # -- feed ----------------------------------------------------------------------------------
+    def batches(self, input_dims: Mapping[Hashable, int],
+                input_overlap: Mapping[Hashable, int] | None = None,
+                batch_dims: Mapping[Hashable, int] | None = None,
+                concat_input_dims: bool = False, preload_batch: bool = True,
+                **kwargs: Any) -> Any:
+        """An xbatcher-compatible :class:`arcoforge.batch.BatchGenerator`."""
+        from .batch import BatchGenerator
+
+        return BatchGenerator(self._obj, input_dims, input_overlap, batch_dims,
+                              concat_input_dims, preload_batch, **kwargs)
+
+    def stream(self, input_dims: Mapping[Hashable, int],
+               input_overlap: Mapping[Hashable, int] | None = None, **kwargs: Any) -> Any:
+        """A fast :class:`arcoforge.batch.SampleStream` of numpy batches."""
+        from .batch import SampleStream
+
+        return SampleStream(self._obj, input_dims, input_overlap, **kwargs)
+
+    def torch_dataset(self, input_dims: Mapping[Hashable, int],
+                      input_overlap: Mapping[Hashable, int] | None = None, *,
+                      inputs: Sequence[Hashable] | None = None,
+                      targets: Sequence[Hashable] | None = None, iterable: bool = True,
+                      **kwargs: Any) -> Any:
+        """A PyTorch dataset: iterable (batches) or map-style (single samples)."""
+        from .batch.torch_loader import TorchIterableDataset, TorchMapDataset
+
+        stream = self.stream(input_dims, input_overlap, **kwargs)
+        cls = TorchIterableDataset if iterable else TorchMapDataset
+        return cls(stream, inputs, targets)
+
+    def torch_loader(self, input_dims: Mapping[Hashable, int],
+                     input_overlap: Mapping[Hashable, int] | None = None, *,
+                     inputs: Sequence[Hashable] | None = None,
+                     targets: Sequence[Hashable] | None = None, num_workers: int = 0,
+                     pin_memory: bool = False, **kwargs: Any) -> Any:
+        """A ``DataLoader`` over an iterable dataset (fork-free workers)."""
+        from .batch.torch_loader import make_dataloader
+
+        ds = self.torch_dataset(input_dims, input_overlap, inputs=inputs, targets=targets,
+                                **kwargs)
+        return make_dataloader(ds, num_workers=num_workers, pin_memory=pin_memory)
+
+    def tf_dataset(self, input_dims: Mapping[Hashable, int],
+                   input_overlap: Mapping[Hashable, int] | None = None, *,
+                   inputs: Sequence[Hashable] | None = None,
+                   targets: Sequence[Hashable] | None = None, **kwargs: Any) -> Any:
+        """A ``tf.data.Dataset`` of batches."""
+        from .batch.tf_loader import to_tf_dataset
+
+        return to_tf_dataset(self.stream(input_dims, input_overlap, **kwargs), inputs, targets)
+
+    def to_table(self, sample_dims: Sequence[Hashable], **kwargs: Any) -> xr.DataArray:
+        """A ``(sample, feature)`` table for scikit-learn / dask-ml."""
+        from .batch import to_table
+
+        return to_table(self._obj, sample_dims, **kwargs)
