@@ -65,6 +65,7 @@ class HTTPTestServer:
     seed: int = 0
     delay: float = 0.0
     fail_modes: tuple[str, ...] = ("503", "truncate", "drop")
+    stall: float = 2.0  # seconds a "stall" failure waits before answering
     url: str = ""
     host: str = "127.0.0.1"
     port: int = 0
@@ -177,6 +178,9 @@ class _Handler(BaseHTTPRequestHandler):
         if not fail:
             return False
         if mode == "truncate" and (path is None or self.command == "HEAD"):
+            mode = "503"
+        if mode == "stall":  # answer too late: the client should have timed out
+            time.sleep(s.stall)
             mode = "503"
         if mode == "503":
             self._plain(503, "try again later (injected)")
@@ -321,8 +325,9 @@ def http_server() -> Iterator[Callable[..., HTTPTestServer]]:
     ``range=False`` ignores Range headers (always 200, ``Accept-Ranges: none``);
     ``basic_auth=(user, password)``; ``bearer_token="..."``; ``query_token=(param, value)``;
     ``flaky=p`` fails that fraction of requests (seeded by ``seed``) with one of ``fail_modes``:
-    ``"503"``, ``"truncate"`` (full Content-Length, half the body, then hang up) or ``"drop"``
-    (close the connection without a response); ``delay`` seconds are slept before each
+    ``"503"``, ``"truncate"`` (full Content-Length, half the body, then hang up), ``"drop"``
+    (close the connection without a response) or -- only when asked for -- ``"stall"`` (wait
+    ``stall`` seconds, default 2, then answer 503); ``delay`` seconds are slept before each
     response.  Counters: ``requests``, ``gets``, ``heads``, ``range_requests``,
     ``failures_injected``, ``max_concurrent``, ``paths`` (GETs per path), ``log``.
     """

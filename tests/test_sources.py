@@ -256,6 +256,14 @@ def test_each_transient_failure_is_retried(
     assert server.failures_injected > 0
 
 
+def test_timeouts_are_retried(ersst: pathlib.Path, tmp_path: pathlib.Path, http_server) -> None:
+    server = http_server(ersst, flaky=0.5, seed=1, fail_modes=("stall",), stall=1.0)
+    opts = SourceOptions(retries=8, backoff=0.01, max_backoff=0.05, timeout=0.2)
+    got = fetch(f"{server.url}/{NAMES[0]}", opts, workdir=str(tmp_path))
+    assert got.sha256 == sha(ersst / NAMES[0])
+    assert server.failures_injected > 0
+
+
 def test_fetched_file_opens_with_xarray(
     ersst: pathlib.Path, tmp_path: pathlib.Path, http_server
 ) -> None:
