@@ -143,6 +143,17 @@ def test_http_empty_file(ersst: pathlib.Path, tmp_path: pathlib.Path, http_serve
         fetch(f"{server.url}/empty.nc", SourceOptions(**FAST), workdir=str(tmp_path))
 
 
+def test_html_instead_of_data(tmp_path: pathlib.Path, http_server) -> None:
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "sst.nc").write_text("<!DOCTYPE html><html><body>Please log in</body></html>")
+    server = http_server(site)
+    with pytest.raises(SourceError, match="HTML page instead of data") as err:
+        fetch(f"{server.url}/sst.nc", SourceOptions(**FAST), workdir=str(tmp_path / "w"))
+    assert err.value.reason == "content"
+    assert not list((tmp_path / "w").iterdir())
+
+
 def test_basic_auth(
     ersst: pathlib.Path, tmp_path: pathlib.Path, http_server, monkeypatch: pytest.MonkeyPatch
 ) -> None:
