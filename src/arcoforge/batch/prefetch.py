@@ -14,12 +14,9 @@ import threading
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import TypeVar
 
 __all__ = ["Prefetcher"]
 
-T = TypeVar("T")
-R = TypeVar("R")
 
 
 class Prefetcher[T, R]:
