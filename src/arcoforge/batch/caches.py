@@ -65,25 +65,31 @@ def _jsonable(sel: Any) -> Any:
 def dataset_token(ds: Any, variables: list[Hashable] | None = None) -> str:
     """Identity of a dataset for cache keys: source, schema, coordinates and (lazy) data ids.
 
-    In-memory numpy variables are hashed by content; lazily loaded variables by their source
-    (file/store path and modification token from xarray/dask) so no data is read.
+    In-memory numpy variables are hashed by content; lazily opened ones by their source path
+    and encoding (no data is read), else by their dask graph name (stable within a process).
+    A store rewritten in place keeps its path: pass an explicit ``dataset_id`` (e.g. an
+    Icechunk snapshot id) for persistent caches over mutable stores.
     """
     h = hashlib.sha256()
     enc = getattr(ds, "encoding", {}) or {}
-    h.update(repr(enc.get("source", "")).encode())
-    names = variables if variables is not None else list(getattr(ds, "data_vars", [ds.name]))
-    for name in names:
+    source = enc.get("source")
+    h.update(repr(source or "").encode())
+    names = variables if variables is not None else (
+        list(ds.data_vars) if hasattr(ds, "data_vars") else [ds.name])
+    for name in sorted(names, key=str):
         var = ds.variable if not hasattr(ds, "data_vars") else ds[name].variable
         h.update(repr((str(name), var.dims, var.shape, str(var.dtype))).encode())
         h.update(repr(sorted((str(k), str(v)) for k, v in var.attrs.items())).encode())
         data = var._data  # noqa: SLF001 - identity only, never mutated
         if isinstance(data, np.ndarray):
             h.update(np.ascontiguousarray(data).view(np.uint8).ravel().data)
+        elif source:
+            h.update(repr(sorted((str(k), str(v)) for k, v in var.encoding.items())).encode())
         elif hasattr(data, "dask") and hasattr(data, "name"):
             h.update(str(data.name).encode())
         else:
             h.update(repr(var.encoding.get("source", enc.get("source", id(data)))).encode())
-    for cname, coord in ds.coords.items():
+    for cname, coord in sorted(ds.coords.items(), key=lambda kv: str(kv[0])):
         if coord.ndim <= 1 and coord.size <= 10_000_000:
             h.update(str(cname).encode())
             h.update(np.ascontiguousarray(coord.values).astype(str).tobytes()
