@@ -33,4 +33,4 @@ def test_accessor(synthetic: xr.Dataset) -> None:
     assert isinstance(synthetic.a.arcoforge.batches({"y": 4}), BatchGenerator)
     stream = synthetic.arcoforge.stream({"y": 4, "x": 3}, batch_size=5)
     assert isinstance(stream, SampleStream)
-    assert synthetic.arcoforge.to_table(["time"]).dims == ("sample", "feature")
+    assert synthetic[["a"]].arcoforge.to_table(["time"]).dims == ("sample", "feature")
