@@ -60,7 +60,7 @@ def air_zarr(tmp_path_factory: pytest.TempPathFactory, air: xr.Dataset) -> Path:
     """ncep air (124×11×21) as a compressed Zarr store, time chunks of 8, plus a target."""
     path = tmp_path_factory.mktemp("zarr") / "air.zarr"
     ds = air[["air"]].astype({"air": "float32"})
-    ds = ds.assign(air_next=ds.air.shift(time=-1).fillna(0.0))
+    ds = ds.assign(air_next=ds.air.shift(time=-1).fillna(ds.air))
     for v in ds.variables.values():
         v.encoding = {}
     ds.chunk({"time": 8}).to_zarr(path, zarr_format=3, consolidated=False)
