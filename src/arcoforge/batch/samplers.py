@@ -9,6 +9,7 @@ together they visit every sample exactly once per epoch.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
@@ -41,19 +42,17 @@ def current_shard(world_size: int | None = None, rank: int | None = None) -> Sha
     outside a DataLoader worker, that part of the shard is (0 of 1).
     """
     workers, worker = 1, 0
-    try:
-        import torch.utils.data as tud
-
-        info = tud.get_worker_info()
+    # only consult torch if it is already loaded: a DataLoader worker or an initialized
+    # process group implies it is, and importing torch here (amid reader threads) is costly
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        info = torch.utils.data.get_worker_info()
         if info is not None:
             workers, worker = int(info.num_workers), int(info.id)
         if world_size is None or rank is None:
-            import torch.distributed as dist
-
+            dist = torch.distributed
             if dist.is_available() and dist.is_initialized():
                 world_size, rank = dist.get_world_size(), dist.get_rank()
-    except ImportError:
-        pass
     world_size = 1 if world_size is None else int(world_size)
     rank = 0 if rank is None else int(rank)
     return Shard(rank * workers + worker, world_size * workers)

@@ -1,0 +1,316 @@
+"""Compile a recipe into a :class:`Plan` and run it: ``bake``.
+
+A :class:`Plan` is what every engine executes: ``prepare()`` once, ``run_task(task)`` for each of
+``tasks`` (any order, any worker, safe to retry), then ``finalize(stats)`` once.  It is picklable
+and holds no engine logic.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import xarray as xr
+
+from arcoforge.patterns import FilePattern, Index
+from arcoforge.plan import (
+    StoreTask,
+    blocks_for_variable,
+    choose_chunks,
+    compile_tasks,
+    schema_fingerprint,
+)
+from arcoforge.readers import close, detect_engine, open_raw, read_slice, scan_file
+from arcoforge.recipes import ZarrRecipe
+from arcoforge.schema import FileSchema, TargetSchema, combine_schemas
+from arcoforge.sources import SourceOptions, fetch
+from arcoforge.targets.zarr import ZarrTarget, describe_attr_types, stamp
+
+__all__ = ["Plan", "TaskStats", "BuildResult", "compile_plan", "scan_pattern", "bake",
+           "resolve_target"]
+
+log = logging.getLogger("arcoforge.build")
+
+
+@dataclass
+class TaskStats:
+    """What one store task did."""
+
+    key: str
+    bytes_read: int = 0
+    bytes_written: int = 0
+    skipped: bool = False
+
+
+@dataclass
+class BuildResult:
+    """Summary of a build (printed at its end)."""
+
+    target: str
+    files: int
+    tasks: int
+    tasks_skipped: int
+    bytes_read: int
+    bytes_written: int
+    seconds: float
+    recipe_hash: str
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __str__(self) -> str:
+        mb_r, mb_w = self.bytes_read / 1e6, self.bytes_written / 1e6
+        rate = mb_r / self.seconds if self.seconds > 0 else float("nan")
+        resumed = f" ({self.tasks_skipped} already done)" if self.tasks_skipped else ""
+        return (
+            f"built {self.target}: {self.files} files, {self.tasks} tasks{resumed}, "
+            f"{mb_r:.1f} MB read, {mb_w:.1f} MB written, {self.seconds:.1f} s ({rate:.1f} MB/s)"
+        )
+
+
+def resolve_target(target: Any, storage_options: Mapping[str, Any] | None = None) -> Any:
+    """A target object from a URL/path (``icechunk://`` URLs and repositories when installed)."""
+    if isinstance(target, ZarrTarget) or hasattr(target, "prepare"):
+        return target
+    url = os.fspath(target) if not isinstance(target, str) else target
+    if url.startswith("icechunk://") or type(target).__name__ == "Repository":
+        from arcoforge.targets.icechunk import IcechunkTarget  # type: ignore[import-not-found]
+
+        return IcechunkTarget(target, storage_options=storage_options)
+    return ZarrTarget(url, storage_options)
+
+
+# -- scanning ----------------------------------------------------------------------------------
+
+
+def scan_pattern(pattern: FilePattern, options: SourceOptions, workdir: str,
+                 max_workers: int = 8,
+                 progress: Callable[[int, int], None] | None = None) -> list[FileSchema]:
+    """Fetch every source and read its metadata, in parallel; results in pattern order."""
+    cdim = pattern.concat_dim.name if pattern.concat_dim else None
+    items = list(pattern.items())
+
+    def one(item: tuple[Index, str]) -> FileSchema:
+        index, url = item
+        local = fetch(url, options, workdir)
+        schema = scan_file(index, local.url, local.path, local.size, local.sha256, cdim,
+                           pattern.file_type, pattern.open_kwargs)
+        schema.fetch_url = url
+        return schema
+
+    out: list[FileSchema] = []
+    with ThreadPoolExecutor(max_workers=max(1, min(max_workers, len(items)))) as pool:
+        for i, fs in enumerate(pool.map(one, items)):
+            out.append(fs)
+            if progress:
+                progress(i + 1, len(items))
+    return out
+
+
+# -- the plan ----------------------------------------------------------------------------------
+
+
+class _OpenFiles:
+    """A small per-process LRU of raw-opened source datasets."""
+
+    def __init__(self, maxsize: int = 8) -> None:
+        self.maxsize = maxsize
+        self._items: OrderedDict[str, xr.Dataset] = OrderedDict()
+
+    def get(self, path: str, engine: str, open_kwargs: Mapping[str, Any], url: str) -> xr.Dataset:
+        ds = self._items.pop(path, None)
+        if ds is None:
+            ds = open_raw(path, engine, open_kwargs, url)
+        self._items[path] = ds
+        while len(self._items) > self.maxsize:
+            _, old = self._items.popitem(last=False)
+            close(old)
+        return ds
+
+    def close(self) -> None:
+        for ds in self._items.values():
+            close(ds)
+        self._items.clear()
+
+
+@dataclass
+class Plan:
+    """A compiled build: prepare, independent store tasks, finalize."""
+
+    recipe_hash: str
+    recipe_description: dict[str, Any]
+    schema: TargetSchema
+    chunks: dict[str, int]
+    tasks: list[StoreTask]
+    target: Any
+    source_options: SourceOptions
+    workdir: str
+    file_type: str
+    open_kwargs: dict[str, Any]
+    max_block_bytes: int
+    fingerprint: str
+
+    # -- helpers ---------------------------------------------------------------------------
+    def _local_path(self, pos: int) -> tuple[str, FileSchema]:
+        f = self.schema.files[pos]
+        if os.path.exists(f.path) and os.path.getsize(f.path) == f.size:
+            return f.path, f
+        local = fetch(f.fetch_url or f.url, self.source_options, self.workdir)
+        return local.path, f
+
+    def _open(self, files: _OpenFiles, pos: int) -> tuple[xr.Dataset, FileSchema]:
+        path, f = self._local_path(pos)
+        engine = detect_engine(path, self.file_type, f.url)
+        return files.get(path, engine, self.open_kwargs, f.url), f
+
+    def static_values(self) -> dict[str, np.ndarray]:
+        """Values written at prepare: variables without the concat dim (from the first file of
+        their merge group) and the concat coordinate (gathered by the scan)."""
+        cdim = self.schema.concat_dim
+        out: dict[str, np.ndarray] = {}
+        files = _OpenFiles()
+        try:
+            for name, var in self.schema.variables.items():
+                if cdim is not None and name == cdim and self.schema.concat_values is not None:
+                    out[name] = self.schema.concat_values
+                elif cdim is None or cdim not in var.dims:
+                    group = self.schema.variable_group[name]
+                    first = self.schema.group_files[group][0][0]
+                    ds, f = self._open(files, first)
+                    out[name] = read_slice(ds, name, (), f.url)
+        finally:
+            files.close()
+        return out
+
+    # -- the three steps -------------------------------------------------------------------
+    def prepare(self) -> bool:
+        """Create the target's metadata and static variables (skipped when resuming)."""
+        if self.target.prepared_fingerprint() == self.fingerprint:
+            return False
+        return bool(self.target.prepare(self.schema, self.static_values(), self.chunks,
+                                        self.fingerprint))
+
+    def is_done(self, task: StoreTask) -> bool:
+        return bool(self.target.is_done(task.key))
+
+    def run_task(self, task: StoreTask) -> TaskStats:
+        """Read the task's pieces and write its chunks; idempotent."""
+        stats = TaskStats(task.key)
+        if self.target.is_done(task.key):
+            stats.skipped = True
+            return stats
+        cdim = self.schema.concat_dim
+        assert cdim is not None
+        files = _OpenFiles()
+        try:
+            for name in task.variables:
+                var = self.schema.variables[name]
+                axis = var.dims.index(cdim)
+                pieces = task.pieces_for(self.schema.variable_group[name])
+                for block in blocks_for_variable(var, cdim, self.chunks, task.region,
+                                                 self.max_block_bytes):
+                    shape = tuple(s.stop - s.start for s in block)
+                    out = np.empty(shape, dtype=np.dtype(var.dtype))
+                    for piece in pieces:
+                        ds, f = self._open(files, piece.file)
+                        src = list(block)
+                        src[axis] = slice(*piece.src)
+                        dst: list[slice] = [slice(None)] * len(block)
+                        dst[axis] = slice(*piece.dst)
+                        data = read_slice(ds, name, tuple(src), f.url)
+                        out[tuple(dst)] = data
+                        stats.bytes_read += data.nbytes
+                    stats.bytes_written += self.target.write(name, block, out)
+        finally:
+            files.close()
+        self.target.mark_done(task.key)
+        return stats
+
+    def provenance(self) -> dict[str, Any]:
+        import importlib.metadata as md
+
+        versions = {}
+        for pkg in ("arcoforge", "xarray", "zarr", "numpy", "netCDF4", "h5netcdf", "icechunk"):
+            try:
+                versions[pkg] = md.version(pkg)
+            except md.PackageNotFoundError:
+                pass
+        return {
+            "arcoforge:recipe_hash": self.recipe_hash,
+            "arcoforge:recipe": self.recipe_description,
+            "arcoforge:created": stamp(),
+            "arcoforge:package_versions": versions,
+            "arcoforge:sources": [
+                {"url": f.url, "sha256": f.sha256, "size": f.size} for f in self.schema.files
+            ],
+        }
+
+    def finalize(self, stats: Iterable[TaskStats] = ()) -> dict[str, Any]:
+        """Record provenance, consolidate and publish."""
+        attrs = self.provenance()
+        self.target.finalize(attrs, describe_attr_types(self.schema))
+        return attrs
+
+
+def compile_plan(recipe: ZarrRecipe, target: Any, *, workdir: str | None = None,
+                 storage_options: Mapping[str, Any] | None = None,
+                 scan_workers: int = 8,
+                 progress: Callable[[int, int], None] | None = None) -> Plan:
+    """Scan the recipe's sources and compile the build plan for ``target``."""
+    tgt = resolve_target(target, storage_options)
+    workdir = workdir or recipe.source_options.cache or tempfile.mkdtemp(prefix="arcoforge-")
+    pattern = recipe.pattern
+    files = scan_pattern(pattern, recipe.source_options, workdir, scan_workers, progress)
+    cdim = pattern.concat_dim
+    schema = combine_schemas(files, cdim.name if cdim else None,
+                             cdim.nitems_per_file if cdim else None)
+    chunks = choose_chunks(schema, recipe.target_chunks)
+    tasks = compile_tasks(schema, chunks)
+    return Plan(
+        recipe_hash=recipe.sha256(),
+        recipe_description=recipe.describe(),
+        schema=schema,
+        chunks=chunks,
+        tasks=tasks,
+        target=tgt,
+        source_options=recipe.source_options,
+        workdir=workdir,
+        file_type=pattern.file_type,
+        open_kwargs=pattern.open_kwargs,
+        max_block_bytes=recipe.max_block_bytes,
+        fingerprint=schema_fingerprint(schema, chunks),
+    )
+
+
+def bake(recipe: ZarrRecipe, target: Any, engine: str = "local", *,
+         storage_options: Mapping[str, Any] | None = None, workdir: str | None = None,
+         progress: bool = True, **engine_options: Any) -> BuildResult:
+    """Build ``recipe`` into ``target`` and publish it; returns a :class:`BuildResult`.
+
+    ``engine`` is ``"local"`` (threads, or processes with ``processes=True``), ``"dask"`` or
+    ``"beam"`` when installed.  A re-run of an interrupted build resumes it.
+    """
+    from arcoforge.engines import get_engine
+
+    t0 = time.perf_counter()
+    runner = get_engine(engine)
+    plan = compile_plan(recipe, target, workdir=workdir, storage_options=storage_options)
+    stats: Sequence[TaskStats] = runner(plan, progress=progress, **engine_options)
+    result = BuildResult(
+        target=str(getattr(plan.target, "url", plan.target)),
+        files=len(plan.schema.files),
+        tasks=len(plan.tasks),
+        tasks_skipped=sum(s.skipped for s in stats),
+        bytes_read=sum(s.bytes_read for s in stats),
+        bytes_written=sum(s.bytes_written for s in stats),
+        seconds=time.perf_counter() - t0,
+        recipe_hash=plan.recipe_hash,
+    )
+    log.info("%s", result)
+    return result

@@ -1,0 +1,38 @@
+"""Engines run a :class:`~arcoforge.build.Plan`; they hold no domain logic.
+
+An engine is a callable ``run(plan, progress=True, **options) -> list[TaskStats]`` that calls
+``plan.prepare()`` once, ``plan.run_task(task)`` for every task (any order, retried on failure),
+and ``plan.finalize(stats)`` once all tasks succeeded.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from typing import Any
+
+__all__ = ["get_engine", "ENGINES"]
+
+#: engine name -> "module:function"
+ENGINES = {
+    "local": "arcoforge.engines.local:run",
+    "dask": "arcoforge.engines.dask:run",
+    "beam": "arcoforge.engines.beam:run",
+}
+
+
+def get_engine(name: str) -> Callable[..., Any]:
+    """The run function of engine ``name``; a clear error if unknown or not installed."""
+    try:
+        spec = ENGINES[name]
+    except KeyError:
+        raise ValueError(f"unknown engine {name!r}; choose one of {sorted(ENGINES)}") from None
+    module_name, func = spec.split(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as err:
+        raise ImportError(
+            f"engine {name!r} needs an optional dependency that is not installed ({err.name}); "
+            f"install it with: pip install 'arcoforge[{'distributed' if name == 'dask' else name}]'"
+        ) from err
+    return getattr(module, func)  # type: ignore[no-any-return]

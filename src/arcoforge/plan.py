@@ -1,0 +1,174 @@
+"""From a target schema to store tasks: pure chunk-region arithmetic, no I/O.
+
+A store task owns one chunk-row along the concat dimension (``[start, stop)``, aligned to the
+target chunks) and writes every variable that has the concat dimension for that row.  For each
+variable it lists the *pieces* — ``(file, source slice, target slice)`` — that fill the row, so a
+task reads only the bytes it writes, whatever the size of the files.  Rows whose bytes exceed
+``max_block_bytes`` are further split into whole chunks along the other dimensions.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import math
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+
+from arcoforge.schema import TargetSchema, VariableSchema
+
+__all__ = [
+    "Piece",
+    "StoreTask",
+    "choose_chunks",
+    "compile_tasks",
+    "pieces_for_region",
+    "blocks_for_variable",
+    "schema_fingerprint",
+]
+
+#: default target chunk size along the concat dimension aims at about this many bytes
+DEFAULT_CHUNK_BYTES = 32 * 2**20
+
+
+@dataclass(frozen=True)
+class Piece:
+    """Rows ``src`` (along the concat dim) of file ``file`` fill rows ``dst`` of the target."""
+
+    file: int
+    src: tuple[int, int]
+    dst: tuple[int, int]
+
+
+@dataclass(frozen=True)
+class StoreTask:
+    """Write target rows ``region`` of ``variables``; idempotent, independent of other tasks."""
+
+    key: str
+    region: tuple[int, int]
+    variables: tuple[str, ...]
+    #: pieces per merge group key (as a tuple of pairs so the task stays hashable)
+    pieces: tuple[tuple[tuple[tuple[str, int], ...], tuple[Piece, ...]], ...]
+
+    def pieces_for(self, group: tuple[tuple[str, int], ...]) -> tuple[Piece, ...]:
+        for gkey, pieces in self.pieces:
+            if gkey == group:
+                return pieces
+        raise KeyError(group)
+
+
+def choose_chunks(schema: TargetSchema, target_chunks: Mapping[str, int] | None,
+                  chunk_bytes: int = DEFAULT_CHUNK_BYTES) -> dict[str, int]:
+    """Chunk length for every dimension; unnamed dimensions are not split (one chunk), except
+    the concat dimension, whose default aims at ``chunk_bytes`` for the largest variable."""
+    chunks: dict[str, int] = {}
+    target_chunks = dict(target_chunks or {})
+    unknown = set(target_chunks) - set(schema.dims)
+    if unknown:
+        raise ValueError(
+            f"target_chunks names dimension(s) {sorted(unknown)} that the dataset does not have "
+            f"(it has {sorted(schema.dims)})"
+        )
+    for dim, size in schema.dims.items():
+        n = target_chunks.get(dim)
+        if n is not None:
+            if int(n) < 1:
+                raise ValueError(f"target_chunks[{dim!r}] must be >= 1, got {n}")
+            chunks[dim] = min(int(n), max(size, 1))
+        elif dim == schema.concat_dim:
+            per_step = max(
+                (_row_bytes(v, schema.concat_dim, chunks_hint={}) for v in schema.variables.values()
+                 if dim in v.dims),
+                default=1,
+            )
+            chunks[dim] = int(max(1, min(size, chunk_bytes // max(per_step, 1))))
+        else:
+            chunks[dim] = max(size, 1)
+    return chunks
+
+
+def _row_bytes(var: VariableSchema, concat_dim: str | None, chunks_hint: Mapping[str, int]) -> int:
+    n = var.itemsize
+    for d, s in zip(var.dims, var.shape):
+        if d == concat_dim:
+            n *= chunks_hint.get(d, 1)
+        else:
+            n *= s
+    return n
+
+
+def pieces_for_region(offsets: list[tuple[int, int]], file_lengths: Mapping[int, int],
+                      region: tuple[int, int]) -> tuple[Piece, ...]:
+    """Which rows of which files fill target rows ``region`` (files given as (pos, offset))."""
+    start, stop = region
+    pieces = []
+    for pos, offset in offsets:
+        length = file_lengths[pos]
+        lo, hi = max(start, offset), min(stop, offset + length)
+        if lo < hi:
+            pieces.append(Piece(pos, (lo - offset, hi - offset), (lo - start, hi - start)))
+    return tuple(pieces)
+
+
+def compile_tasks(schema: TargetSchema, chunks: Mapping[str, int]) -> list[StoreTask]:
+    """One task per chunk-row along the concat dimension, in order."""
+    cdim = schema.concat_dim
+    if cdim is None:
+        return []
+    concat_vars = tuple(
+        sorted(n for n, v in schema.variables.items() if cdim in v.dims and n != cdim)
+    )
+    if not concat_vars:
+        return []
+    total = schema.dims[cdim]
+    step = chunks[cdim]
+    lengths = {pos: f.dims.get(cdim, 0) for pos, f in enumerate(schema.files)}
+    groups = sorted({schema.variable_group[v] for v in concat_vars})
+    width = max(4, len(str(math.ceil(total / step))))
+    tasks = []
+    for i, start in enumerate(range(0, total, step)):
+        region = (start, min(start + step, total))
+        pieces = tuple(
+            (g, pieces_for_region(schema.group_files[g], lengths, region)) for g in groups
+        )
+        tasks.append(StoreTask(f"{cdim}-{i:0{width}d}", region, concat_vars, pieces))
+    return tasks
+
+
+def blocks_for_variable(var: VariableSchema, concat_dim: str, chunks: Mapping[str, int],
+                        region: tuple[int, int], max_block_bytes: int) -> Iterator[tuple[slice, ...]]:
+    """Target index tuples covering ``region`` of ``var``, each at most ``max_block_bytes``
+    (whole chunks along the other dimensions, split only when the full row is too big)."""
+    rows = region[1] - region[0]
+    full = tuple(
+        slice(*region) if d == concat_dim else slice(0, n) for d, n in zip(var.dims, var.shape)
+    )
+    row_bytes = var.itemsize * rows
+    for d, n in zip(var.dims, var.shape):
+        if d != concat_dim:
+            row_bytes *= n
+    if row_bytes <= max_block_bytes:
+        yield full
+        return
+    ranges = []
+    for d, n in zip(var.dims, var.shape):
+        if d == concat_dim:
+            ranges.append([slice(*region)])
+        else:
+            c = chunks.get(d, n)
+            ranges.append([slice(s, min(s + c, n)) for s in range(0, n, c)])
+    yield from itertools.product(*ranges)
+
+
+def schema_fingerprint(schema: TargetSchema, chunks: Mapping[str, int]) -> str:
+    """A hash identifying the target layout and the exact sources (for resume)."""
+    h = hashlib.sha256()
+    doc = {
+        "dims": schema.dims,
+        "chunks": dict(chunks),
+        "vars": {n: [v.dims, v.shape, v.dtype] for n, v in sorted(schema.variables.items())},
+        "files": [[f.url, f.sha256] for f in schema.files],
+    }
+    h.update(json.dumps(doc, sort_keys=True, default=str).encode())
+    return h.hexdigest()

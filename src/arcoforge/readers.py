@@ -1,0 +1,143 @@
+"""Open a fetched (local) source file *raw* and describe or slice it.
+
+Raw means ``decode_cf=False``: values as stored on disk (packed integers, fill values, numeric
+times) with every attribute kept, so they can be copied into the target unchanged.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import xarray as xr
+
+from arcoforge.patterns import Index
+from arcoforge.schema import FileSchema, SchemaError, VariableSchema
+
+__all__ = ["SourceReadError", "detect_engine", "open_raw", "scan_file", "read_slice", "close"]
+
+_MAGIC = {
+    b"CDF\x01": "netcdf4",
+    b"CDF\x02": "netcdf4",
+    b"CDF\x05": "netcdf4",
+    b"\x89HDF": "netcdf4",
+    b"GRIB": "cfgrib",
+}
+
+_FILE_TYPE_ENGINE = {"netcdf4": "netcdf4", "netcdf3": "netcdf4", "hdf5": "h5netcdf", "grib": "cfgrib"}
+
+# HDF5 (and so netCDF4) is not thread-safe: every open, metadata read, slice read and close that
+# arcoforge makes goes through this one lock.  Threads still overlap reads with compression and
+# writes; processes (``processes=True``) read in parallel.
+_OPEN_LOCK = threading.RLock()
+
+
+class SourceReadError(OSError):
+    """A source that could not be read; the message names the file and what to do."""
+
+
+def detect_engine(path: str, file_type: str = "auto", url: str | None = None) -> str:
+    """The xarray engine for ``path``: from ``file_type``, or from the file's first bytes."""
+    if file_type != "auto":
+        try:
+            return _FILE_TYPE_ENGINE[file_type]
+        except KeyError:
+            raise ValueError(
+                f"unknown file_type {file_type!r}; use one of {sorted(_FILE_TYPE_ENGINE)} or 'auto'"
+            ) from None
+    with open(path, "rb") as fh:
+        head = fh.read(8)
+    for magic, engine in _MAGIC.items():
+        if head.startswith(magic):
+            return engine
+    raise SourceReadError(
+        f"{url or path} is not a NetCDF, HDF5 or GRIB file (it starts with {head[:8]!r}); "
+        "it may be an HTML error page, truncated or corrupt. Check the URL, or delete the cached "
+        "copy so it is downloaded again."
+    )
+
+
+def open_raw(path: str, engine: str, open_kwargs: Mapping[str, Any] | None = None,
+             url: str | None = None) -> xr.Dataset:
+    """Open ``path`` without CF decoding; errors name the source and suggest a fix."""
+    kwargs = dict(open_kwargs or {})
+    kwargs.setdefault("cache", False)
+    try:
+        with _OPEN_LOCK:
+            return xr.open_dataset(path, engine=engine, decode_cf=False, mask_and_scale=False,
+                                   decode_times=False, **kwargs)
+    except Exception as err:  # noqa: BLE001 - re-raised with context
+        raise SourceReadError(
+            f"cannot open {url or path} as {engine}: {err}. The file may be truncated or corrupt: "
+            "delete the cached copy and download it again, or remove it from the pattern."
+        ) from err
+
+
+def _chunks_of(var: xr.Variable) -> tuple[int, ...] | None:
+    chunks = var.encoding.get("chunksizes") or var.encoding.get("preferred_chunks")
+    if isinstance(chunks, dict):
+        chunks = tuple(chunks.get(d, n) for d, n in zip(var.dims, var.shape))
+    return tuple(int(c) for c in chunks) if chunks else None
+
+
+def scan_file(index: Index, url: str, path: str, size: int, sha256: str, concat_dim: str | None,
+              file_type: str = "auto", open_kwargs: Mapping[str, Any] | None = None) -> FileSchema:
+    """Read one file's metadata (and its concat coordinate values) into a :class:`FileSchema`."""
+    engine = detect_engine(path, file_type, url)
+    ds = open_raw(path, engine, open_kwargs, url)
+    with _OPEN_LOCK, ds:
+        variables = {}
+        for name, var in ds.variables.items():
+            if var.dtype.kind in "OSU" and var.ndim > 0 and concat_dim in var.dims:
+                raise SchemaError(
+                    f"variable {name!r} in {url} holds strings along {concat_dim!r}; "
+                    "string variables along the concat dimension are not supported yet."
+                )
+            variables[str(name)] = VariableSchema(
+                name=str(name),
+                dims=tuple(str(d) for d in var.dims),
+                shape=tuple(int(n) for n in var.shape),
+                dtype=var.dtype.str,
+                attrs=dict(var.attrs),
+                source_chunks=_chunks_of(var),
+            )
+        concat_values = None
+        if concat_dim is not None and concat_dim in ds.variables and ds[concat_dim].ndim == 1:
+            try:
+                concat_values = np.asarray(ds[concat_dim].values)
+            except Exception as err:  # noqa: BLE001
+                raise SourceReadError(
+                    f"cannot read coordinate {concat_dim!r} from {url}: {err}. The file may be "
+                    "truncated or corrupt."
+                ) from err
+        return FileSchema(
+            index=index,
+            url=url,
+            path=path,
+            size=size,
+            sha256=sha256,
+            dims={str(k): int(v) for k, v in ds.sizes.items()},
+            variables=variables,
+            attrs=dict(ds.attrs),
+            concat_values=concat_values,
+        )
+
+
+def read_slice(ds: xr.Dataset, name: str, key: tuple[slice, ...], url: str) -> np.ndarray:
+    """Read ``ds[name][key]`` as a numpy array of the on-disk dtype."""
+    try:
+        with _OPEN_LOCK:
+            return np.asarray(ds.variables[name][key].values)
+    except Exception as err:  # noqa: BLE001
+        raise SourceReadError(
+            f"cannot read variable {name!r} from {url}: {err}. The file may be truncated or "
+            "corrupt: delete the cached copy and download it again."
+        ) from err
+
+
+def close(ds: xr.Dataset) -> None:
+    """Close a dataset opened with :func:`open_raw` (under the HDF5 lock)."""
+    with _OPEN_LOCK:
+        ds.close()

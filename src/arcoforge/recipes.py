@@ -1,0 +1,51 @@
+"""User-facing recipe types: what to build from a :class:`~arcoforge.patterns.FilePattern`."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from arcoforge.patterns import FilePattern
+from arcoforge.sources import SourceOptions
+
+__all__ = ["ZarrRecipe"]
+
+
+@dataclass
+class ZarrRecipe:
+    """Materialize the files of ``pattern`` into one Zarr v3 (or Icechunk) store.
+
+    Parameters
+    ----------
+    pattern:
+        The source files and how they combine.
+    target_chunks:
+        Chunk length per dimension of the target, e.g. ``{"time": 12}``.  Dimensions not named
+        are stored as one chunk, except the concat dimension, whose default aims at ~32 MB chunks.
+    source_options:
+        Retries, per-host concurrency, credentials (named env vars) and the input cache.
+    max_block_bytes:
+        A store task reads and writes at most about this many bytes of one variable at a time
+        (larger rows are split into whole chunks along the other dimensions).
+    """
+
+    pattern: FilePattern
+    target_chunks: Mapping[str, int] | None = None
+    source_options: SourceOptions = field(default_factory=SourceOptions)
+    max_block_bytes: int = 256 * 2**20
+
+    def sha256(self) -> str:
+        """A hash of everything that determines the build's output."""
+        h = hashlib.sha256(self.pattern.sha256().encode())
+        h.update(json.dumps(dict(self.target_chunks or {}), sort_keys=True).encode())
+        return h.hexdigest()
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "type": type(self).__name__,
+            "pattern": repr(self.pattern),
+            "target_chunks": dict(self.target_chunks or {}),
+        }

@@ -1,0 +1,333 @@
+"""Per-file schemas and the combined target schema, with precise consistency errors.
+
+A *schema* is the metadata of a dataset without its data: dimensions, variables (dims, shape,
+on-disk dtype, raw attributes) and global attributes.  Sources are opened *raw*
+(``decode_cf=False``), so packing (``scale_factor``/``add_offset``), ``_FillValue``,
+``missing_value``, ``_Unsigned``, units and calendars pass through untouched and the target can be
+written without decoding and re-encoding.
+
+:func:`combine_schemas` checks that the files fit together (same variables, dtypes, dims, packing;
+concat coordinate strictly increasing without duplicates) and raises :class:`SchemaError` naming the
+file(s), the variable and the problem otherwise.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from arcoforge.patterns import Index
+
+__all__ = [
+    "SchemaError",
+    "VariableSchema",
+    "FileSchema",
+    "TargetSchema",
+    "combine_schemas",
+    "attrs_to_json",
+    "attrs_from_json",
+]
+
+#: attributes whose value changes how raw values decode; they must agree across files
+ENCODING_ATTRS = ("scale_factor", "add_offset", "_FillValue", "missing_value", "_Unsigned",
+                  "units", "calendar")
+
+
+class SchemaError(ValueError):
+    """Sources that cannot be combined; the message names files, variable and problem."""
+
+
+@dataclass(frozen=True)
+class VariableSchema:
+    name: str
+    dims: tuple[str, ...]
+    shape: tuple[int, ...]
+    dtype: str
+    attrs: dict[str, Any] = field(default_factory=dict)
+    #: storage chunks of the source variable, if chunked (used for read planning)
+    source_chunks: tuple[int, ...] | None = None
+
+    @property
+    def itemsize(self) -> int:
+        return np.dtype(self.dtype).itemsize
+
+
+@dataclass
+class FileSchema:
+    """What one source file holds."""
+
+    index: Index
+    url: str
+    path: str
+    size: int
+    sha256: str
+    dims: dict[str, int]
+    variables: dict[str, VariableSchema]
+    attrs: dict[str, Any]
+    #: raw values of the concat dimension's coordinate variable in this file (if it has one)
+    concat_values: np.ndarray | None = None
+    #: the URL to fetch the file again (``url`` is the display form, secrets redacted)
+    fetch_url: str = ""
+
+    def describe(self) -> str:
+        return self.url
+
+
+@dataclass
+class TargetSchema:
+    """The combined dataset: what the target will hold and which file provides what."""
+
+    concat_dim: str | None
+    dims: dict[str, int]
+    variables: dict[str, VariableSchema]
+    attrs: dict[str, Any]
+    #: files in pattern order
+    files: list[FileSchema]
+    #: for each variable: the merge-group key of the files that provide it
+    variable_group: dict[str, tuple[tuple[str, int], ...]]
+    #: for each merge group: list of (file position in ``files``, start offset along concat dim)
+    group_files: dict[tuple[tuple[str, int], ...], list[tuple[int, int]]]
+    #: raw values of the concat coordinate over the whole dataset (None if it has none)
+    concat_values: np.ndarray | None = None
+
+    @property
+    def concat_length(self) -> int:
+        return self.dims[self.concat_dim] if self.concat_dim else 0
+
+    def nbytes(self) -> int:
+        total = 0
+        for v in self.variables.values():
+            total += int(np.prod(v.shape, dtype=np.int64)) * v.itemsize
+        return total
+
+
+# -- attribute (de)serialisation -------------------------------------------------------------
+
+
+def _json_value(value: Any) -> tuple[Any, str | None]:
+    """A JSON-able value plus the numpy dtype needed to restore it exactly (None for str)."""
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace"), None
+    if isinstance(value, np.ndarray):
+        if value.dtype.kind in "SU":
+            return [str(v) for v in value.tolist()], None
+        if value.ndim == 0:
+            return value.item(), f"{value.dtype.str}"
+        return value.tolist(), f"[]{value.dtype.str}"
+    if isinstance(value, np.generic):
+        if isinstance(value, np.bytes_):
+            return value.decode("utf-8", "replace"), None
+        if isinstance(value, np.str_):
+            return str(value), None
+        return value.item(), value.dtype.str
+    if isinstance(value, (list, tuple)):
+        return [_json_value(v)[0] for v in value], None
+    return value, None
+
+
+def attrs_to_json(attrs: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, str]]:
+    """Split attributes into JSON-able values and a {name: numpy dtype} map to restore types."""
+    out: dict[str, Any] = {}
+    types: dict[str, str] = {}
+    for key, value in attrs.items():
+        v, t = _json_value(value)
+        if isinstance(v, float) and not np.isfinite(v):
+            v = str(v)  # JSON has no NaN/inf; restored through the dtype map
+            t = t or "<f8"
+        out[key] = v
+        if t is not None:
+            types[key] = t
+    return out, types
+
+
+def attrs_from_json(attrs: Mapping[str, Any], types: Mapping[str, str]) -> dict[str, Any]:
+    """Inverse of :func:`attrs_to_json`."""
+    out: dict[str, Any] = {}
+    for key, value in attrs.items():
+        t = types.get(key)
+        if t is None:
+            out[key] = value
+        elif t.startswith("[]"):
+            out[key] = np.asarray(value, dtype=np.dtype(t[2:]))
+        else:
+            out[key] = np.dtype(t).type(value if not isinstance(value, str) else float(value))
+    return out
+
+
+# -- combining ---------------------------------------------------------------------------------
+
+
+def _attr_equal(a: Any, b: Any) -> bool:
+    try:
+        return bool(np.array_equal(np.asarray(a), np.asarray(b), equal_nan=True))
+    except TypeError:
+        return bool(np.array_equal(np.asarray(a), np.asarray(b)))
+
+
+def _group_key(index: Index, concat_dim: str | None) -> tuple[tuple[str, int], ...]:
+    return tuple((d, p) for d, p in index.positions if d != concat_dim)
+
+
+def _check_same_structure(ref: FileSchema, other: FileSchema, concat_dim: str | None) -> None:
+    missing = sorted(set(ref.variables) - set(other.variables))
+    extra = sorted(set(other.variables) - set(ref.variables))
+    if missing:
+        raise SchemaError(
+            f"variable(s) {', '.join(repr(m) for m in missing)} present in {ref.url} are missing "
+            f"from {other.url}. Every file along the concat dimension must hold the same variables; "
+            "fix or exclude the file, or split the variables with a MergeDim."
+        )
+    if extra:
+        raise SchemaError(
+            f"variable(s) {', '.join(repr(m) for m in extra)} in {other.url} are not in the first "
+            f"file {ref.url}. Every file along the concat dimension must hold the same variables."
+        )
+    for name, rv in ref.variables.items():
+        ov = other.variables[name]
+        if rv.dtype != ov.dtype:
+            raise SchemaError(
+                f"variable {name!r} has dtype {rv.dtype} in {ref.url} but {ov.dtype} in "
+                f"{other.url}; the sources disagree (schema drift). Re-encode the odd file or "
+                "build the two periods as separate datasets."
+            )
+        if rv.dims != ov.dims:
+            raise SchemaError(
+                f"variable {name!r} has dimensions {rv.dims} in {ref.url} but {ov.dims} in "
+                f"{other.url}; the sources disagree (schema drift)."
+            )
+        for dim, rn, on in zip(rv.dims, rv.shape, ov.shape):
+            if dim != concat_dim and rn != on:
+                raise SchemaError(
+                    f"dimension {dim!r} of variable {name!r} has length {rn} in {ref.url} but "
+                    f"{on} in {other.url}; only the concat dimension {concat_dim!r} may change "
+                    "length between files."
+                )
+        for attr in ENCODING_ATTRS:
+            a, b = rv.attrs.get(attr), ov.attrs.get(attr)
+            if (a is None) != (b is None) or (a is not None and not _attr_equal(a, b)):
+                raise SchemaError(
+                    f"variable {name!r}: attribute {attr!r} is {a!r} in {ref.url} but {b!r} in "
+                    f"{other.url}. Raw values could not be copied faithfully; rebuild the odd "
+                    "file with the same encoding or build the periods as separate datasets."
+                )
+
+
+def _check_concat_coordinate(files: Sequence[FileSchema], concat_dim: str) -> np.ndarray | None:
+    if any(f.concat_values is None for f in files):
+        return None
+    values = [np.asarray(f.concat_values) for f in files]
+    for f, v in zip(files, values):
+        if v.size > 1 and not np.all(np.diff(v) > 0):
+            dup = v[:-1][np.diff(v) == 0]
+            what = f"repeats the value {dup[0]!r}" if dup.size else "is not increasing"
+            raise SchemaError(
+                f"coordinate {concat_dim!r} in {f.url} {what}; the concat coordinate must be "
+                "strictly increasing. Check the file or the order of keys in the pattern."
+            )
+    for (fa, va), (fb, vb) in zip(zip(files, values), zip(files[1:], values[1:])):
+        if va.size and vb.size:
+            if vb[0] == va[-1]:
+                raise SchemaError(
+                    f"the same {concat_dim!r} value {vb[0]!r} appears in {fa.url} and {fb.url} "
+                    "(duplicate timestamp). Remove one of the files from the pattern."
+                )
+            if vb[0] < va[-1]:
+                raise SchemaError(
+                    f"coordinate {concat_dim!r} goes backwards between {fa.url} (ends at "
+                    f"{va[-1]!r}) and {fb.url} (starts at {vb[0]!r}): overlapping or out-of-order "
+                    "files. Sort the pattern's keys or remove the overlapping file."
+                )
+    return np.concatenate(values) if values else None
+
+
+def combine_schemas(files: Sequence[FileSchema], concat_dim: str | None,
+                    nitems_per_file: int | None = None) -> TargetSchema:
+    """Combine per-file schemas (in pattern order) into the target schema, or raise SchemaError."""
+    if not files:
+        raise SchemaError("the pattern has no files")
+    groups: dict[tuple[tuple[str, int], ...], list[int]] = {}
+    for pos, f in enumerate(files):
+        groups.setdefault(_group_key(f.index, concat_dim), []).append(pos)
+
+    if concat_dim is not None:
+        for f in files:
+            if concat_dim not in f.dims:
+                raise SchemaError(
+                    f"{f.url} has no dimension {concat_dim!r} (its dimensions are "
+                    f"{sorted(f.dims)}). Check ConcatDim's name."
+                )
+            if nitems_per_file is not None and f.dims[concat_dim] != nitems_per_file:
+                raise SchemaError(
+                    f"{f.url} has {f.dims[concat_dim]} items along {concat_dim!r} but the pattern "
+                    f"says nitems_per_file={nitems_per_file}. Fix nitems_per_file or leave it None "
+                    "to have it discovered."
+                )
+
+    variables: dict[str, VariableSchema] = {}
+    variable_group: dict[str, tuple[tuple[str, int], ...]] = {}
+    group_files: dict[tuple[tuple[str, int], ...], list[tuple[int, int]]] = {}
+    dims: dict[str, int] = {}
+    concat_values: np.ndarray | None = None
+    concat_total: int | None = None
+
+    for gkey, positions in groups.items():
+        gfiles = [files[p] for p in positions]
+        ref = gfiles[0]
+        for other in gfiles[1:]:
+            _check_same_structure(ref, other, concat_dim)
+        offsets: list[tuple[int, int]] = []
+        total = 0
+        for p in positions:
+            offsets.append((p, total))
+            total += files[p].dims.get(concat_dim, 0) if concat_dim else 0
+        group_files[gkey] = offsets
+        if concat_dim is not None:
+            if concat_total is not None and total != concat_total:
+                raise SchemaError(
+                    f"merge group {gkey} has {total} items along {concat_dim!r} but another has "
+                    f"{concat_total}; all merged variables must cover the same {concat_dim!r}."
+                )
+            concat_total = total
+            values = _check_concat_coordinate(gfiles, concat_dim)
+            if values is not None:
+                if concat_values is not None and not np.array_equal(values, concat_values):
+                    raise SchemaError(
+                        f"coordinate {concat_dim!r} differs between merge groups (first seen "
+                        f"in {ref.url}); merged files must share the same {concat_dim!r} values."
+                    )
+                concat_values = values
+        for name, var in ref.variables.items():
+            shape = tuple(
+                total if d == concat_dim else n for d, n in zip(var.dims, var.shape)
+            )
+            merged = VariableSchema(name, var.dims, shape, var.dtype, var.attrs, var.source_chunks)
+            if name in variables:
+                prev = variables[name]
+                if concat_dim in var.dims or prev.dims != var.dims or prev.shape != shape:
+                    raise SchemaError(
+                        f"variable {name!r} is provided by more than one merge group (again in "
+                        f"{ref.url}); each variable along {concat_dim!r} must come from one group."
+                    )
+                continue
+            variables[name] = merged
+            variable_group[name] = gkey
+            for d, n in zip(var.dims, shape):
+                if d in dims and dims[d] != n:
+                    raise SchemaError(
+                        f"dimension {d!r} has length {n} in {ref.url} but {dims[d]} in other files."
+                    )
+                dims[d] = n
+    first = files[0]
+    return TargetSchema(
+        concat_dim=concat_dim,
+        dims=dims,
+        variables=variables,
+        attrs=dict(first.attrs),
+        files=list(files),
+        variable_group=variable_group,
+        group_files=group_files,
+        concat_values=concat_values,
+    )

@@ -1,0 +1,27 @@
+"""Open the raw (undecoded) dataset of any target kind."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import xarray as xr
+
+__all__ = ["open_raw_store"]
+
+
+def open_raw_store(target: Any, version: str | None = None, chunks: Any = None,
+                   storage_options: Mapping[str, Any] | None = None) -> xr.Dataset:
+    """``xr.open_zarr(..., decode_cf=False)`` for a Zarr URL, a versioned Zarr or Icechunk."""
+    url = str(target)
+    if url.startswith("icechunk://") or type(target).__name__ == "Repository":
+        from arcoforge.targets.icechunk import open_raw  # type: ignore[import-not-found]
+
+        return open_raw(target, version=version, chunks=chunks)  # type: ignore[no-any-return]
+    if version is not None:
+        from arcoforge.versions import version_url  # type: ignore[import-not-found]
+
+        url = version_url(url, version, storage_options)
+    return xr.open_zarr(url, decode_cf=False, consolidated=True, chunks=chunks,
+                        storage_options=dict(storage_options) if storage_options else None,
+                        zarr_format=3)
