@@ -100,3 +100,9 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         proc.wait(timeout=5)
     except subprocess.TimeoutExpired:
         proc.kill()
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Run TensorFlow tests after the PyTorch ones: torch's lazy triton import segfaults in
+    a process where TensorFlow is already loaded (the other order is fine)."""
+    items.sort(key=lambda item: "test_tf.py" in str(item.fspath))

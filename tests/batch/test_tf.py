@@ -6,13 +6,22 @@ import numpy as np
 import pytest
 import xarray as xr
 
-tf = pytest.importorskip("tensorflow")
-
-from arcoforge.batch import SampleStream  # noqa: E402
-from arcoforge.batch.tf_loader import to_tf_dataset  # noqa: E402
+from arcoforge.batch import SampleStream
 
 
-def test_signature_and_values(air: xr.Dataset) -> None:
+@pytest.fixture(scope="module")
+def tf():
+    """TensorFlow, imported only when these tests run (see conftest: they run last)."""
+    return pytest.importorskip("tensorflow")
+
+
+def to_tf_dataset(*args, **kwargs):
+    from arcoforge.batch.tf_loader import to_tf_dataset as convert
+
+    return convert(*args, **kwargs)
+
+
+def test_signature_and_values(tf, air: xr.Dataset) -> None:
     ds = air.isel(time=slice(0, 16))
     stream = SampleStream(ds, {"lat": 5, "lon": 7}, batch_size=10, sampling="chunk_shuffle")
     tfds = to_tf_dataset(stream)
@@ -26,7 +35,7 @@ def test_signature_and_values(air: xr.Dataset) -> None:
     assert not np.array_equal(first, second)  # every pass is a new epoch (new order)
 
 
-def test_keras_cnn_trains_from_zarr(air_zarr) -> None:
+def test_keras_cnn_trains_from_zarr(tf, air_zarr) -> None:
     tf.keras.utils.set_random_seed(0)
     ds = xr.open_zarr(air_zarr, consolidated=False)
     stream = SampleStream(ds, {"lat": 8, "lon": 8}, batch_size=32, sampling="chunk_shuffle",
