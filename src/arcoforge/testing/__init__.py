@@ -1,0 +1,1 @@
+"""Loopback servers for demos and tests (no network beyond 127.0.0.1)."""
