@@ -21,6 +21,7 @@ import os
 import shutil
 import time
 import uuid
+import warnings
 from collections.abc import Mapping
 from functools import cached_property
 from typing import Any
@@ -179,7 +180,10 @@ class ZarrTarget:
         json_attrs, _ = attrs_to_json(attrs)
         json_attrs["arcoforge:attr_types"] = dict(attr_types)
         group.attrs.update(json_attrs)
-        zarr.consolidate_metadata(self._store(self.staging_url), zarr_format=3)
+        with warnings.catch_warnings():
+            # our .arcoforge state folder is not zarr; consolidated metadata is what xarray reads
+            warnings.filterwarnings("ignore", category=UserWarning, module="zarr")
+            zarr.consolidate_metadata(self._store(self.staging_url), zarr_format=3)
         self.fs.rm(self._state(), recursive=True)
         self.publish()
 

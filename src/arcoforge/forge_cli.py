@@ -1,0 +1,184 @@
+"""Forge sub-commands: ``bake``, ``verify``, ``inspect``, ``demo``."""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+__all__ = ["register", "load_recipe", "load_recipes"]
+
+
+def load_recipes(path: str) -> dict[str, Any]:
+    """All recipes defined at module level in ``path`` (a ``recipe.py``), by variable name."""
+    from arcoforge.recipes import ZarrRecipe
+
+    file = Path(path)
+    if not file.exists():
+        raise FileNotFoundError(f"recipe module {path} does not exist")
+    spec = importlib.util.spec_from_file_location(f"arcoforge_recipe_{file.stem}", file)
+    if spec is None or spec.loader is None:
+        raise ImportError(f"cannot import {path} as a Python module")
+    module = importlib.util.module_from_spec(spec)
+    sys.path.insert(0, str(file.parent.resolve()))
+    try:
+        spec.loader.exec_module(module)
+    finally:
+        sys.path.pop(0)
+    found = {k: v for k, v in vars(module).items() if isinstance(v, ZarrRecipe)}
+    extra = getattr(module, "recipes", None)
+    if isinstance(extra, dict):
+        found.update({str(k): v for k, v in extra.items() if isinstance(v, ZarrRecipe)})
+    return found
+
+
+def load_recipe(spec: str) -> Any:
+    """``recipe.py`` (exactly one recipe) or ``recipe.py:name``."""
+    path, _, name = spec.partition(":") if not Path(spec).exists() else (spec, "", "")
+    recipes = load_recipes(path)
+    if not recipes:
+        raise ValueError(f"{path} defines no ZarrRecipe")
+    if name:
+        if name not in recipes:
+            raise ValueError(f"{path} has no recipe {name!r}; it defines {sorted(recipes)}")
+        return recipes[name]
+    if len(recipes) > 1:
+        raise ValueError(f"{path} defines several recipes {sorted(recipes)}; pick one with "
+                         f"{path}:NAME")
+    return next(iter(recipes.values()))
+
+
+def _engine_options(args: argparse.Namespace) -> dict[str, Any]:
+    opts: dict[str, Any] = {}
+    if args.engine == "local":
+        if args.workers:
+            opts["workers"] = args.workers
+        if args.processes:
+            opts["processes"] = True
+    elif args.engine == "dask":
+        if args.scheduler:
+            opts["scheduler"] = args.scheduler
+        if args.workers:
+            opts["workers"] = args.workers
+    elif args.engine == "beam":
+        if args.beam_option:
+            opts["pipeline_options"] = list(args.beam_option)
+    return opts
+
+
+def _cmd_bake(args: argparse.Namespace) -> int:
+    import arcoforge as af
+
+    recipe = load_recipe(args.recipe)
+    if args.prune:
+        recipe.pattern = recipe.pattern.prune(args.prune)
+    if args.append:
+        from arcoforge.append import append  # type: ignore[import-not-found]
+
+        result = append(recipe, args.target, progress=not args.no_progress)
+    else:
+        result = af.bake(recipe, args.target, engine=args.engine, progress=not args.no_progress,
+                         **_engine_options(args))
+    print(result)
+    return 0
+
+
+def _cmd_verify(args: argparse.Namespace) -> int:
+    from arcoforge.verify import verify
+
+    report = verify(args.target, load_recipe(args.against), version=args.version)
+    print(report)
+    return 0 if report.ok else 1
+
+
+def _cmd_inspect(args: argparse.Namespace) -> int:
+    if args.thing.endswith(".py") or ".py:" in args.thing:
+        from arcoforge.build import compile_plan
+
+        recipe = load_recipe(args.thing)
+        plan = compile_plan(recipe, args.target or "inspect.zarr")
+        s = plan.schema
+        print(recipe.pattern)
+        print(f"dimensions: {s.dims}")
+        print(f"chunks:     {plan.chunks}")
+        print(f"variables:  {', '.join(f'{n}{v.dims} {v.dtype}' for n, v in s.variables.items())}")
+        print(f"store tasks: {len(plan.tasks)}; raw size {s.nbytes() / 1e6:.1f} MB")
+        return 0
+    import arcoforge as af
+
+    ds = af.open_dataset(args.thing)
+    print(ds)
+    prov = {k: v for k, v in ds.attrs.items() if str(k).startswith("arcoforge:")}
+    if prov:
+        sources = prov.pop("arcoforge:sources", [])
+        print(json.dumps(prov, indent=2, default=str))
+        print(f"{len(sources)} sources, first: {sources[:1]}")
+    return 0
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from arcoforge.demo import run_demo
+
+    return run_demo(args.out, progress=not args.no_progress)
+
+
+def _friendly(func: Any) -> Any:
+    """Print arcoforge's own errors as one readable message instead of a traceback."""
+
+    def wrapper(args: argparse.Namespace) -> int:
+        from arcoforge.readers import SourceReadError
+        from arcoforge.schema import SchemaError
+        from arcoforge.sources import SourceError
+
+        try:
+            return int(func(args))
+        except (SchemaError, SourceError, SourceReadError, FileNotFoundError, ValueError,
+                ImportError) as err:
+            if getattr(args, "debug", False):
+                raise
+            print(f"error: {err}", file=sys.stderr)
+            return 1
+
+    return wrapper
+
+
+def register(sub: Any) -> None:
+    """Add the forge sub-commands to ``sub`` (an argparse sub-parsers object)."""
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+
+    p = sub.add_parser("bake", help="build a recipe into a store")
+    p.add_argument("recipe", help="recipe.py or recipe.py:NAME")
+    p.add_argument("--target", required=True, help="store URL or path (or icechunk://PATH)")
+    p.add_argument("--engine", default="local", choices=["local", "dask", "beam"])
+    p.add_argument("--workers", type=int, help="local/dask: number of workers")
+    p.add_argument("--processes", action="store_true", help="local: use processes, not threads")
+    p.add_argument("--scheduler", help="dask: scheduler address (default: a LocalCluster)")
+    p.add_argument("--beam-option", action="append", metavar="KEY=VALUE",
+                   help="beam: pipeline option, repeatable (e.g. --beam-option runner=FlinkRunner)")
+    p.add_argument("--append", action="store_true", help="append new sources to the store")
+    p.add_argument("--prune", type=int, metavar="N", help="only the first N files (test build)")
+    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--debug", action="store_true", help="show tracebacks")
+    p.set_defaults(func=_friendly(_cmd_bake))
+
+    p = sub.add_parser("verify", help="check a store equals its sources")
+    p.add_argument("target")
+    p.add_argument("--against", required=True, metavar="RECIPE", help="recipe.py[:NAME]")
+    p.add_argument("--version", help="a published version, e.g. 1.2")
+    p.add_argument("--debug", action="store_true")
+    p.set_defaults(func=_friendly(_cmd_verify))
+
+    p = sub.add_parser("inspect", help="describe a store, or a recipe's plan")
+    p.add_argument("thing", help="store path/URL, or recipe.py[:NAME]")
+    p.add_argument("--target", help="with a recipe: the target to plan for")
+    p.add_argument("--debug", action="store_true")
+    p.set_defaults(func=_friendly(_cmd_inspect))
+
+    p = sub.add_parser("demo", help="bake the bundled NOAA files from a loopback HTTP server")
+    p.add_argument("--out", help="folder for the stores (default: a temp folder)")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=_cmd_demo)
