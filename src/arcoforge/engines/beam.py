@@ -1,0 +1,164 @@
+"""Run a :class:`~arcoforge.build.Plan` as an Apache Beam pipeline.
+
+The pipeline is::
+
+    Create([None]) | Prepare ─────────────────────────────┐ (singleton side input)
+    Create(tasks) | AfterPrepare ◀────────────────────────┘
+                  | Reshuffle | Store (plan.run_task, retried) | CombineGlobally(to list)
+                  | Finalize (plan.finalize)
+
+Store tasks wait on the prepare step through a singleton side input, so the whole build runs on
+the runner (Dataflow, Flink, Spark, ...), not only its store tasks.  The default runner is Beam's
+in-process ``FnApiRunner``; ``pipeline_options`` (``["runner=FlinkRunner", ...]`` or a dict) go
+unchanged into ``PipelineOptions``.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from arcoforge.engines.local import _retryable
+
+__all__ = ["run"]
+
+log = logging.getLogger("arcoforge.engines.beam")
+
+NAMESPACE = "arcoforge"
+
+#: stats of builds whose finalize step ran in this process (in-process runners), by run token
+_RESULTS: dict[str, list[Any]] = {}
+
+
+def _options(pipeline_options: Sequence[str] | Mapping[str, Any] | None) -> Any:
+    from apache_beam.options.pipeline_options import PipelineOptions
+
+    if pipeline_options is None:
+        return PipelineOptions([])
+    if isinstance(pipeline_options, Mapping):
+        return PipelineOptions.from_dictionary(dict(pipeline_options))
+    flags = [o if o.startswith("-") else f"--{o}" for o in pipeline_options]
+    return PipelineOptions(flags)
+
+
+class _Prepare:
+    def __init__(self, plan: Any) -> None:
+        self.plan = plan
+
+    def __call__(self, _: Any) -> bool:
+        return bool(self.plan.prepare())
+
+
+def _after_prepare(task: Any, prepared: Any) -> Any:
+    return task
+
+
+class _Store:
+    """``plan.run_task`` with retries of transient errors (runners differ in their own)."""
+
+    def __init__(self, plan: Any, retries: int, retry_delay: float) -> None:
+        self.plan = plan
+        self.retries = retries
+        self.retry_delay = retry_delay
+
+    def __call__(self, task: Any) -> Any:
+        from apache_beam.metrics import Metrics
+
+        attempt = 0
+        while True:
+            try:
+                stats = self.plan.run_task(task)
+                break
+            except Exception as err:
+                attempt += 1
+                if attempt > self.retries or not _retryable(err):
+                    raise
+                log.warning("task %s failed (%s); retrying (%d/%d)", task.key, err, attempt,
+                            self.retries)
+                Metrics.counter(NAMESPACE, "retries").inc()
+                time.sleep(self.retry_delay * attempt)
+        Metrics.counter(NAMESPACE, "tasks_skipped" if stats.skipped else "tasks_run").inc()
+        Metrics.counter(NAMESPACE, "bytes_read").inc(stats.bytes_read)
+        Metrics.counter(NAMESPACE, "bytes_written").inc(stats.bytes_written)
+        return stats
+
+
+class _Finalize:
+    def __init__(self, plan: Any, token: str, ntasks: int) -> None:
+        self.plan = plan
+        self.token = token
+        self.ntasks = ntasks
+
+    def __call__(self, stats: list[Any]) -> int:
+        if len(stats) != self.ntasks:  # a runner that dropped work: never publish that
+            raise RuntimeError(f"{len(stats)} of {self.ntasks} store tasks reported; not "
+                               "publishing")
+        self.plan.finalize(stats)
+        _RESULTS[self.token] = list(stats)
+        return len(stats)
+
+
+def build_pipeline(pipeline: Any, plan: Any, token: str = "", retries: int = 2,
+                   retry_delay: float = 1.0) -> Any:
+    """Add the plan's transforms to ``pipeline``; returns the finalize step's PCollection."""
+    import apache_beam as beam
+
+    prepared = (pipeline
+                | "Start" >> beam.Create([None])
+                | "Prepare" >> beam.Map(_Prepare(plan)))
+    return (pipeline
+            | "Tasks" >> beam.Create(list(plan.tasks))
+            | "AfterPrepare" >> beam.Map(_after_prepare, beam.pvalue.AsSingleton(prepared))
+            | "Reshuffle" >> beam.Reshuffle()
+            | "Store" >> beam.Map(_Store(plan, retries, retry_delay))
+            | "CollectStats" >> beam.CombineGlobally(beam.combiners.ToListCombineFn())
+            | "Finalize" >> beam.Map(_Finalize(plan, token, len(plan.tasks))))
+
+
+def run(plan: Any, progress: bool = True,
+        pipeline_options: Sequence[str] | Mapping[str, Any] | None = None,
+        runner: Any = None, retries: int = 2, retry_delay: float = 1.0) -> list[Any]:
+    """Run ``plan`` as a Beam pipeline and wait for it.
+
+    ``runner`` is a runner object or name; by default the ``--runner`` of ``pipeline_options``,
+    else the in-process ``FnApiRunner``.  Returns the store tasks' stats (when the finalize step
+    ran elsewhere, totals rebuilt from the pipeline's metrics).  ``progress`` is not shown: Beam
+    runners report progress in their own UI/logs.
+    """
+    import apache_beam as beam
+    from apache_beam.options.pipeline_options import StandardOptions
+
+    options = _options(pipeline_options)
+    if runner is None and options.view_as(StandardOptions).runner is None:
+        from apache_beam.runners.portability.fn_api_runner import FnApiRunner
+
+        runner = FnApiRunner()
+    token = uuid.uuid4().hex
+    pipeline = beam.Pipeline(runner=runner, options=options)
+    build_pipeline(pipeline, plan, token, retries, retry_delay)
+    result = pipeline.run()
+    result.wait_until_finish()
+    stats = _RESULTS.pop(token, None)
+    if stats is None:
+        stats = _stats_from_metrics(result, plan)
+    return stats
+
+
+def _stats_from_metrics(result: Any, plan: Any) -> list[Any]:
+    """Totals (as TaskStats) from the counters, for runners whose finalize ran remotely."""
+    from apache_beam.metrics.metric import MetricsFilter
+
+    from arcoforge.build import TaskStats
+
+    totals: dict[str, int] = {}
+    for counter in result.metrics().query(MetricsFilter().with_namespace(NAMESPACE))["counters"]:
+        value = counter.committed if counter.committed is not None else counter.attempted
+        totals[counter.key.metric.name] = totals.get(counter.key.metric.name, 0) + int(value or 0)
+    skipped = totals.get("tasks_skipped", 0)
+    out = [TaskStats("beam:all-tasks", bytes_read=totals.get("bytes_read", 0),
+                     bytes_written=totals.get("bytes_written", 0))]
+    out += [TaskStats(f"beam:skipped-{i}", skipped=True) for i in range(skipped)]
+    return out

@@ -1,0 +1,124 @@
+"""Run a :class:`~arcoforge.build.Plan` on a Dask distributed cluster.
+
+``prepare`` and ``finalize`` run here (the client process); every unfinished store task is one
+Dask task that calls ``plan.run_task(task)`` on a worker.  The plan is scattered to the workers
+once.  Dask reschedules the tasks of a worker that dies; a task that raises is resubmitted up to
+``retries`` times when its error may be transient (the same policy as the local engine), and a
+permanent failure cancels the remaining tasks and is raised with the task's key added, before
+anything is published.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from collections.abc import Iterator
+from typing import Any
+
+from arcoforge.engines.local import _retryable
+from arcoforge.engines.progress import task_progress
+
+__all__ = ["run"]
+
+log = logging.getLogger("arcoforge.engines.dask")
+
+
+def _run_task(plan: Any, task: Any) -> Any:
+    return plan.run_task(task)
+
+
+@contextlib.contextmanager
+def _client(client: Any, scheduler: str | None, workers: int | None, threads_per_worker: int,
+            memory_limit: str | int | None) -> Iterator[Any]:
+    from distributed import Client, LocalCluster
+
+    if client is not None:
+        yield client
+        return
+    if scheduler is not None:
+        with Client(scheduler) as c:
+            yield c
+        return
+    with LocalCluster(n_workers=workers or 2, processes=True,
+                      threads_per_worker=threads_per_worker, memory_limit=memory_limit,
+                      dashboard_address=None) as cluster, Client(cluster) as c:
+        log.info("started a local Dask cluster: %s", cluster)
+        yield c
+
+
+def run(plan: Any, progress: bool = True, client: Any = None, scheduler: str | None = None,
+        workers: int | None = None, threads_per_worker: int = 1,
+        memory_limit: str | int | None = "auto", retries: int = 2,
+        retry_delay: float = 1.0) -> list[Any]:
+    """Run ``plan`` with Dask distributed.
+
+    Uses ``client`` (a ``distributed.Client``) when given, else connects to the ``scheduler``
+    address, else starts a ``LocalCluster`` of ``workers`` (default 2) worker processes with
+    ``threads_per_worker`` threads and ``memory_limit`` each, and closes it at the end.
+    """
+    from distributed import as_completed
+
+    from arcoforge.build import TaskStats
+
+    plan.prepare()
+    todo = [t for t in plan.tasks if not plan.is_done(t)]
+    todo_keys = {t.key for t in todo}
+    stats: list[Any] = [TaskStats(t.key, skipped=True) for t in plan.tasks
+                        if t.key not in todo_keys]
+    if todo:
+        with _client(client, scheduler, workers, threads_per_worker, memory_limit) as c, \
+                task_progress(len(plan.tasks), len(stats), enabled=progress) as advance:
+            stats.extend(_run_all(c, plan, todo, retries, retry_delay, advance, as_completed))
+    plan.finalize(stats)
+    return stats
+
+
+def _run_all(c: Any, plan: Any, todo: list[Any], retries: int, retry_delay: float,
+             advance: Any, as_completed: Any) -> list[Any]:
+    from distributed import KilledWorker
+
+    [plan_future] = c.scatter([plan], broadcast=True, hash=False)
+    futures = {c.submit(_run_task, plan_future, t, pure=False, key=_key(t, 0)): t for t in todo}
+    attempts = {t.key: 0 for t in todo}
+    out: list[Any] = []
+    ac = as_completed(list(futures))
+    try:
+        for fut in ac:
+            task = futures.pop(fut)
+            if fut.status == "finished":
+                out.append(fut.result())
+                advance(1)
+                continue
+            err = fut.exception()
+            if isinstance(err, KilledWorker):
+                raise RuntimeError(
+                    f"store task {task.key}: the Dask workers running it died repeatedly (out of "
+                    "memory?); give the workers more memory or lower the recipe's "
+                    "max_block_bytes / target_chunks. Nothing was published."
+                ) from err
+            attempts[task.key] += 1
+            if attempts[task.key] > retries or not _retryable(err):
+                with contextlib.suppress(Exception):
+                    err.add_note(f"(in arcoforge store task {task.key}, after "
+                                 f"{attempts[task.key]} attempt(s); nothing was published)")
+                fut.result()  # raises err with its remote traceback
+            log.warning("task %s failed (%s); retrying (%d/%d)", task.key, err,
+                        attempts[task.key], retries)
+            time.sleep(retry_delay * attempts[task.key])
+            new = c.submit(_run_task, plan_future, task, pure=False,
+                           key=_key(task, attempts[task.key]))
+            futures[new] = task
+            ac.add(new)
+    finally:
+        if futures:
+            c.cancel(list(futures))
+        with contextlib.suppress(Exception):
+            c.cancel([plan_future])
+    return out
+
+
+def _key(task: Any, attempt: int) -> str:
+    import uuid
+
+    return f"arcoforge-store-{task.key}-{attempt}-{uuid.uuid4().hex[:8]}"
