@@ -13,6 +13,7 @@ file(s), the variable and the problem otherwise.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -30,6 +31,8 @@ __all__ = [
     "attrs_to_json",
     "attrs_from_json",
 ]
+
+log = logging.getLogger("arcoforge.schema")
 
 #: attributes whose value changes how raw values decode; they must agree across files
 ENCODING_ATTRS = ("scale_factor", "add_offset", "_FillValue", "missing_value", "_Unsigned",
@@ -215,31 +218,41 @@ def _check_same_structure(ref: FileSchema, other: FileSchema, concat_dim: str | 
                 )
 
 
-def _check_concat_coordinate(files: Sequence[FileSchema], concat_dim: str) -> np.ndarray | None:
-    if any(f.concat_values is None for f in files):
-        return None
-    values = [np.asarray(f.concat_values) for f in files]
+def _concat_problem(files: Sequence[FileSchema], values: Sequence[np.ndarray],
+                    concat_dim: str) -> str | None:
+    """Why the concat coordinate is not strictly increasing across files (None if it is)."""
     for f, v in zip(files, values):
         if v.size > 1 and not np.all(np.diff(v) > 0):
             dup = v[:-1][np.diff(v) == 0]
             what = f"repeats the value {dup[0]!r}" if dup.size else "is not increasing"
-            raise SchemaError(
-                f"coordinate {concat_dim!r} in {f.url} {what}; the concat coordinate must be "
-                "strictly increasing. Check the file or the order of keys in the pattern."
-            )
+            return (f"coordinate {concat_dim!r} in {f.url} {what}; the concat coordinate must be "
+                    "strictly increasing. Check the file or the order of keys in the pattern.")
     for (fa, va), (fb, vb) in zip(zip(files, values), zip(files[1:], values[1:])):
         if va.size and vb.size:
             if vb[0] == va[-1]:
-                raise SchemaError(
-                    f"the same {concat_dim!r} value {vb[0]!r} appears in {fa.url} and {fb.url} "
-                    "(duplicate timestamp). Remove one of the files from the pattern."
-                )
+                return (f"the same {concat_dim!r} value {vb[0]!r} appears in {fa.url} and "
+                        f"{fb.url} (duplicate timestamp). Remove one of the files from the pattern.")
             if vb[0] < va[-1]:
-                raise SchemaError(
-                    f"coordinate {concat_dim!r} goes backwards between {fa.url} (ends at "
-                    f"{va[-1]!r}) and {fb.url} (starts at {vb[0]!r}): overlapping or out-of-order "
-                    "files. Sort the pattern's keys or remove the overlapping file."
-                )
+                return (f"coordinate {concat_dim!r} goes backwards between {fa.url} (ends at "
+                        f"{va[-1]!r}) and {fb.url} (starts at {vb[0]!r}): overlapping or "
+                        "out-of-order files. Sort the pattern's keys or remove the overlapping file.")
+    return None
+
+
+def _check_concat_coordinate(files: Sequence[FileSchema], concat_dim: str) -> np.ndarray | None:
+    """The concatenated coordinate values; a SchemaError if a CF time coordinate overlaps,
+    repeats or goes backwards (other coordinates only get a warning: some models write a
+    placeholder such as 0 in every file)."""
+    if any(f.concat_values is None for f in files):
+        return None
+    values = [np.asarray(f.concat_values) for f in files]
+    problem = _concat_problem(files, values, concat_dim)
+    if problem:
+        units = str(files[0].variables[concat_dim].attrs.get("units", ""))
+        if " since " in units:
+            raise SchemaError(problem)
+        log.warning("%s (not a CF time coordinate, so the files are concatenated in pattern "
+                    "order anyway)", problem)
     return np.concatenate(values) if values else None
 
 
@@ -306,12 +319,13 @@ def combine_schemas(files: Sequence[FileSchema], concat_dim: str | None,
             merged = VariableSchema(name, var.dims, shape, var.dtype, var.attrs, var.source_chunks)
             if name in variables:
                 prev = variables[name]
-                if concat_dim in var.dims or prev.dims != var.dims or prev.shape != shape:
+                if prev.dims != var.dims or prev.shape != shape or prev.dtype != var.dtype:
                     raise SchemaError(
-                        f"variable {name!r} is provided by more than one merge group (again in "
-                        f"{ref.url}); each variable along {concat_dim!r} must come from one group."
+                        f"variable {name!r} is in more than one merge group with different "
+                        f"layouts: {prev.dims} {prev.shape} {prev.dtype} vs {var.dims} {shape} "
+                        f"{var.dtype} in {ref.url}."
                     )
-                continue
+                continue  # shared (e.g. coordinates): the first group provides it
             variables[name] = merged
             variable_group[name] = gkey
             for d, n in zip(var.dims, shape):
