@@ -1,0 +1,487 @@
+"""Icechunk target: a build is a transaction on a build branch, published as ONE commit on main.
+
+Lifecycle of a build (``branch`` is ``"main"`` unless told otherwise)::
+
+    prepare    create branch ``arcoforge-build`` at main's tip (the *base*), write the template
+               (metadata, static variables) in a writable session and commit it: commit B
+    store      tasks write chunks into the session; every ``checkpoint_tasks`` finished tasks or
+               ``checkpoint_seconds`` the session is *amended* into B, with the finished task keys
+               in B's commit metadata -- a task marker is committed with its chunks or not at all
+    finalize   add the provenance attributes, amend B a last time (metadata: provenance, status
+               ``finished``), move main from the base to B (``reset_branch(..., from_snapshot_id=
+               base)``: fails if someone else moved main), tag ``v<MAJOR.MINOR>``, delete the build
+               branch
+
+Because B is amended rather than followed by new commits, main gains exactly one commit per build,
+whose parent is the previous version.  Readers of main see the previous version until the reset.
+A killed build resumes from B's last checkpoint (same plan fingerprint and unchanged base), and a
+build killed inside finalize completes the remaining steps when run again.
+
+There is a single committer: the object created in the coordinating process.  Copies made by
+pickling (worker processes) refuse to write, except *forks* from :meth:`IcechunkTarget.fork_for_workers`,
+which carry an Icechunk ``ForkSession`` and are merged back with :meth:`IcechunkTarget.merge`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import logging
+import os
+import threading
+import time
+from collections.abc import Iterable, Iterator, Mapping
+from typing import Any
+
+import numpy as np
+import xarray as xr
+import zarr
+
+from arcoforge.schema import TargetSchema, attrs_to_json
+
+__all__ = ["IcechunkTarget", "SingleCommitterError", "open_raw", "open_repository",
+           "BUILD_BRANCH"]
+
+log = logging.getLogger("arcoforge.targets.icechunk")
+
+BUILD_BRANCH = "arcoforge-build"
+SCHEME = "icechunk://"
+
+# commit metadata keys
+_STATUS = "arcoforge:build"
+_FP = "arcoforge:fingerprint"
+_BASE = "arcoforge:base"
+_DONE = "arcoforge:done"
+VERSION_KEY = "arcoforge:version"
+
+
+class SingleCommitterError(ValueError):
+    """A copy of the target (pickled to another process) was asked to write."""
+
+
+def open_repository(target: Any, create: bool = False) -> Any:
+    """The :class:`icechunk.Repository` for an ``icechunk://<path>`` URL or a repository."""
+    import icechunk
+
+    if not isinstance(target, str | os.PathLike):
+        return target
+    url = os.fspath(target)
+    path = url[len(SCHEME):] if url.startswith(SCHEME) else url
+    storage = icechunk.local_filesystem_storage(os.path.abspath(path))
+    if create:
+        return icechunk.Repository.open_or_create(storage)
+    if not icechunk.Repository.exists(storage):
+        raise FileNotFoundError(f"no Icechunk repository at {url}")
+    return icechunk.Repository.open(storage)
+
+
+def describe_repository(repo: Any) -> str:
+    """A display name for a repository (never credentials)."""
+    fields = {}
+    for line in str(repo.storage).splitlines():
+        key, _, value = line.partition(":")
+        fields[key.strip()] = value.strip()
+    kind = fields.get("type", "").split()[0].lower() if fields.get("type") else ""
+    if "bucket" in fields:
+        prefix = fields.get("prefix", "")
+        return f"icechunk+{kind or 's3'}://{fields['bucket']}/{prefix}".rstrip("/")
+    return "icechunk:<repository>"
+
+
+class _RWLock:
+    """Many writers of chunks (shared) or one committer (exclusive)."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._shared = 0
+        self._exclusive = False
+
+    @contextlib.contextmanager
+    def shared(self) -> Iterator[None]:
+        with self._cond:
+            while self._exclusive:
+                self._cond.wait()
+            self._shared += 1
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._shared -= 1
+                self._cond.notify_all()
+
+    @contextlib.contextmanager
+    def exclusive(self) -> Iterator[None]:
+        with self._cond:
+            while self._exclusive:
+                self._cond.wait()
+            self._exclusive = True
+            while self._shared:
+                self._cond.wait()
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._exclusive = False
+                self._cond.notify_all()
+
+
+class IcechunkTarget:
+    """Build into an Icechunk repository (``icechunk://<local path>`` or a ``Repository``)."""
+
+    kind = "icechunk"
+
+    def __init__(self, target: Any, storage_options: Mapping[str, Any] | None = None, *,
+                 branch: str = "main", build_branch: str = BUILD_BRANCH,
+                 checkpoint_tasks: int = 64, checkpoint_seconds: float = 30.0,
+                 version_bump: str = "minor") -> None:
+        if isinstance(target, str | os.PathLike):
+            url = os.fspath(target)
+            self.url = url if url.startswith(SCHEME) else SCHEME + url
+            self._repo_arg: Any = self.url
+        else:
+            self._repo_arg = target
+            self.url = describe_repository(target)
+        self.storage_options = dict(storage_options or {})
+        self.branch = branch
+        self.build_branch = build_branch
+        self.checkpoint_tasks = int(checkpoint_tasks)
+        self.checkpoint_seconds = float(checkpoint_seconds)
+        self.version_bump = version_bump
+        self._init_runtime(copy=False)
+
+    def _init_runtime(self, copy: bool) -> None:
+        self._copy = copy
+        self._repo: Any = None
+        self._rw = _RWLock()
+        self._mutex = threading.RLock()
+        self._session: Any = None
+        self._group: zarr.Group | None = None
+        self._loaded = False
+        self._mode = "none"  # none | building | finished | published
+        self._fp: str | None = None
+        self._base: str | None = None
+        self._done: set[str] = set()
+        self._pending = 0
+        self._last_commit = time.monotonic()
+        self._fork: Any = None
+        self._fork_done: set[str] = set()
+
+    def __repr__(self) -> str:
+        return f"IcechunkTarget({self.url!r})"
+
+    # -- pickling: copies never commit -------------------------------------------------------
+    def __getstate__(self) -> dict[str, Any]:
+        self._ensure_loaded()
+        return {
+            "repo": self._repo_arg, "url": self.url, "storage_options": self.storage_options,
+            "branch": self.branch, "build_branch": self.build_branch,
+            "checkpoint_tasks": self.checkpoint_tasks,
+            "checkpoint_seconds": self.checkpoint_seconds, "version_bump": self.version_bump,
+            "state": (self._mode, self._fp, self._base, sorted(self._done)),
+            "fork": self._fork, "fork_done": sorted(self._fork_done),
+        }
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self._repo_arg = state["repo"]
+        self.url = state["url"]
+        self.storage_options = state["storage_options"]
+        self.branch = state["branch"]
+        self.build_branch = state["build_branch"]
+        self.checkpoint_tasks = state["checkpoint_tasks"]
+        self.checkpoint_seconds = state["checkpoint_seconds"]
+        self.version_bump = state["version_bump"]
+        self._init_runtime(copy=True)
+        self._mode, self._fp, self._base, done = state["state"]
+        self._done = set(done)
+        self._loaded = True
+        self._fork = state["fork"]
+        self._fork_done = set(state["fork_done"])
+
+    # -- repository helpers ------------------------------------------------------------------
+    @property
+    def repo(self) -> Any:
+        if self._repo is None:
+            self._repo = open_repository(self._repo_arg, create=True)
+        return self._repo
+
+    def _tip(self, branch: str) -> str | None:
+        if branch not in self.repo.list_branches():
+            return None
+        return str(self.repo.lookup_branch(branch))
+
+    def _metadata(self, snapshot_id: str) -> dict[str, Any]:
+        return dict(self.repo.lookup_snapshot(snapshot_id).metadata or {})
+
+    def _ensure_loaded(self) -> None:
+        with self._mutex:
+            if not self._loaded:
+                self._load_state()
+
+    def _load_state(self) -> None:
+        """Read where a build stands from the build branch's tip commit."""
+        self._loaded = True
+        self._mode, self._fp, self._base, self._done = "none", None, None, set()
+        main = self._tip(self.branch)
+        build = self._tip(self.build_branch)
+        if build is not None and build != main:
+            md = self._metadata(build)
+            if md.get(_STATUS) in ("in-progress", "finished") and md.get(_BASE) == main:
+                self._mode = "building" if md[_STATUS] == "in-progress" else "finished"
+                self._fp, self._base = md.get(_FP), md.get(_BASE)
+                self._done = set(md.get(_DONE) or [])
+                return
+            log.warning("the build branch %r of %s is stale (its base is not %s's tip)",
+                        self.build_branch, self.url, self.branch)
+            return
+        if main is not None:
+            md = self._metadata(main)
+            if md.get(_STATUS) == "finished" and md.get(_FP):
+                # already published: resuming it only completes the tag/cleanup steps
+                self._mode, self._fp, self._base = "published", md[_FP], md.get(_BASE)
+
+    def _new_session(self) -> None:
+        self._session = self.repo.writable_session(self.build_branch)
+        self._group = None
+        self._last_commit = time.monotonic()
+
+    def _zgroup(self) -> zarr.Group:
+        if self._fork is not None:
+            return zarr.open_group(self._fork.store, mode="r+", zarr_format=3)
+        if self._copy:
+            raise SingleCommitterError(
+                f"{self.url}: this is a copy of the Icechunk target in another process; an "
+                "Icechunk build has a single committer. Run the local engine with threads "
+                "(processes=False), or give workers target.fork_for_workers() and merge them "
+                "back with target.merge(...)."
+            )
+        with self._mutex:
+            if self._session is None:
+                if self._mode != "building":
+                    raise RuntimeError(f"{self.url}: no build in progress; call prepare() first")
+                self._new_session()
+            if self._group is None:
+                self._group = zarr.open_group(self._session.store, mode="r+", zarr_format=3)
+            return self._group
+
+    def _build_metadata(self, status: str, extra: Mapping[str, Any] | None = None
+                        ) -> dict[str, Any]:
+        md: dict[str, Any] = {_STATUS: status, _FP: self._fp, _BASE: self._base}
+        if status == "in-progress":
+            md[_DONE] = sorted(self._done)
+        md.update(extra or {})
+        return md
+
+    # -- target protocol ---------------------------------------------------------------------
+    def exists(self) -> bool:
+        """Whether main holds a published version."""
+        main = self._tip(self.branch)
+        if main is None:
+            return False
+        return len(list(itertools.islice(self.repo.ancestry(snapshot_id=main), 2))) > 1
+
+    def prepared_fingerprint(self) -> str | None:
+        """Fingerprint of a build in progress (or of the version already published)."""
+        self._ensure_loaded()
+        return self._fp if self._mode != "none" else None
+
+    def prepare(self, schema: TargetSchema, static: Mapping[str, np.ndarray],
+                chunks: Mapping[str, int], fingerprint: str) -> bool:
+        """Start a build on the build branch; False when resuming one of the same plan."""
+        from arcoforge.targets.zarr import template_dataset
+
+        with self._rw.exclusive(), self._mutex:
+            self._load_state()
+            if self._mode in ("building", "finished") and self._fp == fingerprint:
+                log.info("resuming the build of %s (%d tasks done)", self.url, len(self._done))
+                return False
+            if self.build_branch in self.repo.list_branches():
+                log.warning("discarding an unfinished build of another plan in %s", self.url)
+                self.repo.delete_branch(self.build_branch)
+            base = self._tip(self.branch)
+            if base is None:
+                raise ValueError(f"{self.url} has no branch {self.branch!r}")
+            self.repo.create_branch(self.build_branch, base)
+            self._mode, self._fp, self._base, self._done = "building", fingerprint, base, set()
+            self._new_session()
+            encoding: dict[str, dict[str, Any]] = {}
+            for name, var in schema.variables.items():
+                encoding[name] = {
+                    "chunks": tuple(chunks.get(d, n) for d, n in zip(var.dims, var.shape)),
+                }
+                if "_FillValue" not in var.attrs:
+                    encoding[name]["_FillValue"] = None
+            template = template_dataset(schema, static, chunks)
+            template.to_zarr(self._session.store, mode="w", compute=False, zarr_format=3,
+                             consolidated=False, encoding=encoding)
+            self._session.commit("arcoforge: build started",
+                                 metadata=self._build_metadata("in-progress"))
+            self._new_session()
+            return True
+
+    def write(self, name: str, key: tuple[slice, ...], data: np.ndarray) -> int:
+        """Write ``data`` into ``name[key]`` in the build session (or this fork)."""
+        with self._rw.shared():
+            arr = self._zgroup()[name]
+            assert isinstance(arr, zarr.Array)
+            arr[key] = data
+        return int(data.nbytes)
+
+    def is_done(self, task_key: str) -> bool:
+        self._ensure_loaded()
+        if self._mode in ("finished", "published"):
+            return True
+        return task_key in self._done or task_key in self._fork_done
+
+    def done_tasks(self) -> set[str]:
+        self._ensure_loaded()
+        return set(self._done) | self._fork_done
+
+    def mark_done(self, task_key: str) -> None:
+        """Record a finished task; it becomes durable with its chunks at the next checkpoint."""
+        if self._fork is not None:
+            self._fork_done.add(task_key)
+            return
+        if self._copy:
+            self._zgroup()  # raises SingleCommitterError
+        with self._mutex:
+            self._done.add(task_key)
+            self._pending += 1
+            due = (self._pending >= self.checkpoint_tasks
+                   or time.monotonic() - self._last_commit >= self.checkpoint_seconds)
+        if due:
+            self.checkpoint()
+
+    def checkpoint(self) -> None:
+        """Amend the build commit with everything written and marked so far."""
+        with self._rw.exclusive(), self._mutex:
+            self._checkpoint_locked()
+
+    def _checkpoint_locked(self) -> None:
+        if self._session is None or not self._session.has_uncommitted_changes:
+            self._pending = 0
+            return
+        self._session.amend("arcoforge: build in progress",
+                            metadata=self._build_metadata("in-progress"))
+        self._pending = 0
+        self._new_session()
+
+    # -- parallel writers --------------------------------------------------------------------
+    def fork_for_workers(self) -> IcechunkTarget:
+        """A picklable copy writing into an Icechunk ``ForkSession``.
+
+        Send it (pickled) to workers; each task's worker uses it as its plan's target
+        (``run_task`` writes and marks done into the fork) and returns it; the coordinator
+        calls :meth:`merge` with the returned copies.  One fork may be shipped to many tasks:
+        every unpickled copy is a separate change set.
+        """
+        with self._rw.exclusive(), self._mutex:
+            self._checkpoint_locked()  # a session with uncommitted changes cannot fork
+            if self._session is None:
+                self._new_session()
+            fork = self._session.fork()
+        clone: IcechunkTarget = object.__new__(IcechunkTarget)
+        clone.__setstate__({**self.__getstate__(), "fork": fork, "fork_done": []})
+        return clone
+
+    def merge(self, workers: Iterable[IcechunkTarget], checkpoint: bool = True) -> None:
+        """Merge forks returned by workers into the build session (and checkpoint)."""
+        with self._rw.exclusive(), self._mutex:
+            if self._session is None:
+                self._new_session()
+            for w in workers:
+                if w._fork is None:
+                    raise ValueError("merge() takes targets made by fork_for_workers()")
+                self._session.merge(w._fork)
+                self._done |= w._fork_done
+                self._pending += len(w._fork_done)
+            if checkpoint:
+                self._checkpoint_locked()
+
+    # -- publish -----------------------------------------------------------------------------
+    def finalize(self, attrs: Mapping[str, Any], attr_types: Mapping[str, Any]) -> None:
+        """Record provenance in one last amend, move main to it, tag the version."""
+        from arcoforge import versions
+
+        with self._rw.exclusive(), self._mutex:
+            self._ensure_loaded()
+            if self._mode == "published":
+                snap = self._tip(self.branch)
+                assert snap is not None
+                self._complete_publish(snap, self._metadata(snap).get(VERSION_KEY))
+                return
+            if self._mode == "finished":
+                snap = self._tip(self.build_branch)
+                assert snap is not None
+                self._complete_publish(snap, self._metadata(snap).get(VERSION_KEY))
+                return
+            if self._mode != "building":
+                raise RuntimeError(f"{self.url}: nothing to finalize (no build in progress)")
+            attrs = dict(attrs)
+            if not attrs.get(VERSION_KEY):
+                attrs[VERSION_KEY] = versions.next_version(
+                    versions.icechunk_versions(self.repo), self.version_bump)
+            json_attrs, _ = attrs_to_json(attrs)
+            if self._session is None:
+                self._new_session()
+            group = zarr.open_group(self._session.store, mode="r+", zarr_format=3)
+            group.attrs.update({**json_attrs, "arcoforge:attr_types": dict(attr_types)})
+            version = str(json_attrs[VERSION_KEY])
+            message = (f"arcoforge: version {version} "
+                       f"(recipe {str(json_attrs.get('arcoforge:recipe_hash', ''))[:12]})")
+            snap = self._session.amend(message, metadata=self._build_metadata("finished",
+                                                                              json_attrs))
+            self._session = None
+            self._group = None
+            self._mode = "finished"
+            self._complete_publish(snap, version)
+
+    def _complete_publish(self, snap: str, version: str | None) -> None:
+        from arcoforge import versions
+
+        main = self._tip(self.branch)
+        if main != snap:
+            if main != self._base:
+                raise RuntimeError(
+                    f"{self.url}: branch {self.branch!r} moved during the build (it is at {main}, "
+                    f"the build started from {self._base}); nothing was published. Run the build "
+                    "again to rebuild on top of the new version."
+                )
+            self.repo.reset_branch(self.branch, snap, from_snapshot_id=self._base)
+        if version:
+            tag = versions.tag_name(version)
+            if tag not in self.repo.list_tags():
+                self.repo.create_tag(tag, snap)
+        if self.build_branch in self.repo.list_branches():
+            self.repo.delete_branch(self.build_branch)
+        self._mode = "published"
+        log.info("published %s version %s (snapshot %s)", self.url, version, snap)
+        versions.apply_retention(self)
+
+    def discard(self) -> None:
+        """Forget an unfinished build (delete the build branch)."""
+        with self._rw.exclusive(), self._mutex:
+            if self.build_branch in self.repo.list_branches():
+                self.repo.delete_branch(self.build_branch)
+            self._session = None
+            self._group = None
+            self._loaded = False
+
+
+def open_raw(target: Any, version: str | None = None, chunks: Any = None,
+             branch: str = "main") -> xr.Dataset:
+    """The raw (undecoded) dataset of ``branch`` or of version tag ``v<version>``."""
+    from arcoforge.versions import tag_name
+
+    repo = target.repo if isinstance(target, IcechunkTarget) else open_repository(target)
+    if version is not None:
+        tag = tag_name(version)
+        if tag not in repo.list_tags():
+            from arcoforge.versions import icechunk_versions
+
+            raise KeyError(f"{target} has no version {version!r}; it has "
+                           f"{icechunk_versions(repo) or 'none'}")
+        session = repo.readonly_session(tag=tag)
+    else:
+        session = repo.readonly_session(branch=branch)
+    return xr.open_zarr(session.store, decode_cf=False, consolidated=False, zarr_format=3,
+                        chunks=chunks)
