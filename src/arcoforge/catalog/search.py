@@ -1,0 +1,230 @@
+"""Find datasets in a static arcoforge STAC catalog and open them by id.
+
+>>> hits = search("catalog/", bbox=[-30, 30, 0, 60], time="2020-01/2020-06", variables=["sst"])
+>>> ds = open_dataset("catalog/", hits[0].id)
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import xarray as xr
+
+from arcoforge.catalog.stac import read_collections
+
+__all__ = ["CollectionSummary", "search", "summaries", "get_collection", "open_dataset"]
+
+
+@dataclass
+class CollectionSummary:
+    """What a search returns about one dataset."""
+
+    id: str
+    title: str
+    description: str
+    license: str
+    bbox: list[float]
+    interval: list[str | None]
+    variables: list[str]
+    version: str | None
+    versions: list[str]
+    store: str | None
+    href: str
+    keywords: list[str] = field(default_factory=list)
+
+    def __str__(self) -> str:
+        t0, t1 = (t[:10] if t else ".." for t in self.interval)
+        box = ", ".join(f"{x:g}" for x in self.bbox)
+        return (f"{self.id}  v{self.version}  {self.title}\n"
+                f"    bbox [{box}]  time {t0}/{t1}  variables {', '.join(self.variables)}")
+
+    @classmethod
+    def from_collection(cls, col: Mapping[str, Any]) -> CollectionSummary:
+        ext = col.get("extent", {})
+        bbox = (ext.get("spatial", {}).get("bbox") or [[-180, -90, 180, 90]])[0]
+        interval = (ext.get("temporal", {}).get("interval") or [[None, None]])[0]
+        variables = [n for n, v in (col.get("cube:variables") or {}).items()
+                     if v.get("type") == "data"]
+        asset = (col.get("assets") or {}).get("zarr") or {}
+        return cls(
+            id=str(col["id"]),
+            title=str(col.get("title") or col["id"]),
+            description=str(col.get("description", "")),
+            license=str(col.get("license", "")),
+            bbox=[float(x) for x in bbox],
+            interval=list(interval),
+            variables=variables,
+            version=col.get("version"),
+            versions=[str(v["version"]) for v in col.get("arcoforge:versions", [])],
+            store=asset.get("href"),
+            href=str(col.get("arcoforge:href", "")),
+            keywords=[str(k) for k in col.get("keywords") or []],
+        )
+
+
+def summaries(catalog: Any, storage_options: Mapping[str, Any] | None = None
+              ) -> list[CollectionSummary]:
+    """One summary per dataset of the catalog, in catalog order."""
+    return [CollectionSummary.from_collection(c) for c in read_collections(catalog, storage_options)]
+
+
+# -- filters ---------------------------------------------------------------------------------
+
+
+def _boxes(bbox: Sequence[float]) -> list[tuple[float, float, float, float]]:
+    """Split a box crossing the antimeridian (west > east) into two."""
+    w, s, e, n = (float(x) for x in bbox[:4]) if len(bbox) == 4 else (
+        float(bbox[0]), float(bbox[1]), float(bbox[3]), float(bbox[4]))
+    if w > e:
+        return [(w, s, 180.0, n), (-180.0, s, e, n)]
+    return [(w, s, e, n)]
+
+
+def bbox_intersects(a: Sequence[float], b: Sequence[float]) -> bool:
+    """Whether two WGS84 boxes ``[west, south, east, north]`` overlap (antimeridian-aware)."""
+    for aw, as_, ae, an in _boxes(a):
+        for bw, bs, be, bn in _boxes(b):
+            if aw <= be and bw <= ae and as_ <= bn and bs <= an:
+                return True
+    return False
+
+
+def _parse_time(value: Any, end: bool = False) -> dt.datetime | None:
+    if value is None or value in ("", ".."):
+        return None
+    if isinstance(value, dt.datetime):
+        return value if value.tzinfo else value.replace(tzinfo=dt.UTC)
+    if isinstance(value, dt.date):
+        value = value.isoformat()
+    text = str(value).strip().replace("Z", "+00:00")
+    # partial dates: 2020 / 2020-06 widen to the whole year / month
+    parts = text.split("T")[0].split("-")
+    if len(text) == 4 and text.isdigit():
+        return dt.datetime(int(text) + end, 1, 1, tzinfo=dt.UTC) - (dt.timedelta(
+            microseconds=1) if end else dt.timedelta(0))
+    if len(parts) == 2 and "T" not in text:
+        y, m = int(parts[0]), int(parts[1])
+        if end:
+            y2, m2 = (y + 1, 1) if m == 12 else (y, m + 1)
+            return dt.datetime(y2, m2, 1, tzinfo=dt.UTC) - dt.timedelta(microseconds=1)
+        return dt.datetime(y, m, 1, tzinfo=dt.UTC)
+    t = dt.datetime.fromisoformat(text)
+    if t.tzinfo is None:
+        t = t.replace(tzinfo=dt.UTC)
+    if end and "T" not in text:
+        t = t + dt.timedelta(days=1) - dt.timedelta(microseconds=1)
+    return t
+
+
+def _time_range(time: Any) -> tuple[dt.datetime | None, dt.datetime | None]:
+    if isinstance(time, str):
+        if "/" in time:
+            a, b = time.split("/", 1)
+            return _parse_time(a), _parse_time(b, end=True)
+        return _parse_time(time), _parse_time(time, end=True)
+    if isinstance(time, Sequence) and len(time) == 2:
+        return _parse_time(time[0]), _parse_time(time[1], end=True)
+    return _parse_time(time), _parse_time(time, end=True)
+
+
+def time_overlaps(interval: Sequence[str | None], time: Any) -> bool:
+    """Whether a collection interval overlaps ``time`` (``"2020"``, ``"2019-06/2020-01"``,
+    ``(start, end)`` with ``None``/``".."`` for open ends, or one datetime)."""
+    q0, q1 = _time_range(time)
+    c0 = _parse_time(interval[0]) if interval else None
+    c1 = _parse_time(interval[1]) if interval and len(interval) > 1 else None
+    if q0 is not None and c1 is not None and c1 < q0:
+        return False
+    if q1 is not None and c0 is not None and c0 > q1:
+        return False
+    return True
+
+
+def _has_variables(col: Mapping[str, Any], wanted: Sequence[str]) -> bool:
+    cube = col.get("cube:variables") or {}
+    names = {n.lower() for n in cube}
+    std = {str(v.get("arcoforge:standard_name", "")).lower() for v in cube.values()}
+    return all(w.lower() in names or w.lower() in std for w in wanted)
+
+
+def _text_blob(col: Mapping[str, Any]) -> str:
+    parts = [str(col.get("id", "")), str(col.get("title", "")), str(col.get("description", ""))]
+    parts += [str(k) for k in col.get("keywords") or []]
+    parts += [str(p.get("name", "")) for p in col.get("providers") or []]
+    for name, v in (col.get("cube:variables") or {}).items():
+        parts += [name, str(v.get("description", "")), str(v.get("arcoforge:standard_name", ""))]
+    return " ".join(parts).lower()
+
+
+def search(catalog: Any, bbox: Sequence[float] | None = None, time: Any = None,
+           variables: Sequence[str] | str | None = None, text: str | None = None, *,
+           storage_options: Mapping[str, Any] | None = None) -> list[CollectionSummary]:
+    """Datasets matching every given filter.
+
+    ``bbox``: ``[west, south, east, north]`` overlapping the dataset's extent.  ``time``: an
+    ISO date/interval (``"2020-03"``, ``"2019/2020-06"``, ``"../2020"``) or ``(start, end)``
+    overlapping its interval.  ``variables``: names (or CF standard names) all present.
+    ``text``: words all found (case-insensitively) in id, title, description, keywords,
+    providers or variable descriptions.
+    """
+    if isinstance(variables, str):
+        variables = [variables]
+    words = text.lower().split() if text else []
+    out = []
+    for col in read_collections(catalog, storage_options):
+        summary = CollectionSummary.from_collection(col)
+        if bbox is not None and not bbox_intersects(summary.bbox, bbox):
+            continue
+        if time is not None and not time_overlaps(summary.interval, time):
+            continue
+        if variables and not _has_variables(col, variables):
+            continue
+        if words:
+            blob = _text_blob(col)
+            if not all(w in blob for w in words):
+                continue
+        out.append(summary)
+    return out
+
+
+# -- open by id ------------------------------------------------------------------------------
+
+
+def get_collection(catalog: Any, dataset_id: str,
+                   storage_options: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The Collection dict of ``dataset_id``; ``KeyError`` naming the known ids otherwise."""
+    cols = read_collections(catalog, storage_options)
+    for col in cols:
+        if col.get("id") == dataset_id:
+            return col
+    known = ", ".join(sorted(str(c.get("id")) for c in cols)) or "none"
+    raise KeyError(f"no dataset {dataset_id!r} in catalog {catalog!s} (datasets: {known})")
+
+
+def open_dataset(catalog: Any, dataset_id: str, version: str | None = None, *,
+                 catalog_storage_options: Mapping[str, Any] | None = None,
+                 **kwargs: Any) -> xr.Dataset:
+    """Open dataset ``dataset_id`` of a catalog (its latest version, or ``version``) with
+    :func:`arcoforge.open_dataset`; ``kwargs`` go there (``chunks``, ``storage_options``...)."""
+    from arcoforge.opening import open_dataset as open_store
+
+    col = get_collection(catalog, dataset_id, catalog_storage_options)
+    versions = list(col.get("arcoforge:versions") or [])
+    wanted = version or col.get("version")
+    entry = next((v for v in versions if str(v.get("version")) == str(wanted)), None)
+    if entry is None:
+        if version is not None:
+            known = ", ".join(str(v.get("version")) for v in versions) or "none"
+            raise KeyError(f"dataset {dataset_id!r} has no version {version!r} "
+                           f"(versions: {known})")
+        href = (col.get("assets") or {}).get("zarr", {}).get("href")
+        if not href:
+            raise KeyError(f"dataset {dataset_id!r} has no 'zarr' asset")
+        return open_store(href, **kwargs)
+    href = str(entry["href"])
+    if entry.get("in_store"):  # a version kept inside a versioned store
+        return open_store(href, version=str(entry["version"]), **kwargs)
+    return open_store(href, **kwargs)
