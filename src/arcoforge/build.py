@@ -18,7 +18,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-import xarray as xr
 
 from arcoforge.patterns import FilePattern, Index
 from arcoforge.plan import (
@@ -28,7 +27,7 @@ from arcoforge.plan import (
     compile_tasks,
     schema_fingerprint,
 )
-from arcoforge.readers import close, detect_engine, open_raw, read_slice, scan_file
+from arcoforge.readers import RawFile, detect_engine, scan_file
 from arcoforge.recipes import ZarrRecipe
 from arcoforge.schema import FileSchema, TargetSchema, combine_schemas
 from arcoforge.sources import SourceOptions, fetch
@@ -117,25 +116,25 @@ def scan_pattern(pattern: FilePattern, options: SourceOptions, workdir: str,
 
 
 class _OpenFiles:
-    """A small per-process LRU of raw-opened source datasets."""
+    """A small per-task LRU of opened source files."""
 
     def __init__(self, maxsize: int = 8) -> None:
         self.maxsize = maxsize
-        self._items: OrderedDict[str, xr.Dataset] = OrderedDict()
+        self._items: OrderedDict[str, RawFile] = OrderedDict()
 
-    def get(self, path: str, engine: str, open_kwargs: Mapping[str, Any], url: str) -> xr.Dataset:
-        ds = self._items.pop(path, None)
-        if ds is None:
-            ds = open_raw(path, engine, open_kwargs, url)
-        self._items[path] = ds
+    def get(self, path: str, engine: str, open_kwargs: Mapping[str, Any], url: str) -> RawFile:
+        f = self._items.pop(path, None)
+        if f is None:
+            f = RawFile(path, engine, open_kwargs, url)
+        self._items[path] = f
         while len(self._items) > self.maxsize:
             _, old = self._items.popitem(last=False)
-            close(old)
-        return ds
+            old.close()
+        return f
 
     def close(self) -> None:
-        for ds in self._items.values():
-            close(ds)
+        for f in self._items.values():
+            f.close()
         self._items.clear()
 
 
@@ -164,7 +163,7 @@ class Plan:
         local = fetch(f.fetch_url or f.url, self.source_options, self.workdir)
         return local.path, f
 
-    def _open(self, files: _OpenFiles, pos: int) -> tuple[xr.Dataset, FileSchema]:
+    def _open(self, files: _OpenFiles, pos: int) -> tuple[RawFile, FileSchema]:
         path, f = self._local_path(pos)
         engine = detect_engine(path, self.file_type, f.url)
         return files.get(path, engine, self.open_kwargs, f.url), f
@@ -182,8 +181,8 @@ class Plan:
                 elif cdim is None or cdim not in var.dims:
                     group = self.schema.variable_group[name]
                     first = self.schema.group_files[group][0][0]
-                    ds, f = self._open(files, first)
-                    out[name] = read_slice(ds, name, (), f.url)
+                    raw, _ = self._open(files, first)
+                    out[name] = raw.read(name, ())
         finally:
             files.close()
         return out
@@ -218,12 +217,12 @@ class Plan:
                     shape = tuple(s.stop - s.start for s in block)
                     out = np.empty(shape, dtype=np.dtype(var.dtype))
                     for piece in pieces:
-                        ds, f = self._open(files, piece.file)
+                        raw, _ = self._open(files, piece.file)
                         src = list(block)
                         src[axis] = slice(*piece.src)
                         dst: list[slice] = [slice(None)] * len(block)
                         dst[axis] = slice(*piece.dst)
-                        data = read_slice(ds, name, tuple(src), f.url)
+                        data = raw.read(name, tuple(src))
                         out[tuple(dst)] = data
                         stats.bytes_read += data.nbytes
                     stats.bytes_written += self.target.write(name, block, out)
