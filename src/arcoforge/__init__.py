@@ -7,6 +7,8 @@ Forge::
     ds = af.open_dataset("ersst.zarr")
 """
 
+import arcoforge.accessor  # noqa: F401  (registers the ds.arcoforge accessor)
+from arcoforge.batch import BatchGenerator, SampleStream, reassemble
 from arcoforge.build import BuildResult, Plan, bake, compile_plan
 from arcoforge.opening import open_dataset
 from arcoforge.patterns import ConcatDim, FilePattern, MergeDim, pattern_from_file_sequence
@@ -19,11 +21,13 @@ __version__ = "0.1.0"
 
 __all__ = [
     "Auth",
+    "BatchGenerator",
     "BuildResult",
     "ConcatDim",
     "FilePattern",
     "MergeDim",
     "Plan",
+    "SampleStream",
     "SchemaError",
     "SourceError",
     "SourceOptions",
@@ -33,4 +37,5 @@ __all__ = [
     "compile_plan",
     "open_dataset",
     "pattern_from_file_sequence",
+    "reassemble",
 ]
