@@ -612,6 +612,22 @@ def load_profiles(path: str | os.PathLike[str] | None = None) -> dict[str, Profi
     return out
 
 
+def _check_engine_options(prof: Profile) -> None:
+    """A clear error for engine options the profile's engine does not take."""
+    import inspect
+
+    from arcoforge.engines import get_engine
+
+    params = inspect.signature(get_engine(prof.engine)).parameters
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return
+    unknown = sorted(set(prof.engine_options) - set(params) - {"plan", "progress"})
+    if unknown:
+        known = sorted(set(params) - {"plan", "progress"})
+        raise ValueError(f"bakery profile {prof.name!r}: engine {prof.engine!r} does not take "
+                         f"{', '.join(unknown)} (it takes: {', '.join(known)})")
+
+
 def bake_feedstock(feedstock_dir: str | os.PathLike[str], profile: str | None = None, *,
                    profiles: str | os.PathLike[str] | None = None,
                    catalog: str | None = None, progress: bool = False) -> dict[str, Any]:
@@ -643,6 +659,7 @@ def bake_feedstock(feedstock_dir: str | os.PathLike[str], profile: str | None = 
         target = prof.target_for(rid)
         workdir = (f"{prof.cache_root.rstrip('/')}/work-{rid}"
                    if prof.cache_root and "://" not in prof.cache_root else None)
+        _check_engine_options(prof)
         results[rid] = bake(recipe, target, prof.engine,
                             storage_options=prof.storage_options or None, workdir=workdir,
                             progress=progress, **prof.engine_options)
