@@ -11,6 +11,11 @@ Store tasks wait on the prepare step through a singleton side input, so the whol
 the runner (Dataflow, Flink, Spark, ...), not only its store tasks.  The default runner is Beam's
 in-process ``FnApiRunner``; ``pipeline_options`` (``["runner=FlinkRunner", ...]`` or a dict) go
 unchanged into ``PipelineOptions``.
+
+Targets with a single committer (Icechunk: ``fork_for_workers()`` / ``merge(forks)``) are
+prepared and finalized here, in the launching process: the pipeline's store tasks write into
+forks and return them, and this process merges them and commits.  That needs a runner whose
+results come back to this process (the in-process runners).
 """
 
 from __future__ import annotations
@@ -59,10 +64,19 @@ def _after_prepare(task: Any, prepared: Any) -> Any:
 class _Store:
     """``plan.run_task`` with retries of transient errors (runners differ in their own)."""
 
-    def __init__(self, plan: Any, retries: int, retry_delay: float) -> None:
+    def __init__(self, plan: Any, retries: int, retry_delay: float,
+                 fork: bytes | None = None) -> None:
         self.plan = plan
         self.retries = retries
         self.retry_delay = retry_delay
+        self.fork = fork
+
+    def _run(self, task: Any) -> tuple[Any, Any]:
+        if self.fork is None:
+            return self.plan.run_task(task), None
+        from arcoforge.engines.dask import run_forked_task
+
+        return run_forked_task(self.plan, self.fork, task)
 
     def __call__(self, task: Any) -> Any:
         from apache_beam.metrics import Metrics
@@ -70,7 +84,7 @@ class _Store:
         attempt = 0
         while True:
             try:
-                stats = self.plan.run_task(task)
+                stats, fork = self._run(task)
                 break
             except Exception as err:
                 attempt += 1
@@ -83,7 +97,18 @@ class _Store:
         Metrics.counter(NAMESPACE, "tasks_skipped" if stats.skipped else "tasks_run").inc()
         Metrics.counter(NAMESPACE, "bytes_read").inc(stats.bytes_read)
         Metrics.counter(NAMESPACE, "bytes_written").inc(stats.bytes_written)
-        return stats
+        return stats if self.fork is None else (stats, fork)
+
+
+class _Collect:
+    """Hand the forks and stats back to the launching process (in-process runners only)."""
+
+    def __init__(self, token: str) -> None:
+        self.token = token
+
+    def __call__(self, results: list[Any]) -> int:
+        _RESULTS[self.token] = list(results)
+        return len(results)
 
 
 class _Finalize:
@@ -131,6 +156,8 @@ def run(plan: Any, progress: bool = True,
     import apache_beam as beam
     from apache_beam.options.pipeline_options import StandardOptions
 
+    from arcoforge.engines.dask import fork_of
+
     options = _options(pipeline_options)
     if runner is None and options.view_as(StandardOptions).runner is None:
         from apache_beam.runners.portability.fn_api_runner import FnApiRunner
@@ -138,9 +165,31 @@ def run(plan: Any, progress: bool = True,
         runner = FnApiRunner()
     token = uuid.uuid4().hex
     pipeline = beam.Pipeline(runner=runner, options=options)
-    build_pipeline(pipeline, plan, token, retries, retry_delay)
+    forked = hasattr(plan.target, "fork_for_workers")
+    if forked:
+        plan.prepare()
+        (pipeline
+         | "Tasks" >> beam.Create(list(plan.tasks))
+         | "Reshuffle" >> beam.Reshuffle()
+         | "Store" >> beam.Map(_Store(plan, retries, retry_delay, fork_of(plan)))
+         | "CollectForks" >> beam.CombineGlobally(beam.combiners.ToListCombineFn())
+         | "ToLauncher" >> beam.Map(_Collect(token)))
+    else:
+        build_pipeline(pipeline, plan, token, retries, retry_delay)
     result = pipeline.run()
     result.wait_until_finish()
+    if forked:
+        results = _RESULTS.pop(token, None)
+        if results is None:
+            raise RuntimeError(
+                f"{plan.target}: an Icechunk build merges the workers' forks in this process, "
+                "but this Beam runner ran the pipeline elsewhere; use the in-process runner, "
+                "or the dask engine. Nothing was published."
+            )
+        plan.target.merge([f for _, f in results], checkpoint=True)
+        stats = [s for s, _ in results]
+        plan.finalize(stats)
+        return stats
     stats = _RESULTS.pop(token, None)
     if stats is None:
         stats = _stats_from_metrics(result, plan)

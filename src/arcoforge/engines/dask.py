@@ -6,6 +6,10 @@ once.  Dask reschedules the tasks of a worker that dies; a task that raises is r
 ``retries`` times when its error may be transient (the same policy as the local engine), and a
 permanent failure cancels the remaining tasks and is raised with the task's key added, before
 anything is published.
+
+Targets with a single committer (Icechunk) expose ``fork_for_workers()`` / ``merge(forks)``: each
+store task then writes into its own copy of the fork and returns it, and the coordinator merges
+the returned forks into its session before ``finalize`` commits.
 """
 
 from __future__ import annotations
@@ -26,6 +30,25 @@ log = logging.getLogger("arcoforge.engines.dask")
 
 def _run_task(plan: Any, task: Any) -> Any:
     return plan.run_task(task)
+
+
+def run_forked_task(plan: Any, fork: bytes, task: Any) -> tuple[Any, Any]:
+    """Run ``task`` writing into a fresh copy of the pickled fork ``fork`` (its own change set);
+    returns the task's stats and the fork, for the coordinator to merge."""
+    import dataclasses
+    import pickle
+
+    target = pickle.loads(fork)
+    stats = dataclasses.replace(plan, target=target).run_task(task)
+    return stats, target
+
+
+def fork_of(plan: Any) -> bytes | None:
+    """The pickled worker fork of ``plan``'s target, if it is a single-committer target."""
+    import pickle
+
+    fork = getattr(plan.target, "fork_for_workers", None)
+    return pickle.dumps(fork()) if fork is not None else None
 
 
 @contextlib.contextmanager
@@ -78,8 +101,18 @@ def _run_all(c: Any, plan: Any, todo: list[Any], retries: int, retry_delay: floa
              advance: Any, as_completed: Any) -> list[Any]:
     from distributed import KilledWorker
 
+    fork = fork_of(plan)
     [plan_future] = c.scatter([plan], broadcast=True, hash=False)
-    futures = {c.submit(_run_task, plan_future, t, pure=False, key=_key(t, 0)): t for t in todo}
+    if fork is None:
+        def submit(t: Any, attempt: int) -> Any:
+            return c.submit(_run_task, plan_future, t, pure=False, key=_key(t, attempt))
+    else:
+        [fork_future] = c.scatter([fork], broadcast=True, hash=False)
+
+        def submit(t: Any, attempt: int) -> Any:
+            return c.submit(run_forked_task, plan_future, fork_future, t, pure=False,
+                            key=_key(t, attempt))
+    futures = {submit(t, 0): t for t in todo}
     attempts = {t.key: 0 for t in todo}
     out: list[Any] = []
     ac = as_completed(list(futures))
@@ -87,7 +120,12 @@ def _run_all(c: Any, plan: Any, todo: list[Any], retries: int, retry_delay: floa
         for fut in ac:
             task = futures.pop(fut)
             if fut.status == "finished":
-                out.append(fut.result())
+                if fork is None:
+                    out.append(fut.result())
+                else:
+                    task_stats, task_fork = fut.result()
+                    plan.target.merge([task_fork], checkpoint=False)
+                    out.append(task_stats)
                 advance(1)
                 continue
             err = fut.exception()
@@ -106,10 +144,11 @@ def _run_all(c: Any, plan: Any, todo: list[Any], retries: int, retry_delay: floa
             log.warning("task %s failed (%s); retrying (%d/%d)", task.key, err,
                         attempts[task.key], retries)
             time.sleep(retry_delay * attempts[task.key])
-            new = c.submit(_run_task, plan_future, task, pure=False,
-                           key=_key(task, attempts[task.key]))
+            new = submit(task, attempts[task.key])
             futures[new] = task
             ac.add(new)
+        if fork is not None:
+            plan.target.merge([], checkpoint=True)
     finally:
         if futures:
             c.cancel(list(futures))
