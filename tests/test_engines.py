@@ -255,6 +255,55 @@ def test_dask_worker_killed_mid_build(godas: list[str], reference: Path, client:
     client.wait_for_workers(2, timeout=60)
 
 
+def _icechunk_store_bytes(path: Path) -> dict[str, Any]:
+    from zarr.core.buffer import default_buffer_prototype
+    from zarr.core.sync import sync
+
+    from arcoforge.targets.icechunk import open_repository
+
+    store = open_repository(f"icechunk://{path}").readonly_session(branch="main").store
+
+    async def dump() -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        async for key in store.list():
+            buf = await store.get(key, prototype=default_buffer_prototype())
+            raw = buf.to_bytes()
+            out[key] = _strip_stamps(json.loads(raw)) if key.endswith("zarr.json") else raw
+        return out
+
+    return sync(dump())
+
+
+@pytest.fixture(scope="module")
+def icechunk_reference(godas: list[str], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    pytest.importorskip("icechunk")
+    path = tmp_path_factory.mktemp("icref") / "repo"
+    af.bake(recipe(godas), f"icechunk://{path}", engine="local", progress=False)
+    return path
+
+
+@pytest.mark.parametrize("engine", ["dask", "beam"])
+def test_icechunk_forks_merged_by_the_coordinator(engine: str, godas: list[str],
+                                                  icechunk_reference: Path, client: Any,
+                                                  tmp_path: Path) -> None:
+    from arcoforge.targets.icechunk import open_repository
+
+    path = tmp_path / "repo"
+    options = {"client": client} if engine == "dask" else {}
+    af.bake(recipe(godas), f"icechunk://{path}", engine=engine, progress=False, **options)
+    ref, out = _icechunk_store_bytes(icechunk_reference), _icechunk_store_bytes(path)
+    assert sorted(ref) == sorted(out) and any("/c/" in k for k in ref)
+    for key in ref:
+        assert ref[key] == out[key], key
+    repo = open_repository(f"icechunk://{path}")
+    assert len(list(repo.ancestry(branch="main"))) == 2  # one commit on top of the initial one
+    a = af.open_dataset(f"icechunk://{icechunk_reference}").load()
+    b = af.open_dataset(f"icechunk://{path}").load()
+    for ds in (a, b):
+        ds.attrs.pop("arcoforge:created")
+    xr.testing.assert_identical(a, b)
+
+
 def test_input_larger_than_worker_memory(shared_data: Path, client: Any, tmp_path: Path) -> None:
     """A ~600 MB NetCDF4 file through workers limited to 400 MB: tasks read by slice."""
     src = xr.open_dataset(shared_data / "godas-ssh" / "sshg.2019.nc", decode_cf=False)
