@@ -107,7 +107,8 @@ def register(sub: Any) -> None:
 
     q = csub.add_parser("search", help="find datasets by bbox, time, variables, text")
     q.add_argument("catalog")
-    q.add_argument("--bbox", type=_floats, metavar="W,S,E,N")
+    q.add_argument("--bbox", type=_floats, metavar="W,S,E,N",
+                   help="overlapping box (write --bbox=-80,-40,-60,-20 for negative W)")
     q.add_argument("--time", metavar="START/END", help="e.g. 2020, 2019-06/2020-01, ../2020")
     q.add_argument("--variable", action="append", metavar="NAME",
                    help="variable or CF standard name (repeatable; all must be present)")
