@@ -281,3 +281,14 @@ def test_bake_feedstock_with_profile_and_catalog(tmp_path: Path,
     assert cli_main(["feedstock", "bake", str(ERSST), "--profiles", str(profiles),
                      "--profile", "nope"]) == 1
     assert "unknown bakery profile 'nope'" in capsys.readouterr().err
+
+
+def test_ci_template_lints_and_tests_on_pull_requests() -> None:
+    import yaml
+
+    path = ROOT / "src" / "arcoforge" / "templates" / "feedstock-ci.yml"
+    wf = yaml.safe_load(path.read_text())
+    assert "pull_request" in wf[True]  # YAML 1.1 reads the key `on` as True
+    steps = [s.get("run", "") for s in wf["jobs"]["test"]["steps"]]
+    assert any(s.startswith("arcoforge lint ") for s in steps)
+    assert any(s.startswith("arcoforge test ") and "--nkeep" in s for s in steps)
