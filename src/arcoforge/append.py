@@ -76,7 +76,12 @@ def append(recipe: ZarrRecipe, target: Any, *, storage_options: Mapping[str, Any
     from arcoforge.locking import build_lock
 
     t0 = time.perf_counter()
-    tgt = resolve_target(target, storage_options)
+    if type(target).__name__ == "Repository":
+        from arcoforge.targets.icechunk import IcechunkTarget
+
+        tgt: Any = IcechunkTarget(target)
+    else:
+        tgt = resolve_target(target, storage_options)
     with build_lock(tgt, storage_options, wait=wait_lock, timeout=lock_timeout,
                     purpose="append"):
         backend = _backend(tgt)
