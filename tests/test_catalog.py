@@ -379,3 +379,11 @@ def test_site_renders_in_chromium(site: Path, tmp_path: Path) -> None:
     # the quick-look map was drawn into the page: many distinct colours, not a blank page
     colours = np.unique((img[..., :3] * 255).astype(np.uint8).reshape(-1, 3), axis=0)
     assert len(colours) > 200
+
+
+def test_catalog_at_an_fsspec_url(built: dict[str, Any]) -> None:
+    cat = "memory://arcoforge-test-catalog"
+    publish(cat, built["med"], dataset_id="med-chl", meta={"title": "chl", "license": "MIT"})
+    [hit] = search(cat, variables=["chl"])
+    assert hit.id == "med-chl" and hit.href == f"{cat}/med-chl/collection.json"
+    xr.testing.assert_identical(open_by_id(cat, "med-chl"), af.open_dataset(built["med"]))
