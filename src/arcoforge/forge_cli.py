@@ -79,7 +79,8 @@ def _cmd_bake(args: argparse.Namespace) -> int:
     if args.append:
         from arcoforge.append import append  # type: ignore[import-not-found]
 
-        result = append(recipe, args.target, progress=not args.no_progress)
+        print(append(recipe, args.target))
+        return 0
     else:
         result = af.bake(recipe, args.target, engine=args.engine, progress=not args.no_progress,
                          **_engine_options(args))

@@ -137,7 +137,7 @@ class ZarrTarget:
             log.warning("discarding an unfinished build of another plan in %s", self.staging_url)
             self.fs.rm(self.staging_path, recursive=True)
         template = template_dataset(schema, static, chunks)
-        encoding = {}
+        encoding: dict[str, dict[str, Any]] = {}
         for name, var in schema.variables.items():
             encoding[name] = {
                 "chunks": tuple(chunks.get(d, n) for d, n in zip(var.dims, var.shape)),
