@@ -637,6 +637,7 @@ def bake_feedstock(feedstock_dir: str | os.PathLike[str], profile: str | None = 
     with ``catalog`` each built store is published there (STAC Collection ``<id>``).
     """
     from arcoforge.build import bake
+    from arcoforge.sources import SourceOptions
 
     d = os.path.abspath(os.fspath(feedstock_dir))
     problems = lint(d, profiles=profiles)
@@ -652,7 +653,7 @@ def bake_feedstock(feedstock_dir: str | os.PathLike[str], profile: str | None = 
     prof = known[name]
     results: dict[str, Any] = {}
     for rid, recipe in load_recipes(d, meta).items():
-        if prof.cache_root and dataclasses.is_dataclass(recipe.source_options):
+        if prof.cache_root and isinstance(recipe.source_options, SourceOptions):
             opts = dataclasses.replace(recipe.source_options,
                                        cache=recipe.source_options.cache or prof.cache_root)
             recipe = dataclasses.replace(recipe, source_options=opts)

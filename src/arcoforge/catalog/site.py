@@ -12,7 +12,7 @@ import html
 import json
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -144,7 +144,9 @@ def timeseries_png(ds: xr.Dataset, path: str) -> str | None:
     v = var.isel(others)
     lat = ds[inv["Y"]]
     if lat.ndim == 1 and "degree" in str(lat.attrs.get("units", "degrees_north")):
-        series = v.weighted(np.cos(np.deg2rad(lat)).fillna(0)).mean((inv["X"], inv["Y"]))
+        coslat = np.cos(np.deg2rad(np.asarray(lat.values, dtype=float)))
+        weights = lat.copy(data=coslat).fillna(0)
+        series = v.weighted(weights).mean((inv["X"], inv["Y"]))
     else:
         series = v.mean((inv["X"], inv["Y"]))
     series = series.load()
@@ -245,7 +247,7 @@ def _dataset_page(col: Mapping[str, Any], catalog: str, images: dict[str, str],
     return _page(f"{title} — arcoforge", body)
 
 
-def _index_page(cols: list[Mapping[str, Any]], pages: dict[str, str]) -> str:
+def _index_page(cols: Sequence[Mapping[str, Any]], pages: dict[str, str]) -> str:
     cards = []
     for col in cols:
         cid = str(col["id"])
