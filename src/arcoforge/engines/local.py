@@ -33,11 +33,16 @@ def run(plan: Any, progress: bool = True, workers: int | None = None, processes:
     parallelises decompression of HDF5/netCDF4 sources that a thread pool serialises."""
     workers = workers or min(8, (os.cpu_count() or 2))
     plan.prepare()
-    todo = [t for t in plan.tasks if not plan.is_done(t)]
-    done_before = len(plan.tasks) - len(todo)
     from arcoforge.build import TaskStats
 
-    stats = [TaskStats(t.key, skipped=True) for t in plan.tasks if t not in set(todo)]
+    todo: list[Any] = []
+    stats: list[Any] = []
+    for t in plan.tasks:
+        if plan.is_done(t):
+            stats.append(TaskStats(t.key, skipped=True))
+        else:
+            todo.append(t)
+    done_before = len(stats)
     executor: Executor
     if processes and todo:
         ctx = multiprocessing.get_context("spawn")
