@@ -387,3 +387,20 @@ def test_catalog_at_an_fsspec_url(built: dict[str, Any]) -> None:
     [hit] = search(cat, variables=["chl"])
     assert hit.id == "med-chl" and hit.href == f"{cat}/med-chl/collection.json"
     xr.testing.assert_identical(open_by_id(cat, "med-chl"), af.open_dataset(built["med"]))
+
+
+def test_versions_kept_by_the_store_are_listed(built: dict[str, Any], tmp_path: Path,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    import arcoforge.catalog.stac as stac
+
+    # as arcoforge.versions reports a store with an archived 1.0 and a published 1.1
+    kept = [("1.0", "2026-01-01T00:00:00Z", False), ("1.1", "2026-02-01T00:00:00Z", True)]
+    monkeypatch.setattr(stac, "_store_versions", lambda url, so: kept)
+    col = publish(tmp_path / "cat", built["med"], dataset_id="med", meta={"title": "m"},
+                  version="1.1")
+    assert col["version"] == "1.1"
+    by_version = {v["version"]: v for v in col["arcoforge:versions"]}
+    assert by_version["1.0"] == {"version": "1.0", "href": built["med"], "in_store": True,
+                                 "created": "2026-01-01T00:00:00Z"}
+    assert by_version["1.1"]["in_store"] is True and by_version["1.1"]["href"] == built["med"]
+    assert validate_collection(col) == []

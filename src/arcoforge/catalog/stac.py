@@ -369,30 +369,28 @@ def _media_type(store_url: str) -> str:
     return ICECHUNK_MEDIA_TYPE if store_url.startswith("icechunk://") else ZARR_MEDIA_TYPE
 
 
-def _store_versions(store_url: str, storage_options: Mapping[str, Any] | None) -> list[str]:
-    """Versions the store itself keeps (``arcoforge.versions``), or ``[]``."""
+def _store_versions(store_url: str, storage_options: Mapping[str, Any] | None
+                    ) -> list[tuple[str, str | None, bool]]:
+    """``(version, created, latest)`` of the versions the store itself keeps
+    (:mod:`arcoforge.versions`: Icechunk tags, ``<url>.versions/``), or ``[]``."""
     try:
-        from arcoforge.versions import list_versions  # type: ignore[import-not-found]
+        from arcoforge.versions import list_versions
     except ImportError:
         return []
     try:
-        try:
-            found = list_versions(store_url, storage_options=storage_options)
-        except TypeError:
-            found = list_versions(store_url)
-    except Exception:  # noqa: BLE001 - a plain store without versions
+        found = list_versions(store_url, storage_options)
+    except Exception:  # noqa: BLE001 - a store without versions
         return []
-    out = []
-    for v in found or []:
-        out.append(str(getattr(v, "version", v)))
-    return out
+    return [(str(getattr(v, "version", v)), getattr(v, "created", None),
+             bool(getattr(v, "latest", False))) for v in found or []]
 
 
 def collection_from_dataset(ds: xr.Dataset, dataset_id: str, store_url: str, *,
                             meta: Any = None, version: str | None = None,
                             feedstock: str | None = None,
                             previous: Mapping[str, Any] | None = None,
-                            store_versions: list[str] | None = None) -> dict[str, Any]:
+                            store_versions: list[tuple[str, str | None, bool]] | None = None
+                            ) -> dict[str, Any]:
     """A STAC Collection (dict) describing ``ds`` stored at ``store_url``."""
     import pystac
 
@@ -401,7 +399,7 @@ def collection_from_dataset(ds: xr.Dataset, dataset_id: str, store_url: str, *,
     title = m.get("title") or attrs.get("title") or dataset_id
     description = (m.get("description") or attrs.get("summary") or attrs.get("description")
                    or attrs.get("title") or f"Dataset {dataset_id} built by arcoforge.")
-    version = version or m.get("version") or "1.0"
+    version = version or attrs.get("arcoforge:version") or m.get("version") or "1.0"
     bbox = spatial_bbox(ds)
     interval = temporal_interval(ds)
     start, end = (_to_datetime(t) if t else None for t in interval)
@@ -434,12 +432,18 @@ def collection_from_dataset(ds: xr.Dataset, dataset_id: str, store_url: str, *,
     created = attrs.get("arcoforge:created")
     entry = {"version": version, "href": store_url, "created": created,
              "recipe_hash": recipe_hash, "sources": len(sources)}
+    # a version the store itself keeps is opened through it (af.open_dataset(url, version=))
+    kept = {v: (created, latest) for v, created, latest in store_versions or []}
+    if kept.get(version, (None, False))[1]:
+        entry["in_store"] = True
     versions = [dict(v) for v in (previous or {}).get("arcoforge:versions", [])
                 if v.get("version") != version]
     versions.append(entry)
-    for sv in store_versions or []:  # versions kept inside the store itself
-        if not any(v.get("version") == sv for v in versions):
-            versions.append({"version": sv, "href": store_url, "in_store": True})
+    for sv, (screated, latest) in kept.items():  # older versions archived by the store
+        if not latest:
+            versions = [v for v in versions if v.get("version") != sv or v.get("href") != store_url]
+            versions.append({"version": sv, "href": store_url, "created": screated,
+                             "in_store": True})
     versions.sort(key=lambda v: tuple(int(p) for p in str(v["version"]).split(".")
                                       if p.isdigit()))
     latest = versions[-1]["version"]
@@ -526,7 +530,7 @@ def publish(catalog: Any, target: Any, *, dataset_id: str | None = None, meta: A
     previous = (_read_json(col_url, catalog_storage_options)
                 if _exists(col_url, catalog_storage_options) else None)
     m = _meta_dict(meta)
-    version = version or m.get("version") or "1.0"
+    version = version or ds.attrs.get("arcoforge:version") or m.get("version") or "1.0"
     feedstock_href = os.path.abspath(feedstock) if feedstock and "://" not in feedstock else feedstock
     col = collection_from_dataset(ds, dataset_id, store_url, meta=meta, version=version,
                                   feedstock=feedstock_href, previous=previous,
