@@ -35,7 +35,7 @@ log = logging.getLogger("arcoforge.engines.beam")
 NAMESPACE = "arcoforge"
 
 #: stats of builds whose finalize step ran in this process (in-process runners), by run token
-_RESULTS: dict[str, list[Any]] = {}
+_RESULTS: dict[str, list[Any] | None] = {}
 
 
 def _options(pipeline_options: Sequence[str] | Mapping[str, Any] | None) -> Any:
@@ -190,10 +190,8 @@ def run(plan: Any, progress: bool = True,
         stats = [s for s, _ in results]
         plan.finalize(stats)
         return stats
-    stats = _RESULTS.pop(token, None)
-    if stats is None:
-        stats = _stats_from_metrics(result, plan)
-    return stats
+    collected = _RESULTS.pop(token, None)
+    return collected if collected is not None else _stats_from_metrics(result, plan)
 
 
 def _stats_from_metrics(result: Any, plan: Any) -> list[Any]:
