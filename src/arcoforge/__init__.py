@@ -10,6 +10,7 @@ Forge::
 import arcoforge.accessor  # noqa: F401  (registers the ds.arcoforge accessor)
 from arcoforge.batch import BatchGenerator, SampleStream, reassemble
 from arcoforge.build import BuildResult, Plan, bake, compile_plan
+from arcoforge.feedstock import bake_feedstock, lint, load_meta, test_feedstock
 from arcoforge.opening import open_dataset
 from arcoforge.patterns import ConcatDim, FilePattern, MergeDim, pattern_from_file_sequence
 from arcoforge.readers import SourceReadError
@@ -34,8 +35,12 @@ __all__ = [
     "SourceReadError",
     "ZarrRecipe",
     "bake",
+    "bake_feedstock",
     "compile_plan",
+    "lint",
+    "load_meta",
     "open_dataset",
     "pattern_from_file_sequence",
     "reassemble",
+    "test_feedstock",
 ]

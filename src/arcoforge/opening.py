@@ -32,22 +32,24 @@ def restore_attr_types(raw: xr.Dataset) -> xr.Dataset:
     return raw
 
 
-def open_dataset(target: Any, version: str | None = None, *, decode_times: Any = True,
-                 chunks: Any = None, storage_options: Mapping[str, Any] | None = None,
-                 **kwargs: Any) -> xr.Dataset:
+def open_dataset(target: Any, id_or_version: str | None = None, *, version: str | None = None,
+                 decode_times: Any = True, chunks: Any = None,
+                 storage_options: Mapping[str, Any] | None = None, **kwargs: Any) -> xr.Dataset:
     """Open a store built by arcoforge as a lazily loaded, CF-decoded :class:`xarray.Dataset`.
 
-    ``target`` is a Zarr URL/path, an ``icechunk://`` URL or Icechunk repository, or a STAC
-    catalog followed by a dataset id (``open_dataset(catalog, "ersst-v5")``, with the catalog
-    extra).  ``version`` picks a published version (``"1.2"``) where the target keeps versions.
+    * ``open_dataset("ersst.zarr")`` -- a Zarr URL/path (``storage_options`` for fsspec);
+    * ``open_dataset("icechunk://path")`` or an Icechunk repository;
+    * ``open_dataset(store, "1.2")`` or ``version="1.2"`` -- a published version;
+    * ``open_dataset(catalog, "ersst-v5", version=None)`` -- a dataset of a STAC catalog by id.
     """
+    if id_or_version is not None and not _looks_like_version(id_or_version):
+        from arcoforge.catalog import open_dataset as open_from_catalog
+
+        return open_from_catalog(target, id_or_version, version, decode_times=decode_times,
+                                 chunks=chunks, storage_options=storage_options, **kwargs)
+    version = version or id_or_version
     from arcoforge.targets.open import open_raw_store
 
-    if isinstance(version, str) and not _looks_like_version(version) and kwargs.get("_catalog", True):
-        # open_dataset(catalog, "dataset-id", version=...) form
-        from arcoforge.catalog import open_dataset as open_from_catalog  # type: ignore[attr-defined]
-
-        return open_from_catalog(target, version, **kwargs)  # type: ignore[no-any-return]
     raw = open_raw_store(target, version=version, chunks=chunks, storage_options=storage_options)
     ds = restore_attr_types(raw)
     return xr.decode_cf(ds, decode_times=decode_times, **kwargs)
