@@ -132,7 +132,7 @@ class IcechunkTarget:
 
     def __init__(self, target: Any, storage_options: Mapping[str, Any] | None = None, *,
                  branch: str = "main", build_branch: str = BUILD_BRANCH,
-                 checkpoint_tasks: int = 64, checkpoint_seconds: float = 30.0,
+                 checkpoint_tasks: int = 16, checkpoint_seconds: float = 10.0,
                  version_bump: str = "minor") -> None:
         if isinstance(target, str | os.PathLike):
             url = os.fspath(target)
