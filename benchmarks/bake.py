@@ -29,22 +29,12 @@ CHUNKS = {"time": 10}
 
 def make_files(n: int, out: Path) -> list[str]:
     """n copies of the real OISST day, day i dated +i days (only the time value changes)."""
-    import netCDF4
+    from arcoforge.testing.samples import dated_copies
 
     src = SHARED / DAY
     if not src.exists():
         sys.exit(f"benchmark input {src} not found (set ARCOFORGE_SHARED_DATA)")
-    out.mkdir(parents=True, exist_ok=True)
-    files = []
-    for i in range(n):
-        dst = out / f"oisst.day{i:05d}.nc"
-        if not dst.exists():
-            shutil.copy(src, dst)
-            dst.chmod(0o644)
-            with netCDF4.Dataset(dst, "a") as nc:
-                nc["time"][:] = nc["time"][:] + i
-        files.append(str(dst))
-    return files
+    return dated_copies(src, n, out)
 
 
 # -- one build, in a child process ------------------------------------------------------------

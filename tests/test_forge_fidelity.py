@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import netCDF4
@@ -12,6 +11,7 @@ import xarray as xr
 import zarr
 
 import arcoforge as af
+from arcoforge.testing.samples import dated_copies
 from arcoforge.verify import reference_dataset, verify
 
 
@@ -64,16 +64,7 @@ def test_godas_chunks_straddle_files(shared_data: Path, tmp_path: Path) -> None:
 
 def _oisst_days(shared_data: Path, tmp_path: Path, n: int) -> list[str]:
     """n copies of the real OISST day with consecutive dates (only the time value changes)."""
-    src = shared_data / "oisst" / "oisst-avhrr-v02r01.20220913.nc"
-    out = []
-    for i in range(n):
-        dst = tmp_path / f"oisst.{i:03d}.nc"
-        shutil.copy(src, dst)
-        dst.chmod(0o644)
-        with netCDF4.Dataset(dst, "a") as nc:
-            nc["time"][:] = nc["time"][:] + i
-        out.append(str(dst))
-    return out
+    return dated_copies(shared_data / "oisst" / "oisst-avhrr-v02r01.20220913.nc", n, tmp_path)
 
 
 def test_oisst_packed_int16_copied_raw(shared_data: Path, tmp_path: Path) -> None:
@@ -147,7 +138,7 @@ def test_rerun_skips_finished_build_tasks_and_republishes(shared_data: Path,
     assert not first.skipped and first.bytes_written > 0
     # nothing is visible under the target until finalize
     assert not Path(target).exists()
-    with pytest.raises(Exception):
+    with pytest.raises(FileNotFoundError):
         af.open_dataset(target)
     result = af.bake(recipe, target, progress=False)
     assert result.tasks_skipped == 1
