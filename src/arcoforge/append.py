@@ -192,7 +192,7 @@ def _check_against_store(group: zarr.Group, schema: Any, cdim: str, url: str) ->
     old_len: int | None = None
     for name, var in schema.variables.items():
         arr = arrays[name]
-        dims = tuple(arr.metadata.dimension_names or ())
+        dims = tuple(getattr(arr.metadata, "dimension_names", None) or ())
         if dims != var.dims or np.dtype(arr.dtype) != np.dtype(var.dtype):
             raise AppendError(
                 f"variable {name!r} in {first} is {var.dtype}{list(var.dims)} but "

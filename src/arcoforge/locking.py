@@ -19,7 +19,7 @@ import uuid
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-import fsspec
+import fsspec  # type: ignore[import-untyped]
 
 __all__ = ["BuildLock", "BuildLockedError", "lock_url", "build_lock"]
 

@@ -23,7 +23,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-import fsspec
+import fsspec  # type: ignore[import-untyped]
 
 __all__ = [
     "VersionInfo",
@@ -254,8 +254,8 @@ def list_versions(target: Any, storage_options: Mapping[str, Any] | None = None
         return out
     url, so = _zarr_location(target, storage_options)
     for v in _archived(url, so):
-        attrs = published_attrs(f"{url}{VERSIONS_SUFFIX}/{v}", so) or {}
-        out.append(VersionInfo(v, f"{url}{VERSIONS_SUFFIX}/{v}", attrs.get("arcoforge:created")))
+        old = published_attrs(f"{url}{VERSIONS_SUFFIX}/{v}", so) or {}
+        out.append(VersionInfo(v, f"{url}{VERSIONS_SUFFIX}/{v}", old.get("arcoforge:created")))
     attrs = published_attrs(url, so)
     if attrs is not None:
         cur = format_version(str(attrs.get(VERSION_KEY) or "1.0"))
