@@ -484,3 +484,15 @@ def test_waiting_lock_gets_it_when_released(tmp_path: Path) -> None:
         assert second.holder()["pid"] == os.getpid()  # type: ignore[index]
     assert not Path(url).exists()
     timer.join()
+
+
+def test_lock_on_object_store(s3_server: Any) -> None:
+    bucket = s3_server.create_bucket()
+    url = f"s3://{bucket}/store.zarr.arcoforge-lock"
+    so = s3_server.storage_options
+    with BuildLock(url, so) as held:
+        with pytest.raises(BuildLockedError, match=f"pid {os.getpid()}"):
+            BuildLock(url, so).acquire()
+        assert held.holder()["token"] == held.token  # type: ignore[index]
+    with BuildLock(url, so):  # released: free again
+        pass
