@@ -16,8 +16,9 @@ import numpy as np
 import xarray as xr
 
 from .caches import ArrayCache, cache_key, dataset_token
+from .zarr_direct import box_reader
 
-__all__ = ["ArraySource", "as_dataset", "storage_chunks"]
+__all__ = ["ArraySource", "as_dataset", "storage_chunks", "zarr_backing"]
 
 Preprocess = Callable[[Hashable, np.ndarray], np.ndarray]
 
@@ -46,6 +47,59 @@ def storage_chunks(ds: xr.Dataset, variables: Sequence[Hashable]) -> dict[Hashab
             if c:
                 out[d] = max(out.get(d, 0), int(c))
     return out
+
+
+def _unwrap_lazy(data: Any, shape: tuple[int, ...]) -> Any | None:
+    """The zarr array behind xarray's lazy indexing wrappers, if they add nothing to it."""
+    from xarray.core import indexing
+
+    seen = 0
+    while seen < 16:
+        seen += 1
+        if isinstance(data, indexing.LazilyIndexedArray):
+            key = data.key.tuple
+            if not all(isinstance(k, slice) and k == slice(None) for k in key):
+                return None
+            data = data.array
+        elif isinstance(data, indexing.MemoryCachedArray | indexing.CopyOnWriteArray
+                        | indexing.ImplicitToExplicitIndexingAdapter):
+            data = data.array
+        else:
+            break
+    za = getattr(data, "_array", None) if type(data).__name__ == "ZarrArrayWrapper" else None
+    if za is None or tuple(getattr(za, "shape", ())) != tuple(shape):
+        return None
+    return za if hasattr(za, "get_basic_selection") else None
+
+
+def zarr_backing(var: xr.Variable) -> Any | None:
+    """The ``zarr.Array`` whose stored values ``var`` holds unchanged, else None.
+
+    Found through xarray's backend wrappers: a lazily indexed variable, or a dask array whose
+    graph is exactly what ``open_zarr`` built (the backend array plus one getter layer; any
+    later ``isel``, arithmetic or rechunking adds layers and disables this). Variables with CF
+    decoding (masking, scaling, time decoding) carry extra wrappers and are not matched.
+    """
+    data = getattr(var, "_data", None)
+    if data is None or isinstance(data, np.ndarray):
+        return None
+    za = None
+    if var.chunks is None:
+        za = _unwrap_lazy(data, var.shape)
+    else:
+        layers = getattr(getattr(data, "dask", None), "layers", None)
+        if layers is None or len(layers) != 2:
+            return None
+        originals = [lay for name, lay in layers.items() if str(name).startswith("original-")]
+        if len(originals) != 1:
+            return None
+        values = list(dict(originals[0]).values())
+        if len(values) != 1:
+            return None
+        za = _unwrap_lazy(values[0], var.shape)
+    if za is None or np.dtype(za.dtype) != np.dtype(var.dtype) or za.ndim != var.ndim:
+        return None
+    return za
 
 
 class ArraySource:
@@ -91,6 +145,7 @@ class ArraySource:
         self.preprocess_version = str(preprocess_version)
         self._token = dataset_id
         self.bytes_read = 0
+        self._meta: dict[Hashable, tuple[tuple[Hashable, ...], str, Any]] | None = None
 
     # -- dataset, lazily reopened after unpickling ---------------------------------------------
     @property
@@ -103,9 +158,32 @@ class ArraySource:
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
+        state["_meta"] = None
         if self.opener is not None:
             state["_ds"] = None
         return state
+
+    def _backend(self, name: Hashable) -> tuple[tuple[Hashable, ...], str, Any]:
+        """(dims, kind, handle) of a variable; kind is "numpy", "zarr" or "xarray"."""
+        if self._meta is None:
+            meta = {}
+            for v in self.variables:
+                var = self.ds[v].variable
+                data = getattr(var, "_data", None)
+                if isinstance(data, np.ndarray):
+                    meta[v] = (tuple(var.dims), "numpy", data)
+                    continue
+                za = zarr_backing(var)
+                if za is None:
+                    meta[v] = (tuple(var.dims), "xarray", None)
+                else:
+                    meta[v] = (tuple(var.dims), "zarr", (za, box_reader(za)))
+            self._meta = meta
+        return self._meta[name]
+
+    def backend_kind(self, name: Hashable) -> str:
+        """How ``name`` is read: ``"numpy"`` (direct view), ``"zarr"`` (direct) or ``"xarray"``."""
+        return self._backend(name)[1]
 
     @property
     def token(self) -> str:
@@ -117,6 +195,8 @@ class ArraySource:
     # -- metadata ------------------------------------------------------------------------------
     def dims_of(self, name: Hashable) -> tuple[Hashable, ...]:
         """Dimension names of one variable."""
+        if self._meta is not None and name in self._meta:
+            return self._meta[name][0]
         return tuple(self.ds[name].dims)
 
     def dtype_of(self, name: Hashable) -> np.dtype:
@@ -157,8 +237,7 @@ class ArraySource:
             hit = self.cache.get(key)
             if hit is not None:
                 return hit
-        var = self.ds[name].variable
-        arr = np.asarray(var[key_sel].values)
+        arr = self._read_raw(name, key_sel)
         self.bytes_read += arr.nbytes
         if self.preprocess is not None:
             arr = np.asarray(self.preprocess(name, arr))
@@ -166,11 +245,44 @@ class ArraySource:
             self.cache.put(key, arr)
         return arr
 
+    def _read_raw(self, name: Hashable, key_sel: tuple[slice, ...],
+                  out: np.ndarray | None = None) -> np.ndarray:
+        """Stored values of a box, by the fastest route for the variable's backing."""
+        _, kind, handle = self._backend(name)
+        if kind == "numpy":
+            arr = handle[key_sel]
+        elif kind == "zarr":
+            za, direct = handle
+            if direct is not None:
+                if out is None:
+                    shape = [len(range(*k.indices(n))) for k, n in zip(key_sel, za.shape,
+                                                                          strict=True)]
+                    out = np.empty(shape, dtype=direct.dtype)
+                direct.read_into(key_sel, out)
+                return out
+            arr = np.asarray(za.get_basic_selection(key_sel))
+        else:
+            arr = np.asarray(self.ds[name].variable[key_sel].values)
+        if out is not None:
+            np.copyto(out, arr)
+            return out
+        return arr
+
+    def read_into(self, name: Hashable, box: Mapping[Hashable, slice], out: np.ndarray) -> None:
+        """:meth:`read` written into ``out`` (zarr decodes straight into it when it can)."""
+        if self.cache is not None or self.preprocess is not None:
+            np.copyto(out, self.read(name, box))
+            return
+        key_sel = tuple(box.get(d, slice(None)) for d in self.dims_of(name))
+        self._read_raw(name, key_sel, out)
+        self.bytes_read += out.nbytes
+
     def read_many(self, box: Mapping[Hashable, slice]) -> dict[Hashable, np.ndarray]:
         """:meth:`read` for every variable; dask variables are computed together in one go."""
         ds = self.ds
         lazy = [v for v in self.variables
-                if self.cache is None and ds[v].chunks is not None and self.preprocess is None]
+                if self.cache is None and self.preprocess is None
+                and self._backend(v)[1] == "xarray" and ds[v].chunks is not None]
         out: dict[Hashable, np.ndarray] = {}
         if len(lazy) > 1:
             import dask

@@ -3,8 +3,9 @@
 :class:`SampleStream` turns a dataset into batches ``{variable: array(batch, *window)}``:
 samples are windows over ``input_dims`` at every position of the other dims (which are
 squeezed). Per epoch it plans an order (:mod:`.samplers`), loads each storage block once in
-background threads (:mod:`.prefetch`), cuts all samples of a block with one gather
-(:mod:`.assembly`) and slices batches out of the result. It is picklable, deterministic per
+background threads (:mod:`.prefetch`), cuts all samples of a block with one strided copy
+(sequential order) or one gather (any other order; several blocks are staged into one array
+first) (:mod:`.assembly`) and slices batches out of the result. It is picklable, deterministic per
 ``(seed, epoch)`` and shardable; the torch and tf.data adapters are thin wrappers around it.
 """
 
@@ -16,7 +17,7 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
-from .assembly import cut, output_dims
+from .assembly import cut, cut_grid, output_dims
 from .caches import ArrayCache
 from .indexing import SampleGrid
 from .prefetch import Prefetcher
@@ -177,29 +178,101 @@ class SampleStream:
         self._weights = weights
 
     # -- reading and cutting --------------------------------------------------------------------
+    def _windows(self) -> dict[Hashable, int]:
+        dims = self.grid.dims
+        return {d: self.grid.window[dims.index(d)] for d in self.input_dims}
+
     def _cut(self, ids: np.ndarray, blocks: Sequence[int] | None = None) -> Batch:
-        """Arrays of the given samples (read block by block)."""
+        """Arrays of the given samples, in the given order.
+
+        One block: read its bounding box (a view for numpy data) and cut — a single strided
+        copy when the samples are all of the block's window positions in order, else one
+        gather. Several blocks: read each block into one staging array (zarr decodes into it
+        directly) and cut every sample with a single gather in the requested order.
+        """
+        grid = self.grid
+        ids = np.asarray(ids, dtype=np.int64)
+        if blocks is None or len(blocks) != 1:
+            blk = grid.block_of(ids)
+            uniq = np.unique(blk)
+            if uniq.size == 1:
+                blocks = (int(uniq[0]),)
+            else:
+                return self._cut_staged(ids, blk, uniq)
+        regular = self._regular(int(blocks[0]), ids)
+        if regular is not None:
+            return self._cut_regular(*regular)
+        return self._cut_box(ids)
+
+    def _cut_box(self, ids: np.ndarray) -> Batch:
+        """Gather samples from the bounding box of one block."""
         grid = self.grid
         dims = grid.dims
-        windows = {d: grid.window[dims.index(d)] for d in self.input_dims}
-        blk = grid.block_of(ids) if (blocks is None or len(blocks) > 1) else None
-        parts = ([(None, ids)] if blk is None or np.all(blk == blk[0])
-                 else [(blk == b, ids[blk == b]) for b in np.unique(blk)])
+        windows = self._windows()
+        box = grid.box(ids)
+        arrays = self.source.read_many(dict(zip(dims, box, strict=True)))
+        starts = grid.sample_starts(ids)
+        local = {d: starts[:, i] - box[i].start for i, d in enumerate(dims)}
+        return {str(v): cut(arrays[v], self.source.dims_of(v), local, windows, self.out_order)
+                for v in self.source.variables}
+
+    def _regular(self, block: int, ids: np.ndarray) -> tuple | None:
+        """If ``ids`` are all window positions of ``block`` in C order: (first, count, step)."""
+        grid = self.grid
+        bmulti = np.unravel_index(block, grid.block_shape)
+        first, count, step = {}, {}, {}
+        for d, st, bi, b in zip(grid.dims, grid.starts, grid._block_index, bmulti, strict=True):
+            pos = np.flatnonzero(bi == b)
+            if pos.size == 0:
+                return None
+            first[d], count[d] = int(pos[0]), int(pos.size)
+            step[d] = int(st[1] - st[0]) if st.size > 1 else 1
+        n = int(np.prod(list(count.values())))
+        if ids.size != n or ids[0] != np.ravel_multi_index(tuple(first[d] for d in grid.dims),
+                                                           grid.shape):
+            return None
+        if n > 1 and not np.all(np.diff(ids) > 0):
+            return None
+        # sorted, distinct and as many as the block has: exactly the block's grid, in order
+        return first, count, step
+
+    def _cut_regular(self, first: dict, count: dict, step: dict) -> Batch:
+        """All samples of one block in C order: a strided view copied once."""
+        grid = self.grid
+        dims = grid.dims
+        lo = {d: int(grid.starts[i][first[d]]) for i, d in enumerate(dims)}
+        hi = {d: int(grid.starts[i][first[d] + count[d] - 1]) + grid.window[i]
+              for i, d in enumerate(dims)}
+        box = {d: slice(lo[d], hi[d]) for d in dims}
+        arrays = self.source.read_many(box)
+        windows = self._windows()
+        zero = dict.fromkeys(dims, 0)
+        return {str(v): cut_grid(arrays[v], self.source.dims_of(v), dims, zero, count, step,
+                                 windows, self.out_order)
+                for v in self.source.variables}
+
+    def _cut_staged(self, ids: np.ndarray, blk: np.ndarray, uniq: np.ndarray) -> Batch:
+        """Samples from several blocks: blocks stacked in one staging array, one gather."""
+        grid = self.grid
+        dims = grid.dims
+        windows = self._windows()
+        slot = np.searchsorted(uniq, blk)
+        # per block, the bounding box of this group's samples in it
+        boxes = [grid.box(ids[blk == b]) for b in uniq]
+        starts = grid.sample_starts(ids)
+        lo = np.array([[s.start for s in box] for box in boxes])
+        local = {d: starts[:, i] - lo[slot, i] for i, d in enumerate(dims)}
+        local["__block__"] = slot
         out: Batch = {}
-        for where, part in parts:
-            box = grid.box(part)
-            arrays = self.source.read_many(dict(zip(dims, box, strict=True)))
-            starts = grid.sample_starts(part)
-            local = {d: starts[:, i] - box[i].start for i, d in enumerate(dims)}
-            for v in self.source.variables:
-                vdims = self.source.dims_of(v)
-                if where is None:
-                    out[str(v)] = cut(arrays[v], vdims, local, windows, self.out_order)
-                    continue
-                if str(v) not in out:
-                    shape = [windows[d] for d in output_dims(vdims, self.out_order)]
-                    out[str(v)] = np.empty((ids.size, *shape), dtype=arrays[v].dtype)
-                out[str(v)][where] = cut(arrays[v], vdims, local, windows, self.out_order)
+        for v in self.source.variables:
+            vdims = self.source.dims_of(v)
+            axes = [dims.index(d) for d in vdims]
+            shape = [max(box[a].stop - box[a].start for box in boxes) for a in axes]
+            staging = np.empty((len(boxes), *shape), dtype=self.source.dtype_of(v))
+            for k, box in enumerate(boxes):
+                sub = staging[(k, *[slice(0, box[a].stop - box[a].start) for a in axes])]
+                self.source.read_into(v, dict(zip(dims, box, strict=True)), sub)
+            out[str(v)] = cut(staging, ("__block__", *vdims), local, windows, self.out_order)
         return out
 
     def _load_group(self, group: Group) -> tuple[Batch, np.ndarray]:
