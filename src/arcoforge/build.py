@@ -77,11 +77,12 @@ def resolve_target(target: Any, storage_options: Mapping[str, Any] | None = None
     """A target object from a URL/path (``icechunk://`` URLs and repositories when installed)."""
     if isinstance(target, ZarrTarget) or hasattr(target, "prepare"):
         return target
-    url = os.fspath(target) if not isinstance(target, str) else target
-    if url.startswith("icechunk://") or type(target).__name__ == "Repository":
-        from arcoforge.targets.icechunk import IcechunkTarget  # type: ignore[import-not-found]
+    if type(target).__name__ == "Repository" or (
+            isinstance(target, str) and target.startswith("icechunk://")):
+        from arcoforge.targets.icechunk import IcechunkTarget
 
         return IcechunkTarget(target, storage_options=storage_options)
+    url = os.fspath(target) if not isinstance(target, str) else target
     return ZarrTarget(url, storage_options)
 
 
@@ -154,6 +155,8 @@ class Plan:
     open_kwargs: dict[str, Any]
     max_block_bytes: int
     fingerprint: str
+    #: how the published version number grows: "minor" (compatible) or "major" (breaking)
+    version_bump: str = "minor"
 
     # -- helpers ---------------------------------------------------------------------------
     def _local_path(self, pos: int) -> tuple[str, FileSchema]:
@@ -251,9 +254,13 @@ class Plan:
         }
 
     def finalize(self, stats: Iterable[TaskStats] = ()) -> dict[str, Any]:
-        """Record provenance, consolidate and publish."""
+        """Record provenance and the new version, consolidate, publish, apply retention."""
+        from arcoforge import versions
+
         attrs = self.provenance()
+        attrs.update(versions.begin_publish(self.target, self.version_bump, self.fingerprint))
         self.target.finalize(attrs, describe_attr_types(self.schema))
+        versions.end_publish(self.target)
         return attrs
 
 
@@ -289,18 +296,34 @@ def compile_plan(recipe: ZarrRecipe, target: Any, *, workdir: str | None = None,
 
 def bake(recipe: ZarrRecipe, target: Any, engine: str = "local", *,
          storage_options: Mapping[str, Any] | None = None, workdir: str | None = None,
-         progress: bool = True, **engine_options: Any) -> BuildResult:
-    """Build ``recipe`` into ``target`` and publish it; returns a :class:`BuildResult`.
+         progress: bool = True, version_bump: str = "minor", wait_lock: bool = False,
+         lock_timeout: float | None = None, **engine_options: Any) -> BuildResult:
+    """Build ``recipe`` into ``target`` and publish it as a new version; returns a
+    :class:`BuildResult`.
 
     ``engine`` is ``"local"`` (threads, or processes with ``processes=True``), ``"dask"`` or
-    ``"beam"`` when installed.  A re-run of an interrupted build resumes it.
+    ``"beam"``; ``engine_options`` go to the engine.  A re-run of an interrupted build resumes
+    it; re-running a build that is already published changes nothing.  A second build of the
+    same target fails fast (or waits, with ``wait_lock=True``).  ``version_bump`` says whether
+    the new version is a ``"minor"`` (compatible) or ``"major"`` (breaking) change.
     """
+    from arcoforge import versions
     from arcoforge.engines import get_engine
+    from arcoforge.locking import build_lock
 
     t0 = time.perf_counter()
     runner = get_engine(engine)
-    plan = compile_plan(recipe, target, workdir=workdir, storage_options=storage_options)
-    stats: Sequence[TaskStats] = runner(plan, progress=progress, **engine_options)
+    tgt = resolve_target(target, storage_options)
+    with build_lock(tgt, storage_options, wait=wait_lock, timeout=lock_timeout):
+        plan = compile_plan(recipe, tgt, workdir=workdir, storage_options=storage_options)
+        plan.version_bump = version_bump
+        up_to_date = (isinstance(tgt, ZarrTarget) and tgt.prepared_fingerprint() is None
+                      and versions.published_fingerprint(tgt) == plan.fingerprint)
+        if up_to_date:
+            log.info("%s is already built from these sources; nothing to do", tgt.url)
+            stats: Sequence[TaskStats] = [TaskStats(t.key, skipped=True) for t in plan.tasks]
+        else:
+            stats = runner(plan, progress=progress, **engine_options)
     result = BuildResult(
         target=str(getattr(plan.target, "url", plan.target)),
         files=len(plan.schema.files),

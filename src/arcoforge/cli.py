@@ -16,6 +16,7 @@ SUBCOMMAND_MODULES = (
     "arcoforge.forge_cli",
     "arcoforge.catalog.cli",
     "arcoforge.feedstock_cli",
+    "arcoforge.versions_cli",
 )
 
 

@@ -79,10 +79,11 @@ def _cmd_bake(args: argparse.Namespace) -> int:
     if args.append:
         from arcoforge.append import append  # type: ignore[import-not-found]
 
-        print(append(recipe, args.target))
+        print(append(recipe, args.target, wait_lock=args.wait_lock))
         return 0
     else:
         result = af.bake(recipe, args.target, engine=args.engine, progress=not args.no_progress,
+                         version_bump=args.version_bump, wait_lock=args.wait_lock,
                          **_engine_options(args))
     print(result)
     return 0
@@ -161,6 +162,10 @@ def register(sub: Any) -> None:
     p.add_argument("--beam-option", action="append", metavar="KEY=VALUE",
                    help="beam: pipeline option, repeatable (e.g. --beam-option runner=FlinkRunner)")
     p.add_argument("--append", action="store_true", help="append new sources to the store")
+    p.add_argument("--version-bump", choices=["minor", "major"], default="minor",
+                   help="the new version is a compatible (minor) or breaking (major) change")
+    p.add_argument("--wait-lock", action="store_true",
+                   help="wait for another build of the same target instead of failing")
     p.add_argument("--prune", type=int, metavar="N", help="only the first N files (test build)")
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--debug", action="store_true", help="show tracebacks")

@@ -14,12 +14,13 @@ def open_raw_store(target: Any, version: str | None = None, chunks: Any = None,
                    storage_options: Mapping[str, Any] | None = None) -> xr.Dataset:
     """``xr.open_zarr(..., decode_cf=False)`` for a Zarr URL, a versioned Zarr or Icechunk."""
     url = str(target)
-    if url.startswith("icechunk://") or type(target).__name__ == "Repository":
-        from arcoforge.targets.icechunk import open_raw  # type: ignore[import-not-found]
+    if (url.startswith("icechunk://") or type(target).__name__ == "Repository"
+            or getattr(target, "kind", None) == "icechunk"):
+        from arcoforge.targets.icechunk import open_raw
 
         return open_raw(target, version=version, chunks=chunks)  # type: ignore[no-any-return]
     if version is not None:
-        from arcoforge.versions import version_url  # type: ignore[import-not-found]
+        from arcoforge.versions import version_url
 
         url = version_url(url, version, storage_options)
     return xr.open_zarr(url, decode_cf=False, consolidated=True, chunks=chunks,

@@ -184,11 +184,13 @@ class ZarrTarget:
             # our .arcoforge state folder is not zarr; consolidated metadata is what xarray reads
             warnings.filterwarnings("ignore", category=UserWarning, module="zarr")
             zarr.consolidate_metadata(self._store(self.staging_url), zarr_format=3)
-        self.fs.rm(self._state(), recursive=True)
         self.publish()
 
     def publish(self) -> None:
-        """Move the staging store to ``url``, replacing a previously published store."""
+        """Move the staging store to ``url``, replacing a previously published store.
+
+        The build's state folder goes last, once the store is in place, so a build killed
+        during publishing resumes (it finds its finished tasks) instead of starting over."""
         src, dst = self.staging_path, self.path
         if self.is_local:
             old = None
@@ -203,6 +205,9 @@ class ZarrTarget:
                 self.fs.rm(dst, recursive=True)
             self.fs.copy(src, dst, recursive=True)
             self.fs.rm(src, recursive=True)
+        state = f"{dst}/{STATE_DIR}"
+        if self.fs.exists(state):
+            self.fs.rm(state, recursive=True)
         log.info("published %s", self.url)
 
     def discard(self) -> None:
