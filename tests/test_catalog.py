@@ -85,7 +85,7 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     src = d / "src"
     src.mkdir()
     af.bake(af.ZarrRecipe(af.pattern_from_file_sequence(_regional_files(src), "time")), med,
-            progress=False)
+            progress=False, version="2.0")  # the version its meta.yaml declares
     catalog = str(d / "catalog")
     meta = load_meta(ERSST_FEEDSTOCK)
     publish(catalog, ersst, dataset_id="ersst-v5", meta=meta, feedstock=str(ERSST_FEEDSTOCK))

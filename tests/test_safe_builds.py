@@ -496,3 +496,20 @@ def test_lock_on_object_store(s3_server: Any) -> None:
         assert held.holder()["token"] == held.token  # type: ignore[index]
     with BuildLock(url, so):  # released: free again
         pass
+
+
+def test_declared_version_and_rebake_of_published_build(ersst: list[str], tmp_path: Path) -> None:
+    """An explicit (meta.yaml) version is published as such and must grow; baking the same
+    sources again changes nothing."""
+    import arcoforge as af
+    from arcoforge.versions import list_versions
+
+    url = str(tmp_path / "declared.zarr")
+    af.bake(recipe(ersst[:4]), url, progress=False, version="2.0")
+    assert af.open_dataset(url).attrs["arcoforge:version"] == "2.0"
+    again = af.bake(recipe(ersst[:4]), url, progress=False, version="2.0")
+    assert again.tasks_skipped == again.tasks  # up to date: nothing rebuilt, nothing published
+    assert [v.version for v in list_versions(url)] == ["2.0"]
+    with pytest.raises(ValueError, match=r"version 1\.5 is not newer than .*2\.0"):
+        af.bake(recipe(ersst[:6]), url, progress=False, version="1.5")
+    assert af.open_dataset(url).sizes["time"] == 4

@@ -157,6 +157,8 @@ class Plan:
     fingerprint: str
     #: how the published version number grows: "minor" (compatible) or "major" (breaking)
     version_bump: str = "minor"
+    #: an explicit version to publish (must be newer than every published one)
+    version: str | None = None
 
     # -- helpers ---------------------------------------------------------------------------
     def _local_path(self, pos: int) -> tuple[str, FileSchema]:
@@ -258,7 +260,8 @@ class Plan:
         from arcoforge import versions
 
         attrs = self.provenance()
-        attrs.update(versions.begin_publish(self.target, self.version_bump, self.fingerprint))
+        attrs.update(versions.begin_publish(self.target, self.version_bump, self.fingerprint,
+                                            version=self.version))
         self.target.finalize(attrs, describe_attr_types(self.schema))
         versions.end_publish(self.target)
         return attrs
@@ -296,7 +299,8 @@ def compile_plan(recipe: ZarrRecipe, target: Any, *, workdir: str | None = None,
 
 def bake(recipe: ZarrRecipe, target: Any, engine: str = "local", *,
          storage_options: Mapping[str, Any] | None = None, workdir: str | None = None,
-         progress: bool = True, version_bump: str = "minor", wait_lock: bool = False,
+         progress: bool = True, version_bump: str = "minor", version: str | None = None,
+         wait_lock: bool = False,
          lock_timeout: float | None = None, **engine_options: Any) -> BuildResult:
     """Build ``recipe`` into ``target`` and publish it as a new version; returns a
     :class:`BuildResult`.
@@ -305,7 +309,8 @@ def bake(recipe: ZarrRecipe, target: Any, engine: str = "local", *,
     ``"beam"``; ``engine_options`` go to the engine.  A re-run of an interrupted build resumes
     it; re-running a build that is already published changes nothing.  A second build of the
     same target fails fast (or waits, with ``wait_lock=True``).  ``version_bump`` says whether
-    the new version is a ``"minor"`` (compatible) or ``"major"`` (breaking) change.
+    the new version is a ``"minor"`` (compatible) or ``"major"`` (breaking) change;
+    ``version`` publishes an explicit one instead (e.g. ``"2.0"`` from a feedstock's meta.yaml).
     """
     from arcoforge import versions
     from arcoforge.engines import get_engine
@@ -317,6 +322,11 @@ def bake(recipe: ZarrRecipe, target: Any, engine: str = "local", *,
     with build_lock(tgt, storage_options, wait=wait_lock, timeout=lock_timeout):
         plan = compile_plan(recipe, tgt, workdir=workdir, storage_options=storage_options)
         plan.version_bump = version_bump
+        plan.version = version
+        if version is not None:  # refuse a stale declared version before any work
+            published = [v.version for v in versions.list_versions(tgt, storage_options)]
+            if versions.published_fingerprint(tgt) != plan.fingerprint:
+                versions.next_version(published, version_bump, version)
         up_to_date = (isinstance(tgt, ZarrTarget) and tgt.prepared_fingerprint() is None
                       and versions.published_fingerprint(tgt) == plan.fingerprint)
         if up_to_date:

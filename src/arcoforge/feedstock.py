@@ -636,7 +636,7 @@ def bake_feedstock(feedstock_dir: str | os.PathLike[str], profile: str | None = 
         _check_engine_options(prof)
         results[rid] = bake(recipe, target, prof.engine,
                             storage_options=prof.storage_options or None, workdir=workdir,
-                            progress=progress, **prof.engine_options)
+                            progress=progress, version=meta.version, **prof.engine_options)
         if catalog is not None:
             from arcoforge.catalog import publish
 

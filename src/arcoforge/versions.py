@@ -87,8 +87,16 @@ def tag_name(version: str) -> str:
     return "v" + format_version(version)
 
 
-def next_version(existing: Iterable[str], bump: str = "minor") -> str:
-    """The version after the latest of ``existing`` (``1.0`` when there is none)."""
+def next_version(existing: Iterable[str], bump: str = "minor", wanted: str | None = None) -> str:
+    """The version after the latest of ``existing`` (``1.0`` when there is none), or ``wanted``
+    (e.g. declared in a feedstock's meta.yaml) when it is newer than all of them."""
+    if wanted is not None:
+        new = parse_version(wanted)
+        older = [v for v in existing if parse_version(v) >= new]
+        if older:
+            raise ValueError(f"version {format_version(new)} is not newer than the published "
+                             f"version(s) {sorted(older)}; declare a higher version")
+        return format_version(new)
     if bump not in BUMPS:
         raise ValueError(f"version_bump must be one of {BUMPS}, got {bump!r}")
     parsed = [parse_version(v) for v in existing]
@@ -268,7 +276,7 @@ def list_versions(target: Any, storage_options: Mapping[str, Any] | None = None
 
 
 def begin_publish(target: Any, bump: str = "minor", fingerprint: str | None = None,
-                  keep_minors: int = 1) -> dict[str, str]:
+                  keep_minors: int = 1, version: str | None = None) -> dict[str, str]:
     """Call just before ``target.finalize``: the attributes to add (``arcoforge:version``, and
     ``arcoforge:fingerprint`` when given).  For plain Zarr, the store now published is archived
     under ``<url>.versions/`` if retention will keep it."""
@@ -277,11 +285,11 @@ def begin_publish(target: Any, bump: str = "minor", fingerprint: str | None = No
     extra = {FINGERPRINT_KEY: fingerprint} if fingerprint else {}
     repo = _icechunk_repo(target)
     if repo is not None:
-        return {VERSION_KEY: next_version(icechunk_versions(repo), bump), **extra}
+        return {VERSION_KEY: next_version(icechunk_versions(repo), bump, version), **extra}
     url, so = _zarr_location(target, storage_options=None)
     current = published_version(url, so)
     existing = _archived(url, so) + ([current] if current else [])
-    new = next_version(existing, bump)
+    new = next_version(existing, bump, version)
     if current and current in retained([*existing, new], keep_minors):
         _archive(url, so, current)
     return {VERSION_KEY: new, **extra}
