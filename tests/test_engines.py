@@ -186,6 +186,11 @@ def test_dask_and_beam_build_the_same_store_as_local(godas: list[str], reference
     assert r.bytes_read == r.bytes_written > 0
     assert_same_store(reference, tmp_path / "beam.zarr")
 
+    r = af.bake(recipe(godas), str(tmp_path / "procs.zarr"), processes=True, workers=2,
+                progress=False)
+    assert (r.tasks, r.tasks_skipped) == (5, 0)
+    assert_same_store(reference, tmp_path / "procs.zarr")
+
 
 def test_dask_engine_starts_its_own_local_cluster(godas: list[str], reference: Path,
                                                   tmp_path: Path) -> None:
@@ -282,14 +287,16 @@ def icechunk_reference(godas: list[str], tmp_path_factory: pytest.TempPathFactor
     return path
 
 
-@pytest.mark.parametrize("engine", ["dask", "beam"])
+@pytest.mark.parametrize("engine", ["dask", "beam", "local-processes"])
 def test_icechunk_forks_merged_by_the_coordinator(engine: str, godas: list[str],
                                                   icechunk_reference: Path, client: Any,
                                                   tmp_path: Path) -> None:
     from arcoforge.targets.icechunk import open_repository
 
     path = tmp_path / "repo"
-    options = {"client": client} if engine == "dask" else {}
+    options: dict[str, Any] = {"client": client} if engine == "dask" else {}
+    if engine == "local-processes":
+        engine, options = "local", {"processes": True, "workers": 2}
     af.bake(recipe(godas), f"icechunk://{path}", engine=engine, progress=False, **options)
     ref, out = _icechunk_store_bytes(icechunk_reference), _icechunk_store_bytes(path)
     assert sorted(ref) == sorted(out) and any("/c/" in k for k in ref)

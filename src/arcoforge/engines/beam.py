@@ -26,7 +26,7 @@ import uuid
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from arcoforge.engines.local import _retryable
+from arcoforge.engines.common import fork_of, retryable, run_forked_task
 
 __all__ = ["run"]
 
@@ -74,7 +74,6 @@ class _Store:
     def _run(self, task: Any) -> tuple[Any, Any]:
         if self.fork is None:
             return self.plan.run_task(task), None
-        from arcoforge.engines.dask import run_forked_task
 
         return run_forked_task(self.plan, self.fork, task)
 
@@ -88,7 +87,7 @@ class _Store:
                 break
             except Exception as err:
                 attempt += 1
-                if attempt > self.retries or not _retryable(err):
+                if attempt > self.retries or not retryable(err):
                     raise
                 log.warning("task %s failed (%s); retrying (%d/%d)", task.key, err, attempt,
                             self.retries)
@@ -156,7 +155,6 @@ def run(plan: Any, progress: bool = True,
     import apache_beam as beam
     from apache_beam.options.pipeline_options import StandardOptions
 
-    from arcoforge.engines.dask import fork_of
 
     options = _options(pipeline_options)
     if runner is None and options.view_as(StandardOptions).runner is None:

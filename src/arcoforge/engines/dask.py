@@ -20,7 +20,7 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-from arcoforge.engines.local import _retryable
+from arcoforge.engines.common import fork_of, retryable, run_forked_task
 from arcoforge.engines.progress import task_progress
 
 __all__ = ["run"]
@@ -30,25 +30,6 @@ log = logging.getLogger("arcoforge.engines.dask")
 
 def _run_task(plan: Any, task: Any) -> Any:
     return plan.run_task(task)
-
-
-def run_forked_task(plan: Any, fork: bytes, task: Any) -> tuple[Any, Any]:
-    """Run ``task`` writing into a fresh copy of the pickled fork ``fork`` (its own change set);
-    returns the task's stats and the fork, for the coordinator to merge."""
-    import dataclasses
-    import pickle
-
-    target = pickle.loads(fork)
-    stats = dataclasses.replace(plan, target=target).run_task(task)
-    return stats, target
-
-
-def fork_of(plan: Any) -> bytes | None:
-    """The pickled worker fork of ``plan``'s target, if it is a single-committer target."""
-    import pickle
-
-    fork = getattr(plan.target, "fork_for_workers", None)
-    return pickle.dumps(fork()) if fork is not None else None
 
 
 @contextlib.contextmanager
@@ -136,7 +117,7 @@ def _run_all(c: Any, plan: Any, todo: list[Any], retries: int, retry_delay: floa
                     "max_block_bytes / target_chunks. Nothing was published."
                 ) from err
             attempts[task.key] += 1
-            if attempts[task.key] > retries or not _retryable(err):
+            if attempts[task.key] > retries or not retryable(err):
                 with contextlib.suppress(Exception):
                     err.add_note(f"(in arcoforge store task {task.key}, after "
                                  f"{attempts[task.key]} attempt(s); nothing was published)")

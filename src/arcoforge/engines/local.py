@@ -6,35 +6,49 @@ import logging
 import multiprocessing
 import os
 import time
-from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
+from collections.abc import Callable
+from concurrent.futures import (
+    FIRST_COMPLETED,
+    Executor,
+    Future,
+    ProcessPoolExecutor,
+    ThreadPoolExecutor,
+    wait,
+)
 from typing import Any
 
+from arcoforge.engines.common import fork_of, retryable, run_forked_task
 from arcoforge.engines.progress import task_progress
 
 __all__ = ["run"]
 
 log = logging.getLogger("arcoforge.engines.local")
 
+# set in each worker process by the pool initializer
 _PLAN: Any = None
+_FORK: bytes | None = None
 
 
-def _init_worker(plan: Any) -> None:
-    global _PLAN
-    _PLAN = plan
+def _init_worker(plan: Any, fork: bytes | None) -> None:
+    global _PLAN, _FORK
+    _PLAN, _FORK = plan, fork
 
 
 def _run_in_worker(task: Any) -> Any:
+    if _FORK is not None:
+        return run_forked_task(_PLAN, _FORK, task)
     return _PLAN.run_task(task)
 
 
 def run(plan: Any, progress: bool = True, workers: int | None = None, processes: bool = False,
         retries: int = 2, retry_delay: float = 1.0) -> list[Any]:
     """Run ``plan`` here.  ``processes=True`` uses a process pool (spawned workers), which
-    parallelises decompression of HDF5/netCDF4 sources that a thread pool serialises."""
-    workers = workers or min(8, (os.cpu_count() or 2))
-    plan.prepare()
+    parallelises decompression of HDF5/netCDF4 sources that a thread pool serialises; a
+    single-committer target (Icechunk) then gets its writes back from the workers as forks."""
     from arcoforge.build import TaskStats
 
+    workers = workers or min(8, (os.cpu_count() or 2))
+    plan.prepare()
     todo: list[Any] = []
     stats: list[Any] = []
     for t in plan.tasks:
@@ -43,11 +57,13 @@ def run(plan: Any, progress: bool = True, workers: int | None = None, processes:
         else:
             todo.append(t)
     done_before = len(stats)
+    fork = fork_of(plan) if processes and todo else None
     executor: Executor
+    submit: Callable[[Any], Future[Any]]
     if processes and todo:
         ctx = multiprocessing.get_context("spawn")
         executor = ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker,
-                                       initargs=(plan,))
+                                       initargs=(plan, fork))
         submit = lambda t: executor.submit(_run_in_worker, t)  # noqa: E731
     else:
         executor = ThreadPoolExecutor(workers)
@@ -56,34 +72,28 @@ def run(plan: Any, progress: bool = True, workers: int | None = None, processes:
     with executor, task_progress(len(plan.tasks), done_before, enabled=progress) as advance:
         pending: dict[Future[Any], Any] = {submit(t): t for t in todo}
         while pending:
-            fut = next(iter(_wait_first(pending)))
-            task = pending.pop(fut)
-            try:
-                stats.append(fut.result())
+            done, _ = wait(list(pending), return_when=FIRST_COMPLETED)
+            for fut in done:
+                task = pending.pop(fut)
+                try:
+                    result = fut.result()
+                except Exception as err:
+                    attempts[task.key] += 1
+                    if attempts[task.key] > retries or not retryable(err):
+                        for f in pending:
+                            f.cancel()
+                        raise
+                    log.warning("task %s failed (%s); retrying (%d/%d)", task.key, err,
+                                attempts[task.key], retries)
+                    time.sleep(retry_delay * attempts[task.key])
+                    pending[submit(task)] = task
+                    continue
+                if fork is not None:
+                    result, task_fork = result
+                    plan.target.merge([task_fork], checkpoint=False)
+                stats.append(result)
                 advance(1)
-            except Exception as err:
-                attempts[task.key] += 1
-                if attempts[task.key] > retries or not _retryable(err):
-                    for f in pending:
-                        f.cancel()
-                    raise
-                log.warning("task %s failed (%s); retrying (%d/%d)", task.key, err,
-                            attempts[task.key], retries)
-                time.sleep(retry_delay * attempts[task.key])
-                pending[submit(task)] = task
+    if fork is not None:
+        plan.target.merge([], checkpoint=True)
     plan.finalize(stats)
     return stats
-
-
-def _wait_first(pending: dict[Future[Any], Any]) -> set[Future[Any]]:
-    from concurrent.futures import FIRST_COMPLETED, wait
-
-    done, _ = wait(list(pending), return_when=FIRST_COMPLETED)
-    return done
-
-
-def _retryable(err: BaseException) -> bool:
-    from arcoforge.readers import SourceReadError
-    from arcoforge.schema import SchemaError
-
-    return not isinstance(err, (SchemaError, SourceReadError, ValueError, KeyError, TypeError))

@@ -1,0 +1,39 @@
+"""What every engine shares: the retry policy and single-committer forks.
+
+Targets with a single committer (Icechunk) expose ``fork_for_workers()`` / ``merge(forks)``:
+workers write each store task into their own copy of a fork and return it; the coordinator
+merges the returned forks before ``finalize`` commits.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = ["retryable", "fork_of", "run_forked_task"]
+
+
+def retryable(err: BaseException) -> bool:
+    """Whether a failed task may succeed when run again (I/O hiccups yes, bad data no)."""
+    from arcoforge.readers import SourceReadError
+    from arcoforge.schema import SchemaError
+
+    return not isinstance(err, (SchemaError, SourceReadError, ValueError, KeyError, TypeError))
+
+
+def run_forked_task(plan: Any, fork: bytes, task: Any) -> tuple[Any, Any]:
+    """Run ``task`` writing into a fresh copy of the pickled fork ``fork`` (its own change set);
+    returns the task's stats and the fork, for the coordinator to merge."""
+    import dataclasses
+    import pickle
+
+    target = pickle.loads(fork)
+    stats = dataclasses.replace(plan, target=target).run_task(task)
+    return stats, target
+
+
+def fork_of(plan: Any) -> bytes | None:
+    """The pickled worker fork of ``plan``'s target, if it is a single-committer target."""
+    import pickle
+
+    fork = getattr(plan.target, "fork_for_workers", None)
+    return pickle.dumps(fork()) if fork is not None else None
