@@ -83,47 +83,104 @@ def _chunks_of(var: xr.Variable) -> tuple[int, ...] | None:
     return tuple(int(c) for c in chunks) if chunks else None
 
 
+def _string_check(name: str, dtype: np.dtype, dims: tuple[str, ...], concat_dim: str | None,
+                  url: str) -> None:
+    if dtype.kind in "OSU" and dims and concat_dim in dims:
+        raise SchemaError(
+            f"variable {name!r} in {url} holds strings along {concat_dim!r}; "
+            "string variables along the concat dimension are not supported yet."
+        )
+
+
+def _concat_values(read: Any, concat_dim: str, url: str) -> np.ndarray:
+    try:
+        return np.asarray(read())
+    except Exception as err:  # noqa: BLE001
+        raise SourceReadError(
+            f"cannot read coordinate {concat_dim!r} from {url}: {err}. The file may be "
+            "truncated or corrupt."
+        ) from err
+
+
+def _scan_netcdf4(path: str, group: str | None, url: str,
+                  concat_dim: str | None) -> tuple[dict[str, int], dict[str, VariableSchema],
+                                                   dict[str, Any], np.ndarray | None]:
+    """Metadata straight from the netCDF4 library: what xarray's raw view shows, ~5x faster."""
+    import netCDF4
+
+    try:
+        root = netCDF4.Dataset(path, "r")
+    except Exception as err:  # noqa: BLE001
+        raise SourceReadError(
+            f"cannot open {url} as netcdf4: {err}. The file may be truncated or corrupt: "
+            "delete the cached copy and download it again, or remove it from the pattern."
+        ) from err
+    try:
+        nc = root[group] if group else root
+        nc.set_auto_maskandscale(False)
+        nc.set_always_mask(False)
+        nc.set_auto_chartostring(False)
+        dims = {str(k): len(v) for k, v in nc.dimensions.items()}
+        variables = {}
+        for name, var in nc.variables.items():
+            dtype = np.dtype(object) if var.dtype is str else np.dtype(var.dtype)
+            vdims = tuple(str(d) for d in var.dimensions)
+            _string_check(name, dtype, vdims, concat_dim, url)
+            attrs = {k: var.getncattr(k) for k in var.ncattrs()}
+            attrs.pop("least_significant_digit", None)  # xarray keeps it as encoding
+            chunking = var.chunking()
+            variables[str(name)] = VariableSchema(
+                name=str(name), dims=vdims, shape=tuple(int(n) for n in var.shape),
+                dtype=dtype.str, attrs=attrs,
+                source_chunks=tuple(int(c) for c in chunking)
+                if isinstance(chunking, list) else None,
+            )
+            for d, n in zip(vdims, var.shape):
+                dims.setdefault(d, int(n))  # dimensions of parent groups
+        attrs = {k: nc.getncattr(k) for k in nc.ncattrs()}
+        values = None
+        if concat_dim is not None and concat_dim in nc.variables \
+                and nc.variables[concat_dim].ndim == 1:
+            values = _concat_values(lambda: nc.variables[concat_dim][:], concat_dim, url)
+        return dims, variables, attrs, values
+    finally:
+        root.close()
+
+
+def _scan_xarray(path: str, engine: str, open_kwargs: Mapping[str, Any] | None, url: str,
+                 concat_dim: str | None) -> tuple[dict[str, int], dict[str, VariableSchema],
+                                                  dict[str, Any], np.ndarray | None]:
+    ds = open_raw(path, engine, open_kwargs, url)
+    with ds:
+        variables = {}
+        for name, var in ds.variables.items():
+            vdims = tuple(str(d) for d in var.dims)
+            _string_check(str(name), var.dtype, vdims, concat_dim, url)
+            variables[str(name)] = VariableSchema(
+                name=str(name), dims=vdims, shape=tuple(int(n) for n in var.shape),
+                dtype=var.dtype.str, attrs=dict(var.attrs), source_chunks=_chunks_of(var),
+            )
+        values = None
+        if concat_dim is not None and concat_dim in ds.variables and ds[concat_dim].ndim == 1:
+            values = _concat_values(lambda: ds[concat_dim].values, concat_dim, url)
+        dims = {str(k): int(v) for k, v in ds.sizes.items()}
+        return dims, variables, dict(ds.attrs), values
+
+
 def scan_file(index: Index, url: str, path: str, size: int, sha256: str, concat_dim: str | None,
               file_type: str = "auto", open_kwargs: Mapping[str, Any] | None = None) -> FileSchema:
     """Read one file's metadata (and its concat coordinate values) into a :class:`FileSchema`."""
     engine = detect_engine(path, file_type, url)
-    ds = open_raw(path, engine, open_kwargs, url)
-    with _OPEN_LOCK, ds:
-        variables = {}
-        for name, var in ds.variables.items():
-            if var.dtype.kind in "OSU" and var.ndim > 0 and concat_dim in var.dims:
-                raise SchemaError(
-                    f"variable {name!r} in {url} holds strings along {concat_dim!r}; "
-                    "string variables along the concat dimension are not supported yet."
-                )
-            variables[str(name)] = VariableSchema(
-                name=str(name),
-                dims=tuple(str(d) for d in var.dims),
-                shape=tuple(int(n) for n in var.shape),
-                dtype=var.dtype.str,
-                attrs=dict(var.attrs),
-                source_chunks=_chunks_of(var),
-            )
-        concat_values = None
-        if concat_dim is not None and concat_dim in ds.variables and ds[concat_dim].ndim == 1:
-            try:
-                concat_values = np.asarray(ds[concat_dim].values)
-            except Exception as err:  # noqa: BLE001
-                raise SourceReadError(
-                    f"cannot read coordinate {concat_dim!r} from {url}: {err}. The file may be "
-                    "truncated or corrupt."
-                ) from err
-        return FileSchema(
-            index=index,
-            url=url,
-            path=path,
-            size=size,
-            sha256=sha256,
-            dims={str(k): int(v) for k, v in ds.sizes.items()},
-            variables=variables,
-            attrs=dict(ds.attrs),
-            concat_values=concat_values,
-        )
+    kwargs = dict(open_kwargs or {})
+    group = kwargs.pop("group", None)
+    with _OPEN_LOCK:
+        if engine == "netcdf4" and not kwargs:
+            dims, variables, attrs, values = _scan_netcdf4(path, group, url, concat_dim)
+        else:
+            dims, variables, attrs, values = _scan_xarray(path, engine, open_kwargs, url,
+                                                          concat_dim)
+    return FileSchema(index=index, url=url, path=path, size=size, sha256=sha256, dims=dims,
+                      variables=variables, attrs=attrs, concat_values=values)
 
 
 def read_slice(ds: xr.Dataset, name: str, key: tuple[slice, ...], url: str) -> np.ndarray:

@@ -208,6 +208,13 @@ def _check_same_structure(ref: FileSchema, other: FileSchema, concat_dim: str | 
                     f"{on} in {other.url}; only the concat dimension {concat_dim!r} may change "
                     "length between files."
                 )
+    # packing/units differences only after layout: a dtype change explains more than its attrs
+    # (only variables along the concat dim are copied from every file; the others come from the
+    # first file, as with open_mfdataset(..., data_vars="minimal", compat="override"))
+    for name, rv in ref.variables.items():
+        ov = other.variables[name]
+        if concat_dim not in rv.dims:
+            continue
         for attr in ENCODING_ATTRS:
             a, b = rv.attrs.get(attr), ov.attrs.get(attr)
             if (a is None) != (b is None) or (a is not None and not _attr_equal(a, b)):
