@@ -146,3 +146,90 @@ def test_subset_or_decoded_zarr_is_not_read_directly(grid_zarr: Path) -> None:
     assert lazy_sub.source.backend_kind("t") == "xarray"
     numpy = SampleStream(opened.load(), {"y": 5, "x": 6})
     assert numpy.source.backend_kind("t") == "numpy"
+
+
+def test_whole_field_cut_is_one_take_and_equals_gather() -> None:
+    rng = np.random.default_rng(5)
+    block = rng.standard_normal((3, 6, 5, 4)).astype("float32")
+    dims = ("b", "time", "y", "x")
+    windows = {"y": 5, "x": 4}
+    local = {"b": rng.integers(0, 3, 11), "time": rng.integers(0, 6, 11),
+             "y": np.zeros(11, int), "x": np.zeros(11, int)}
+    expect = _brute(block, dims, local, windows, ["y", "x"])
+    np.testing.assert_array_equal(cut(block, dims, local, windows, ["y", "x"]), expect)
+    out = np.full_like(expect, np.nan)
+    assert cut(block, dims, local, windows, ["y", "x"], out=out) is out
+    np.testing.assert_array_equal(out, expect)
+    # transposed output order or a non-contiguous block take the general gather
+    np.testing.assert_array_equal(cut(block, dims, local, windows, ["x", "y"]),
+                                  _brute(block, dims, local, windows, ["x", "y"]))
+    flipped = block[:, ::-1]
+    np.testing.assert_array_equal(cut(flipped, dims, local, windows, ["y", "x"]),
+                                  _brute(flipped, dims, local, windows, ["y", "x"]))
+
+
+@pytest.mark.parametrize("codec", ["zstd", "blosc", "gzip", "none"])
+def test_zarr_chunks_decode_straight_into_output(tmp_path: Path, codec: str,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    import zarr
+
+    compressors = {"zstd": [zarr.codecs.ZstdCodec(level=1)], "blosc": [zarr.codecs.BloscCodec()],
+                   "gzip": [zarr.codecs.GzipCodec()], "none": None}[codec]
+    data = np.random.default_rng(1).standard_normal((21, 8, 6)).astype("float32")
+    za = zarr.create_array(tmp_path / "a.zarr", shape=data.shape, chunks=(4, 8, 6),
+                           dtype="float32", compressors=compressors)
+    za[:] = data
+    reader = box_reader(zarr.open_array(tmp_path / "a.zarr", mode="r"))
+    assert reader is not None and reader.raw_decode is not None
+    used = []
+    raw = reader.raw_decode
+    monkeypatch.setattr(reader, "raw_decode", lambda b, o: used.append(1) or raw(b, o))
+    for sel in [(slice(4, 16), slice(None), slice(None)), (slice(0, 21), slice(0, 8),
+                                                             slice(0, 6)),
+                (slice(3, 17), slice(1, 7), slice(0, 6)), (slice(16, 21), slice(None),
+                                                             slice(None))]:
+        shape = [len(range(*s.indices(n))) for s, n in zip(sel, data.shape, strict=True)]
+        out = np.empty(shape, dtype="float32")
+        reader.read_into(sel, out)
+        np.testing.assert_array_equal(out, data[sel])
+    assert used  # whole interior chunks went straight into the output
+
+
+def test_in_memory_stream_runs_without_threads(synthetic: xr.Dataset,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    from arcoforge.batch import stream as stream_mod
+
+    kw = {"batch_size": 7, "with_ids": True, "block_bytes": 500}
+    ref = _by_id(SampleStream(synthetic, {"y": 4, "x": 3}, {"y": 2}, **kw))
+
+    def no_threads(*a: object, **k: object) -> None:
+        raise AssertionError("in-memory data must not use reader threads")
+
+    monkeypatch.setattr(stream_mod, "Prefetcher", no_threads)
+    for sampling in ("sequential", "chunk_shuffle", "random"):
+        s = SampleStream(synthetic, {"y": 4, "x": 3}, {"y": 2}, sampling=sampling,
+                         buffer_blocks=3, **kw)
+        assert s.source.in_memory()
+        got = _by_id(s)
+        for k in ref:
+            np.testing.assert_array_equal(got[k], ref[k])
+
+
+def test_whole_field_zarr_shuffle_matches_memory(tmp_path: Path) -> None:
+    import zarr
+
+    data = np.random.default_rng(2).standard_normal((70, 9, 7)).astype("float32")
+    ds = xr.Dataset({"f": (("time", "y", "x"), data)})
+    enc = {"f": {"compressors": [zarr.codecs.ZstdCodec(level=1)]}}
+    ds.chunk({"time": 4, "y": 9, "x": 7}).to_zarr(tmp_path / "w.zarr", zarr_format=3,
+                                                   consolidated=False, encoding=enc)
+    kw = {"batch_size": 5, "with_ids": True, "sampling": "chunk_shuffle",
+          "block_chunks": {"time": 3}, "buffer_blocks": 2}
+    lazy = SampleStream(xr.open_zarr(tmp_path / "w.zarr", consolidated=False, chunks=None),
+                        {"y": 9, "x": 7}, **kw)
+    assert lazy.source.backend_kind("f") == "zarr"
+    assert lazy.source._backend("f")[2][1].raw_decode is not None
+    got = _by_id(lazy)
+    ref = _by_id(SampleStream(ds, {"y": 9, "x": 7}, **kw))
+    np.testing.assert_array_equal(got["f"], ref["f"])
+    np.testing.assert_array_equal(got["f"], data)

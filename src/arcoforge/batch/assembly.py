@@ -9,6 +9,10 @@ Two ways to cut, both without a Python loop per sample:
   block, in C order, as sequential reading hands them out) the windows are a *basic-sliced*
   view of the sliding-window view; one ``np.copyto`` writes them all into the batch array.
 
+When every window spans its dims whole and those dims are the block's trailing dims (whole
+fields: a sample is one contiguous run of memory), :func:`cut` is a single ``np.take`` of
+whole samples along one flattened leading axis.
+
 Both copy rows of the innermost window as single opaque items (a ``void`` view of ``w``
 consecutive elements) when the innermost storage axis is the innermost window axis, so numpy
 moves e.g. a 32-float row with one ``memcpy`` instead of running an inner loop of 32 elements.
@@ -106,12 +110,45 @@ def cut(
         raise ValueError("0-d variables cannot be cut into samples")
     idx = tuple(np.asarray(local_starts[d]) for d in var_dims)
     n = int(np.broadcast_shapes(*[i.shape for i in idx])[0]) if idx[0].ndim else 1
+    whole = _cut_whole(block, var_dims, idx, n, windows, out_order, out)
+    if whole is not None:
+        return whole
     plan = _Plan(block, var_dims, windows, out_order)
     res = plan.finish(plan.view[idx], n) if n else \
         np.empty((0, *plan.win_shape), dtype=block.dtype)
     if out is None:
         return res
     out[...] = res
+    return out
+
+
+def _cut_whole(block: np.ndarray, var_dims: Sequence[Hashable], idx: tuple[np.ndarray, ...],
+               n: int, windows: Mapping[Hashable, int], out_order: Sequence[Hashable],
+               out: np.ndarray | None) -> np.ndarray | None:
+    """Samples that are whole trailing sub-arrays of a C-contiguous block: one ``np.take``."""
+    odims = output_dims(var_dims, out_order)
+    k = len(odims)
+    if (k == 0 or n == 0 or idx[0].ndim != 1 or not block.flags.c_contiguous or block.dtype.hasobject
+            or tuple(var_dims[len(var_dims) - k:]) != odims
+            or any(int(windows[d]) != block.shape[len(var_dims) - k + i]
+                   for i, d in enumerate(odims))):
+        return None
+    lead = len(var_dims) - k
+    if any(np.any(i != 0) for i in idx[lead:]):
+        return None
+    lead_shape = block.shape[:lead]
+    flat = block.reshape(int(np.prod(lead_shape)), -1)
+    rows = (np.ravel_multi_index(np.broadcast_arrays(*idx[:lead]), lead_shape) if lead
+            else np.zeros(n, dtype=np.intp))
+    rows = np.broadcast_to(rows, (n,))
+    win = tuple(int(windows[d]) for d in odims)
+    if out is None:
+        out = np.empty((n, *win), dtype=block.dtype)
+    if out.flags.c_contiguous:
+        # mode="clip": indices are in range; "raise" would copy through a temporary
+        np.take(flat, rows, axis=0, out=out.reshape(n, -1), mode="clip")
+    else:
+        out[...] = np.take(flat, rows, axis=0).reshape(n, *win)
     return out
 
 

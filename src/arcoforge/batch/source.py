@@ -185,6 +185,11 @@ class ArraySource:
         """How ``name`` is read: ``"numpy"`` (direct view), ``"zarr"`` (direct) or ``"xarray"``."""
         return self._backend(name)[1]
 
+    def in_memory(self) -> bool:
+        """True when every variable is a numpy array read as a view (no cache, no preprocess)."""
+        return (self.cache is None and self.preprocess is None
+                and all(self.backend_kind(v) == "numpy" for v in self.variables))
+
     @property
     def token(self) -> str:
         """Dataset identity for cache keys."""

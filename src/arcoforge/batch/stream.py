@@ -5,7 +5,10 @@ samples are windows over ``input_dims`` at every position of the other dims (whi
 squeezed). Per epoch it plans an order (:mod:`.samplers`), loads each storage block once in
 background threads (:mod:`.prefetch`), cuts all samples of a block with one strided copy
 (sequential order) or one gather (any other order; several blocks are staged into one array
-first) (:mod:`.assembly`) and slices batches out of the result. It is picklable, deterministic per
+first, Zarr chunks decoding straight into it) (:mod:`.assembly`) and slices batches out of the
+result. Data already in memory (numpy-backed, no cache or preprocessing) takes a synchronous
+path: no reader threads, and samples are gathered straight from the array (a view), so each
+sample's bytes are copied exactly once whatever the order. It is picklable, deterministic per
 ``(seed, epoch)`` and shardable; the torch and tf.data adapters are thin wrappers around it.
 """
 
@@ -28,6 +31,22 @@ __all__ = ["SampleStream"]
 
 Batch = dict[str, np.ndarray]
 WeightFn = Callable[[Mapping[Hashable, np.ndarray]], np.ndarray]
+
+
+class _Synchronous:
+    """An iterator usable like :class:`Prefetcher` (``with`` block), without threads."""
+
+    def __init__(self, items: Iterator[Any]) -> None:
+        self._items = items
+
+    def __iter__(self) -> Iterator[Any]:
+        return self._items
+
+    def __enter__(self) -> _Synchronous:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        pass
 
 
 class SampleStream:
@@ -57,7 +76,8 @@ class SampleStream:
         Storage chunks per block along each dim; default grows blocks along the outermost dim
         to about ``block_bytes`` (unchunked in-memory data is split the same way).
     prefetch_workers, prefetch_depth:
-        Background reader threads and the maximum number of blocks in flight.
+        Background reader threads and the maximum number of blocks in flight (unused for
+        data already in memory, which is cut synchronously).
     shard:
         Fixed shard; default asks torch (DataLoader worker × distributed rank) at iteration.
     cache, preprocess, preprocess_version, opener, dataset_id:
@@ -197,6 +217,8 @@ class SampleStream:
             uniq = np.unique(blk)
             if uniq.size == 1:
                 blocks = (int(uniq[0]),)
+            elif self.source.in_memory():
+                return self._cut_box(ids)  # the bounding box is a view: no staging copy
             else:
                 return self._cut_staged(ids, blk, uniq)
         regular = self._regular(int(blocks[0]), ids)
@@ -304,8 +326,13 @@ class SampleStream:
         bs = self.batch_size
         pending: list[tuple[Batch, np.ndarray]] = []
         n_pending = 0
-        loader = Prefetcher(self._load_group, plan.groups, workers=self.prefetch_workers,
-                            depth=self.prefetch_depth)
+        loader: Any
+        if self.source.in_memory():
+            # in RAM already: nothing to overlap, a thread hand-off would only cost
+            loader = _Synchronous(map(self._load_group, plan.groups))
+        else:
+            loader = Prefetcher(self._load_group, plan.groups, workers=self.prefetch_workers,
+                                depth=self.prefetch_depth)
         with loader:
             for arrays, ids in loader:
                 pos = 0

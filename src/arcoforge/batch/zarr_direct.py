@@ -4,7 +4,10 @@
 synchronous API and decodes it with zarr's synchronous codec chain (``ChunkTransform``) on a
 process-wide pool of threads: the codecs release the GIL, so several chunks decode on
 several cores while the caller's own threads (the prefetcher) read ahead. No event-loop round
-trip and no coroutine per chunk. Arrays this cannot handle (sharded, irregular chunk grids,
+trip and no coroutine per chunk. When a whole chunk lands in a contiguous part of the output
+and the codec chain is plain (native-endian ``bytes`` plus at most one zstd/blosc/gzip
+compressor), the compressor decompresses straight into the output: no intermediate tile and
+no second copy. Arrays this cannot handle (sharded, irregular chunk grids,
 stores without synchronous IO) make :func:`box_reader` return None, and callers fall back to
 ``zarr.Array.get_basic_selection``.
 """
@@ -13,7 +16,9 @@ from __future__ import annotations
 
 import itertools
 import os
+import sys
 import threading
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -40,6 +45,43 @@ def decode_pool() -> ThreadPoolExecutor:
         return _POOL[1]
 
 
+RawDecoder = Callable[[np.ndarray, np.ndarray], Any]
+
+
+def raw_decoder(codecs: tuple[Any, ...], dtype: np.dtype) -> RawDecoder | None:
+    """``decode(encoded_uint8, out_uint8)`` writing a chunk's C-order bytes into ``out``.
+
+    Only for zarr v3 chains of a native-endian ``BytesCodec`` and at most one zstd, blosc or
+    gzip codec (their numcodecs implementations decompress into ``out``); else None.
+    """
+    from zarr.codecs import BloscCodec, BytesCodec, GzipCodec, ZstdCodec
+
+    if not codecs or type(codecs[0]) is not BytesCodec or len(codecs) > 2:
+        return None
+    endian = codecs[0].endian
+    if dtype.itemsize > 1 and endian is not None and str(getattr(endian, "value", endian)) \
+            != sys.byteorder:
+        return None
+    if dtype.hasobject or not dtype.isnative:
+        return None
+    if len(codecs) == 1:
+        def copy(buf: np.ndarray, out: np.ndarray) -> None:
+            if buf.size != out.size:
+                raise ValueError("chunk size mismatch")
+            np.copyto(out, buf)
+        return copy
+    bb = codecs[1]
+    if type(bb) is ZstdCodec:
+        codec = bb._zstd_codec
+    elif type(bb) is BloscCodec:
+        codec = bb._blosc_codec
+    elif type(bb) is GzipCodec:
+        codec = bb._gzip_codec
+    else:
+        return None
+    return codec.decode
+
+
 class ZarrBoxReader:
     """Decodes the chunks of one (unsharded, regularly chunked) zarr array (module docstring)."""
 
@@ -61,6 +103,11 @@ class ZarrBoxReader:
         if not _store_supports_sync_io(store):
             raise TypeError("store has no synchronous IO")
         self.transform = ChunkTransform(codecs=tuple(codecs))
+        try:
+            self.raw_decode = raw_decoder(tuple(codecs), np.dtype(za.dtype)) \
+                if getattr(meta, "zarr_format", 3) == 3 else None
+        except Exception:  # another zarr version: decode through the chain
+            self.raw_decode = None
         self.store = store
         self.path = za.store_path.path
         self.encode = meta.encode_chunk_key
@@ -83,6 +130,13 @@ class ZarrBoxReader:
         if buf is None:  # absent chunk: all fill value (zarr semantics)
             out[osel] = self.fill_value
             return
+        if self.raw_decode is not None:
+            dest = out[osel]
+            if dest.flags.c_contiguous and dest.dtype == self.dtype and all(
+                    s.start == 0 and s.stop == c for s, c in zip(csel, self.chunks, strict=True)):
+                raw = buf.as_numpy_array()
+                self.raw_decode(raw.view(np.uint8).reshape(-1), dest.reshape(-1).view(np.uint8))
+                return
         tile = self.transform.decode_chunk(buf, self.spec).as_numpy_array()
         out[osel] = tile.reshape(self.chunks)[csel]
 
