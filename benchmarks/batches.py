@@ -108,7 +108,7 @@ def n_of(b: dict) -> int:
 
 
 def case_a(quick: bool) -> None:
-    t, n, p = (32, 256, 32) if quick else (192, 1024, 32)
+    t, n, p = (32, 256, 32) if quick else (384, 1024, 32)
     ds = grid(t, n)
     sb = p * p * 4
     print(f"(a) in-memory {t}x{n}x{n} float32 ({ds.nbytes / 1e6:.0f} MB), {p}x{p} patches")
@@ -135,7 +135,7 @@ def case_a(quick: bool) -> None:
 
 
 def case_b(quick: bool, tmp: Path) -> None:
-    t, n, p = (32, 256, 32) if quick else (128, 512, 32)
+    t, n, p = (32, 256, 32) if quick else (192, 512, 32)
     ds = grid(t, n, seed=1)
     path = tmp / "b.zarr"
     write_zarr(ds, path, {"time": 8, "y": 64, "x": 64})
