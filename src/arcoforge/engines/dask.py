@@ -1,8 +1,9 @@
 """Run a :class:`~arcoforge.build.Plan` on a Dask distributed cluster.
 
 ``prepare`` and ``finalize`` run here (the client process); every unfinished store task is one
-Dask task that calls ``plan.run_task(task)`` on a worker.  The plan is scattered to the workers
-once.  Dask reschedules the tasks of a worker that dies; a task that raises is resubmitted up to
+Dask task that calls ``plan.run_task(task)`` on a worker.  The plan is sent to the cluster once,
+as the result of a small task (so a worker's death cannot lose it).  Dask reschedules the tasks
+of a worker that dies; a task that raises is resubmitted up to
 ``retries`` times when its error may be transient (the same policy as the local engine), and a
 permanent failure cancels the remaining tasks and is raised with the task's key added, before
 anything is published.
@@ -26,6 +27,10 @@ from arcoforge.engines.progress import task_progress
 __all__ = ["run"]
 
 log = logging.getLogger("arcoforge.engines.dask")
+
+
+def _identity(obj: Any) -> Any:
+    return obj
 
 
 def _run_task(plan: Any, task: Any) -> Any:
@@ -83,12 +88,15 @@ def _run_all(c: Any, plan: Any, todo: list[Any], retries: int, retry_delay: floa
     from distributed import KilledWorker
 
     fork = fork_of(plan)
-    [plan_future] = c.scatter([plan], broadcast=True, hash=False)
+    # The plan (and fork) travel as the results of small tasks rather than scattered data: a
+    # worker that dies with scattered data loses it for good and its dependents wait forever,
+    # whereas a task's result is simply computed again elsewhere.
+    plan_future = c.submit(_identity, plan, pure=False)
     if fork is None:
         def submit(t: Any, attempt: int) -> Any:
             return c.submit(_run_task, plan_future, t, pure=False, key=_key(t, attempt))
     else:
-        [fork_future] = c.scatter([fork], broadcast=True, hash=False)
+        fork_future = c.submit(_identity, fork, pure=False)
 
         def submit(t: Any, attempt: int) -> Any:
             return c.submit(run_forked_task, plan_future, fork_future, t, pure=False,
