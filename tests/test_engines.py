@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import dask
 import numpy as np
 import pytest
 import xarray as xr
@@ -26,7 +27,7 @@ distributed = pytest.importorskip("distributed")
 pytest.importorskip("apache_beam")
 
 CHUNKS = {"time": 5}
-WORKER_MEMORY = 400e6
+WORKER_MEMORY = 500e6  # bytes per Dask worker in these tests
 
 
 # -- fixtures ----------------------------------------------------------------------------------
@@ -34,8 +35,15 @@ WORKER_MEMORY = 400e6
 
 @pytest.fixture(scope="module")
 def client() -> Any:
-    cluster = distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                                       memory_limit=int(WORKER_MEMORY), dashboard_address=":0")
+    # Workers never pause: with icechunk, torch and xarray imported a worker idles near 80 % of
+    # this small limit, and a paused worker holds its tasks forever.  The limit still bounds
+    # memory (a worker above 95 % is restarted), and the large-input test measures the peak.
+    with dask.config.set({"distributed.worker.memory.pause": False,
+                          "distributed.worker.memory.spill": False,
+                          "distributed.worker.memory.target": False}):
+        cluster = distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                                           memory_limit=int(WORKER_MEMORY),
+                                           dashboard_address=":0")
     c = distributed.Client(cluster)
     try:
         yield c
@@ -317,9 +325,9 @@ def test_icechunk_forks_merged_by_the_coordinator(engine: str, godas: list[str],
 
 
 def test_input_larger_than_worker_memory(shared_data: Path, client: Any, tmp_path: Path) -> None:
-    """A ~600 MB NetCDF4 file through workers limited to 400 MB: tasks read by slice."""
+    """A ~720 MB NetCDF4 file through workers limited to 500 MB: tasks read by slice."""
     src = xr.open_dataset(shared_data / "godas-ssh" / "sshg.2019.nc", decode_cf=False)
-    steps = 1000
+    steps = 1200
     big = tmp_path / "big.nc"
     import netCDF4
 
@@ -347,7 +355,7 @@ def test_input_larger_than_worker_memory(shared_data: Path, client: Any, tmp_pat
     rec = af.ZarrRecipe(af.pattern_from_file_sequence([str(big)], "time", steps),
                         target_chunks={"time": 20})
     r = af.bake(rec, str(target), engine="dask", client=client, progress=False)
-    assert r.tasks == 50 and r.bytes_read >= 0.99 * size - 1e6
+    assert r.tasks == 60 and r.bytes_read >= 0.99 * size - 1e6
 
     peaks = client.run(peak_rss)
     print("peak worker RSS during the build:", peaks)
