@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib
 from types import ModuleType
 
-_EXTRA = {"torch": "torch", "tensorflow": "tensorflow", "redis": "redis"}
+_EXTRA = {"torch": "torch", "tensorflow": "tensorflow", "redis": "redis", "numba": "numba"}
 
 
 def require(module: str) -> ModuleType:

@@ -244,12 +244,18 @@ class SampleGrid:
         """Total number of blocks."""
         return int(np.prod(self.block_shape))
 
+    def block_ranges(self, block: int) -> list[tuple[int, int]]:
+        """Per dim, the half-open range of window positions that fall in ``block``."""
+        bmulti = np.unravel_index(block, self.block_shape)
+        # block indices are non-decreasing along each dim: a block's positions are one range
+        return [(int(np.searchsorted(bi, b, "left")), int(np.searchsorted(bi, b, "right")))
+                for bi, b in zip(self._block_index, bmulti, strict=True)]
+
     def block_samples(self, block: int) -> np.ndarray:
         """Sample ids of one block (C order; masked samples removed)."""
-        bmulti = np.unravel_index(block, self.block_shape)
-        ranges = [np.flatnonzero(bi == b) for bi, b in zip(self._block_index, bmulti, strict=True)]
-        mesh = np.meshgrid(*ranges, indexing="ij")
-        ids = np.ravel_multi_index(tuple(m.ravel() for m in mesh), self.shape)
+        ids = np.zeros(1, dtype=np.int64)
+        for (lo, hi), n in zip(self.block_ranges(block), self.shape, strict=True):
+            ids = (ids[:, None] * n + np.arange(lo, hi, dtype=np.int64)).ravel()
         if self.valid is not None:
             ids = ids[self.valid[ids]]
         return ids

@@ -241,13 +241,11 @@ class SampleStream:
     def _regular(self, block: int, ids: np.ndarray) -> tuple | None:
         """If ``ids`` are all window positions of ``block`` in C order: (first, count, step)."""
         grid = self.grid
-        bmulti = np.unravel_index(block, grid.block_shape)
         first, count, step = {}, {}, {}
-        for d, st, bi, b in zip(grid.dims, grid.starts, grid._block_index, bmulti, strict=True):
-            pos = np.flatnonzero(bi == b)
-            if pos.size == 0:
+        for d, st, (lo, hi) in zip(grid.dims, grid.starts, grid.block_ranges(block), strict=True):
+            if hi <= lo:
                 return None
-            first[d], count[d] = int(pos[0]), int(pos.size)
+            first[d], count[d] = lo, hi - lo
             step[d] = int(st[1] - st[0]) if st.size > 1 else 1
         n = int(np.prod(list(count.values())))
         if ids.size != n or ids[0] != np.ravel_multi_index(tuple(first[d] for d in grid.dims),
