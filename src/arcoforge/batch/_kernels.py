@@ -49,9 +49,9 @@ def _build() -> Any | None:
         return None
 
     @njit(nogil=True, cache=True)
-    def copy_rows(src, starts, rowoff, w, out, lo, hi, group):  # pragma: no cover - compiled
-        # Patches lo..hi-1 in groups of `group` consecutive ones; within a group the rows go
-        # outer, so neighbouring patches of a grid read each source row in one sweep.
+    def copy_rows(src, starts, order, rowoff, w, out, lo, hi, group):  # pragma: no cover
+        # Patches order[lo..hi-1] (sorted by source offset) in groups of `group`; within a
+        # group the rows go outer, so neighbouring patches read each source row in one sweep.
         # Unsigned offsets: no negative-index wraparound checks, so the row loop vectorises.
         nr = rowoff.shape[0]
         pb = np.uint64(nr * w)
@@ -61,7 +61,8 @@ def _build() -> Any | None:
             for r in range(nr):
                 ro = np.uint64(rowoff[r])
                 rd = np.uint64(r) * ww
-                for i in range(g0, g1):
+                for j in range(g0, g1):
+                    i = order[j]
                     o = np.uint64(starts[i]) + ro
                     d = np.uint64(i) * pb + rd
                     for k in range(ww):
@@ -168,6 +169,8 @@ class PatchPlan:
         self.unit = next(u for u in (8, 4, 2) if it % u == 0) if it > 1 else 1
         k = it // self.unit
         self.offs = np.ascontiguousarray(offs * k)
+        # visit patches in source order (a shuffled gather then reads like a sequential one)
+        self.order = np.argsort(self.offs, kind="stable")
         self.rowoff = np.ascontiguousarray(rowoff * k)
         row = int(win_shape[-1]) * it  # bytes per row
         self.w = row // self.unit
@@ -189,7 +192,7 @@ class PatchPlan:
                 or out.ctypes.data % self.unit):
             return False
         ut = _UNITS[self.unit]
-        args = (src.view(np.uint8).view(ut), self.offs, self.rowoff, self.w,
+        args = (src.view(np.uint8).view(ut), self.offs, self.order, self.rowoff, self.w,
                 out.reshape(-1).view(np.uint8).view(ut))
         n, group = self.n, self.group
         if parallel is None:
