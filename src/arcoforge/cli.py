@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 SUBCOMMAND_MODULES = (
     "arcoforge.forge_cli",
@@ -18,6 +18,27 @@ SUBCOMMAND_MODULES = (
     "arcoforge.feedstock_cli",
     "arcoforge.versions_cli",
 )
+
+
+def friendly_errors(func: Callable[[argparse.Namespace], int]
+                    ) -> Callable[[argparse.Namespace], int]:
+    """Wrap a sub-command so that expected failures (bad input, missing files, unknown ids,
+    schema problems, unreachable sources) print one ``error: ...`` line and return 1 instead of
+    a traceback; ``--debug`` (where the sub-command has it) shows the traceback."""
+
+    def wrapper(args: argparse.Namespace) -> int:
+        from arcoforge.sources import SourceError
+
+        try:
+            return int(func(args) or 0)
+        except (SourceError, OSError, ValueError, KeyError, ImportError, RuntimeError) as err:
+            if getattr(args, "debug", False):
+                raise
+            msg = err.args[0] if isinstance(err, KeyError) and err.args else err
+            print(f"error: {msg}", file=sys.stderr)
+            return 1
+
+    return wrapper
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -6,6 +6,8 @@ import argparse
 import sys
 from typing import Any
 
+from arcoforge.cli import friendly_errors
+
 __all__ = ["register"]
 
 
@@ -40,11 +42,6 @@ def _cmd_bake(args: argparse.Namespace) -> int:
         for p in err.problems:
             print(p, file=sys.stderr)
         return 1
-    except (ValueError, OSError) as err:
-        if args.debug:
-            raise
-        print(f"error: {err}", file=sys.stderr)
-        return 1
     for rid, result in results.items():
         print(f"{rid}: {result}")
     if args.catalog:
@@ -57,13 +54,13 @@ def register(sub: Any) -> None:
     p = sub.add_parser("lint", help="check a feedstock's meta.yaml and recipes")
     p.add_argument("feedstock", metavar="FEEDSTOCK_DIR")
     p.add_argument("--profiles", metavar="FILE", help="bakery profiles (or $ARCOFORGE_PROFILES)")
-    p.set_defaults(func=_cmd_lint)
+    p.set_defaults(func=friendly_errors(_cmd_lint))
 
     p = sub.add_parser("test", help="lint + pruned test build + verify + CF checks")
     p.add_argument("feedstock", metavar="FEEDSTOCK_DIR")
     p.add_argument("--nkeep", type=int, default=2, metavar="N",
                    help="files kept per concat dimension (default 2)")
-    p.set_defaults(func=_cmd_test)
+    p.set_defaults(func=friendly_errors(_cmd_test))
 
     p = sub.add_parser("feedstock", help="feedstock actions (bake)")
     fsub = p.add_subparsers(dest="feedstock_command", metavar="ACTION", required=True)
@@ -74,4 +71,4 @@ def register(sub: Any) -> None:
     q.add_argument("--catalog", metavar="URL", help="publish each dataset to this STAC catalog")
     q.add_argument("--no-progress", action="store_true")
     q.add_argument("--debug", action="store_true")
-    q.set_defaults(func=_cmd_bake)
+    q.set_defaults(func=friendly_errors(_cmd_bake))

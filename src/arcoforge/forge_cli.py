@@ -10,6 +10,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from arcoforge.cli import friendly_errors
+
 __all__ = ["register", "load_recipe", "load_recipes"]
 
 
@@ -128,26 +130,6 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(args.out, progress=not args.no_progress)
 
 
-def _friendly(func: Any) -> Any:
-    """Print arcoforge's own errors as one readable message instead of a traceback."""
-
-    def wrapper(args: argparse.Namespace) -> int:
-        from arcoforge.readers import SourceReadError
-        from arcoforge.schema import SchemaError
-        from arcoforge.sources import SourceError
-
-        try:
-            return int(func(args))
-        except (SchemaError, SourceError, SourceReadError, FileNotFoundError, ValueError,
-                ImportError) as err:
-            if getattr(args, "debug", False):
-                raise
-            print(f"error: {err}", file=sys.stderr)
-            return 1
-
-    return wrapper
-
-
 def register(sub: Any) -> None:
     """Add the forge sub-commands to ``sub`` (an argparse sub-parsers object)."""
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
@@ -169,22 +151,22 @@ def register(sub: Any) -> None:
     p.add_argument("--prune", type=int, metavar="N", help="only the first N files (test build)")
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--debug", action="store_true", help="show tracebacks")
-    p.set_defaults(func=_friendly(_cmd_bake))
+    p.set_defaults(func=friendly_errors(_cmd_bake))
 
     p = sub.add_parser("verify", help="check a store equals its sources")
     p.add_argument("target")
     p.add_argument("--against", required=True, metavar="RECIPE", help="recipe.py[:NAME]")
     p.add_argument("--version", help="a published version, e.g. 1.2")
     p.add_argument("--debug", action="store_true")
-    p.set_defaults(func=_friendly(_cmd_verify))
+    p.set_defaults(func=friendly_errors(_cmd_verify))
 
     p = sub.add_parser("inspect", help="describe a store, or a recipe's plan")
     p.add_argument("thing", help="store path/URL, or recipe.py[:NAME]")
     p.add_argument("--target", help="with a recipe: the target to plan for")
     p.add_argument("--debug", action="store_true")
-    p.set_defaults(func=_friendly(_cmd_inspect))
+    p.set_defaults(func=friendly_errors(_cmd_inspect))
 
     p = sub.add_parser("demo", help="bake the bundled NOAA files from a loopback HTTP server")
     p.add_argument("--out", help="folder for the stores (default: a temp folder)")
     p.add_argument("--no-progress", action="store_true")
-    p.set_defaults(func=_cmd_demo)
+    p.set_defaults(func=friendly_errors(_cmd_demo))

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from typing import Any
+
+from arcoforge.cli import friendly_errors
 
 __all__ = ["register"]
 
@@ -19,17 +20,13 @@ def register(sub: Any) -> None:
     )
     p.add_argument("target", help="Zarr store URL/path or icechunk://<path>")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    p.set_defaults(func=_cmd_versions)
+    p.set_defaults(func=friendly_errors(_cmd_versions))
 
 
 def _cmd_versions(args: argparse.Namespace) -> int:
     from arcoforge.versions import list_versions
 
-    try:
-        infos = list_versions(args.target)
-    except (OSError, KeyError, ValueError) as err:
-        print(f"arcoforge versions: {err}", file=sys.stderr)
-        return 1
+    infos = list_versions(args.target)
     if args.json:
         print(json.dumps([{"version": i.version, "location": i.location, "created": i.created,
                            "latest": i.latest} for i in infos], indent=2))

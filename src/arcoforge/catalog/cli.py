@@ -5,24 +5,11 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Callable
 from typing import Any
 
+from arcoforge.cli import friendly_errors
+
 __all__ = ["register"]
-
-
-def _friendly(fn: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
-    def wrapper(args: argparse.Namespace) -> int:
-        try:
-            return fn(args)
-        except (KeyError, ValueError, OSError, FileNotFoundError) as err:
-            if getattr(args, "debug", False):
-                raise
-            msg = err.args[0] if isinstance(err, KeyError) and err.args else err
-            print(f"error: {msg}", file=sys.stderr)
-            return 1
-
-    return wrapper
 
 
 def _cmd_list(args: argparse.Namespace) -> int:
@@ -103,7 +90,7 @@ def register(sub: Any) -> None:
     q.add_argument("catalog", help="catalog folder or URL")
     q.add_argument("--json", action="store_true")
     q.add_argument("--debug", action="store_true")
-    q.set_defaults(func=_friendly(_cmd_list))
+    q.set_defaults(func=friendly_errors(_cmd_list))
 
     q = csub.add_parser("search", help="find datasets by bbox, time, variables, text")
     q.add_argument("catalog")
@@ -115,20 +102,20 @@ def register(sub: Any) -> None:
     q.add_argument("--text", help="words to find in id/title/description/keywords/variables")
     q.add_argument("--json", action="store_true")
     q.add_argument("--debug", action="store_true")
-    q.set_defaults(func=_friendly(_cmd_search))
+    q.set_defaults(func=friendly_errors(_cmd_search))
 
     q = csub.add_parser("show", help="print a dataset's STAC Collection")
     q.add_argument("catalog")
     q.add_argument("dataset_id")
     q.add_argument("--debug", action="store_true")
-    q.set_defaults(func=_friendly(_cmd_show))
+    q.set_defaults(func=friendly_errors(_cmd_show))
 
     q = csub.add_parser("site", help="write a static HTML site for the catalog")
     q.add_argument("catalog")
     q.add_argument("--out", required=True, help="output folder")
     q.add_argument("--no-plots", action="store_true", help="skip the PNG quick-looks")
     q.add_argument("--debug", action="store_true")
-    q.set_defaults(func=_friendly(_cmd_site))
+    q.set_defaults(func=friendly_errors(_cmd_site))
 
     q = csub.add_parser("publish", help="add or update a built store in the catalog")
     q.add_argument("catalog")
@@ -137,4 +124,4 @@ def register(sub: Any) -> None:
     q.add_argument("--feedstock", help="feedstock folder (title, license, providers...)")
     q.add_argument("--version", help="MAJOR.MINOR (default: meta.yaml's)")
     q.add_argument("--debug", action="store_true")
-    q.set_defaults(func=_friendly(_cmd_publish))
+    q.set_defaults(func=friendly_errors(_cmd_publish))
