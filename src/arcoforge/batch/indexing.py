@@ -246,10 +246,23 @@ class SampleGrid:
 
     def block_ranges(self, block: int) -> list[tuple[int, int]]:
         """Per dim, the half-open range of window positions that fall in ``block``."""
-        bmulti = np.unravel_index(block, self.block_shape)
-        # block indices are non-decreasing along each dim: a block's positions are one range
-        return [(int(np.searchsorted(bi, b, "left")), int(np.searchsorted(bi, b, "right")))
-                for bi, b in zip(self._block_index, bmulti, strict=True)]
+        table = self.__dict__.get("_ranges")
+        if table is None:
+            # block indices are non-decreasing along each dim: a block's positions are one
+            # range; per dim, (lo, hi) of every block index, as Python ints (looked up per block)
+            table = []
+            for bi in self._block_index:
+                nb = int(bi[-1]) + 1 if len(bi) else 0
+                b = np.arange(nb)
+                table.append(list(zip(np.searchsorted(bi, b, "left").tolist(),
+                                      np.searchsorted(bi, b, "right").tolist(), strict=True)))
+            self.__dict__["_ranges"] = table
+        out = []
+        block = int(block)
+        for dim_table in reversed(table):
+            block, b = divmod(block, len(dim_table)) if dim_table else (block, 0)
+            out.append(dim_table[b] if dim_table else (0, 0))
+        return out[::-1]
 
     def block_samples(self, block: int) -> np.ndarray:
         """Sample ids of one block (C order; masked samples removed)."""

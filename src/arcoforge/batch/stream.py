@@ -247,11 +247,14 @@ class SampleStream:
                 return None
             first[d], count[d] = lo, hi - lo
             step[d] = int(st[1] - st[0]) if st.size > 1 else 1
-        n = int(np.prod(list(count.values())))
-        if ids.size != n or ids[0] != np.ravel_multi_index(tuple(first[d] for d in grid.dims),
-                                                           grid.shape):
+        n = 1
+        first_id = 0
+        for d, size in zip(grid.dims, grid.shape, strict=True):
+            n *= count[d]
+            first_id = first_id * size + first[d]
+        if ids.size != n or int(ids[0]) != first_id:
             return None
-        if n > 1 and not np.all(np.diff(ids) > 0):
+        if n > 1 and not bool((ids[1:] > ids[:-1]).all()):
             return None
         # sorted, distinct and as many as the block has: exactly the block's grid, in order
         return first, count, step
