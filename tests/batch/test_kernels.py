@@ -162,3 +162,28 @@ def test_stream_output_unchanged(sampling, overlap, numpy_only):
         for k in g:
             assert g[k].dtype == w[k].dtype
             np.testing.assert_array_equal(g[k], w[k])
+
+
+def test_without_numba_falls_back(monkeypatch):
+    monkeypatch.setitem(_kernels._state, "kernel", None)  # as if numba were not installed
+    assert not _kernels.available()
+    block = np.arange(600, dtype=np.float32).reshape(6, 10, 10)
+    st = np.array([[0, 0, 0], [5, 6, 7]])
+    assert _kernels.plan(block.shape, block.strides, block.dtype, st, (1, 2), (3, 3)) is None
+    starts = {"t": st[:, 0], "y": st[:, 1], "x": st[:, 2]}
+    got = assembly.cut(block, ("t", "y", "x"), starts, {"y": 3, "x": 3}, ("y", "x"))
+    np.testing.assert_array_equal(got[1], block[5, 6:9, 7:10])
+
+
+def test_block_ranges_match_block_index():
+    ds = _dataset()
+    s = SampleStream(ds, {"y": 8, "x": 6}, {"y": 3}, block_bytes=4096)
+    g = s.grid
+    for b in range(g.n_blocks):
+        bmulti = np.unravel_index(b, g.block_shape)
+        want = [np.flatnonzero(bi == k) for bi, k in zip(g._block_index, bmulti, strict=True)]
+        for (lo, hi), w in zip(g.block_ranges(b), want, strict=True):
+            np.testing.assert_array_equal(np.arange(lo, hi), w)
+        mesh = np.meshgrid(*want, indexing="ij")
+        ids = np.ravel_multi_index(tuple(m.ravel() for m in mesh), g.shape)
+        np.testing.assert_array_equal(g.block_samples(b), ids)
