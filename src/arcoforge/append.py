@@ -33,7 +33,7 @@ import zarr
 
 from arcoforge.patterns import Index
 from arcoforge.plan import blocks_for_variable, pieces_for_region
-from arcoforge.readers import close, detect_engine, open_raw, read_slice, scan_file
+from arcoforge.readers import RawFile, detect_engine, scan_file
 from arcoforge.recipes import ZarrRecipe
 from arcoforge.schema import FileSchema, SchemaError, VariableSchema, attrs_to_json, combine_schemas
 from arcoforge.sources import fetch, redact
@@ -236,8 +236,8 @@ def _grow_and_write(group: zarr.Group, schema: Any, cdim: str, recipe: ZarrRecip
             f = schema.files[pos]
             path = f.path if os.path.exists(f.path) else fetch(
                 f.fetch_url or f.url, recipe.source_options, tempfile.gettempdir()).path
-            opened[pos] = open_raw(path, detect_engine(path, recipe.pattern.file_type, f.url),
-                                   recipe.pattern.open_kwargs, f.url)
+            opened[pos] = RawFile(path, detect_engine(path, recipe.pattern.file_type, f.url),
+                                  recipe.pattern.open_kwargs, f.url)
         return opened[pos]
 
     try:
@@ -274,18 +274,17 @@ def _grow_and_write(group: zarr.Group, schema: Any, cdim: str, recipe: ZarrRecip
                         dst[axis] = slice(0, keep)
                         out[tuple(dst)] = arr[tuple(old_key)]
                     for piece in pieces:
-                        f = schema.files[piece.file]
                         src = list(block)
                         src[axis] = slice(*piece.src)
                         dst = [slice(None)] * len(block)
                         off = max(keep, 0)
                         dst[axis] = slice(piece.dst[0] + off, piece.dst[1] + off)
-                        out[tuple(dst)] = read_slice(source(piece.file), name, tuple(src), f.url)
+                        out[tuple(dst)] = source(piece.file).read(name, tuple(src))
                     arr[block] = out
                     nbytes += out.nbytes
     finally:
-        for ds in opened.values():
-            close(ds)
+        for raw in opened.values():
+            raw.close()
     return nbytes, added
 
 

@@ -16,8 +16,7 @@ import xarray as xr
 from arcoforge.patterns import Index
 from arcoforge.schema import FileSchema, SchemaError, VariableSchema
 
-__all__ = ["SourceReadError", "RawFile", "detect_engine", "open_raw", "scan_file", "read_slice",
-           "close"]
+__all__ = ["SourceReadError", "RawFile", "detect_engine", "open_raw", "scan_file", "read_slice"]
 
 _MAGIC = {
     b"CDF\x01": "netcdf4",
@@ -193,12 +192,6 @@ def read_slice(ds: xr.Dataset, name: str, key: tuple[slice, ...], url: str) -> n
             f"cannot read variable {name!r} from {url}: {err}. The file may be truncated or "
             "corrupt: delete the cached copy and download it again."
         ) from err
-
-
-def close(ds: xr.Dataset) -> None:
-    """Close a dataset opened with :func:`open_raw` (under the HDF5 lock)."""
-    with _OPEN_LOCK:
-        ds.close()
 
 
 class RawFile:
