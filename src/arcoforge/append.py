@@ -24,16 +24,16 @@ import shutil
 import tempfile
 import time
 from collections.abc import Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import zarr
 
+from arcoforge.build import scan_pattern
 from arcoforge.patterns import Index
 from arcoforge.plan import blocks_for_variable, pieces_for_region
-from arcoforge.readers import RawFile, detect_engine, scan_file
+from arcoforge.readers import RawFile, detect_engine
 from arcoforge.recipes import ZarrRecipe
 from arcoforge.schema import FileSchema, SchemaError, VariableSchema, attrs_to_json, combine_schemas
 from arcoforge.sources import fetch, redact
@@ -101,7 +101,8 @@ def append(recipe: ZarrRecipe, target: Any, *, storage_options: Mapping[str, Any
 
         last_pos = max(i[cdim.name] for i, _ in old_items)
         last_items = [(i, u) for i, u in old_items if i[cdim.name] == last_pos]
-        scanned = _scan([*last_items, *new_items], recipe, workdir, cdim.name, max_workers)
+        scanned = scan_pattern(recipe.pattern, recipe.source_options, workdir, max_workers,
+                               items=[*last_items, *new_items])
         last_files, new_files = scanned[:len(last_items)], scanned[len(last_items):]
         recorded = {s["url"]: s for s in attrs.get(SOURCES_KEY) or []}
         for f in last_files:
@@ -156,22 +157,6 @@ def _split_items(items: Sequence[tuple[Index, str]], attrs: Mapping[str, Any], c
                 "the existing ones. Rebuild with bake() to insert files."
             )
     return old, new
-
-
-def _scan(items: Sequence[tuple[Index, str]], recipe: ZarrRecipe, workdir: str, cdim: str,
-          max_workers: int) -> list[FileSchema]:
-    pattern = recipe.pattern
-
-    def one(item: tuple[Index, str]) -> FileSchema:
-        index, url = item
-        local = fetch(url, recipe.source_options, workdir)
-        fs = scan_file(index, local.url, local.path, local.size, local.sha256, cdim,
-                       pattern.file_type, pattern.open_kwargs)
-        fs.fetch_url = url
-        return fs
-
-    with ThreadPoolExecutor(max(1, min(max_workers, len(items)))) as pool:
-        return list(pool.map(one, items))
 
 
 # -- writing ---------------------------------------------------------------------------------

@@ -91,10 +91,12 @@ def resolve_target(target: Any, storage_options: Mapping[str, Any] | None = None
 
 def scan_pattern(pattern: FilePattern, options: SourceOptions, workdir: str,
                  max_workers: int = 8,
-                 progress: Callable[[int, int], None] | None = None) -> list[FileSchema]:
-    """Fetch every source and read its metadata, in parallel; results in pattern order."""
+                 progress: Callable[[int, int], None] | None = None,
+                 items: Sequence[tuple[Index, str]] | None = None) -> list[FileSchema]:
+    """Fetch every source (or only ``items``, a subset of ``pattern.items()``) and read its
+    metadata, in parallel; results in order."""
     cdim = pattern.concat_dim.name if pattern.concat_dim else None
-    items = list(pattern.items())
+    items = list(pattern.items()) if items is None else list(items)
 
     def one(item: tuple[Index, str]) -> FileSchema:
         index, url = item
