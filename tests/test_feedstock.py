@@ -283,6 +283,22 @@ def test_bake_feedstock_with_profile_and_catalog(tmp_path: Path,
     assert "unknown bakery profile 'nope'" in capsys.readouterr().err
 
 
+@needs_ersst
+def test_bake_command_takes_a_feedstock_folder_and_profile(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """``arcoforge bake FEEDSTOCK_DIR --profile NAME`` is the same as ``feedstock bake``."""
+    profiles = _profiles(tmp_path)
+    code = cli_main(["bake", str(ERSST), "--profile", "local", "--profiles", str(profiles),
+                     "--no-progress"])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert "ersst-v5: built" in out
+    assert af.open_dataset(str(tmp_path / "bakery" / "ersst-v5.zarr")).sizes["time"] == 24
+    # a recipe module still needs a target
+    assert cli_main(["bake", str(ERSST / "recipe.py")]) == 1
+    assert "--target is required" in capsys.readouterr().err
+
+
 def test_ci_template_lints_and_tests_on_pull_requests() -> None:
     import yaml
 

@@ -8,7 +8,7 @@ from typing import Any
 
 from arcoforge.cli import friendly_errors
 
-__all__ = ["register"]
+__all__ = ["register", "bake_feedstock_command"]
 
 
 def _cmd_lint(args: argparse.Namespace) -> int:
@@ -32,7 +32,8 @@ def _cmd_test(args: argparse.Namespace) -> int:
     return report.exit_code
 
 
-def _cmd_bake(args: argparse.Namespace) -> int:
+def bake_feedstock_command(args: argparse.Namespace) -> int:
+    """``arcoforge bake FEEDSTOCK_DIR --profile NAME`` (also ``arcoforge feedstock bake``)."""
     from arcoforge.feedstock import FeedstockError, bake_feedstock
 
     try:
@@ -71,4 +72,4 @@ def register(sub: Any) -> None:
     q.add_argument("--catalog", metavar="URL", help="publish each dataset to this STAC catalog")
     q.add_argument("--no-progress", action="store_true")
     q.add_argument("--debug", action="store_true")
-    q.set_defaults(func=friendly_errors(_cmd_bake))
+    q.set_defaults(func=friendly_errors(bake_feedstock_command))

@@ -75,18 +75,24 @@ def _engine_options(args: argparse.Namespace) -> dict[str, Any]:
 def _cmd_bake(args: argparse.Namespace) -> int:
     import arcoforge as af
 
+    if Path(args.recipe).is_dir():  # a feedstock: meta.yaml + recipe.py, baked by its profile
+        from arcoforge.feedstock_cli import bake_feedstock_command
+
+        args.feedstock = args.recipe
+        return bake_feedstock_command(args)
+    if not args.target:
+        raise ValueError("--target is required when baking a recipe module (not a feedstock)")
     recipe = load_recipe(args.recipe)
     if args.prune:
         recipe.pattern = recipe.pattern.prune(args.prune)
     if args.append:
-        from arcoforge.append import append  # type: ignore[import-not-found]
+        from arcoforge.append import append
 
         print(append(recipe, args.target, wait_lock=args.wait_lock))
         return 0
-    else:
-        result = af.bake(recipe, args.target, engine=args.engine, progress=not args.no_progress,
-                         version_bump=args.version_bump, wait_lock=args.wait_lock,
-                         **_engine_options(args))
+    result = af.bake(recipe, args.target, engine=args.engine, progress=not args.no_progress,
+                     version_bump=args.version_bump, wait_lock=args.wait_lock,
+                     **_engine_options(args))
     print(result)
     return 0
 
@@ -134,9 +140,12 @@ def register(sub: Any) -> None:
     """Add the forge sub-commands to ``sub`` (an argparse sub-parsers object)."""
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
 
-    p = sub.add_parser("bake", help="build a recipe into a store")
-    p.add_argument("recipe", help="recipe.py or recipe.py:NAME")
-    p.add_argument("--target", required=True, help="store URL or path (or icechunk://PATH)")
+    p = sub.add_parser("bake", help="build a recipe (or a feedstock) into a store")
+    p.add_argument("recipe", help="recipe.py, recipe.py:NAME, or a feedstock folder")
+    p.add_argument("--target", help="store URL or path (or icechunk://PATH); not for feedstocks")
+    p.add_argument("--profile", help="feedstock: bakery profile (default: meta.yaml's)")
+    p.add_argument("--profiles", help="feedstock: profiles YAML (default: $ARCOFORGE_PROFILES)")
+    p.add_argument("--catalog", help="feedstock: publish to this STAC catalog")
     p.add_argument("--engine", default="local", choices=["local", "dask", "beam"])
     p.add_argument("--workers", type=int, help="local/dask: number of workers")
     p.add_argument("--processes", action="store_true", help="local: use processes, not threads")
