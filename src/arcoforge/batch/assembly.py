@@ -32,7 +32,7 @@ from numpy.lib.stride_tricks import as_strided, sliding_window_view
 
 from . import _kernels
 
-__all__ = ["cut", "cut_grid", "output_dims"]
+__all__ = ["cut", "cut_grid", "grid_plan", "output_dims"]
 
 
 def output_dims(var_dims: Sequence[Hashable], out_order: Sequence[Hashable]) -> tuple:
@@ -212,6 +212,40 @@ def _cut_kernel(block: np.ndarray, var_dims: Sequence[Hashable], starts: np.ndar
 
 _PLANS: dict[tuple, _kernels.PatchPlan | None] = {}
 KERNEL = {"enabled": True}  # tests switch the compiled path off to compare with numpy
+
+
+def grid_plan(
+    block: np.ndarray,
+    var_dims: Sequence[Hashable],
+    grid_dims: Sequence[Hashable],
+    first: Mapping[Hashable, int],
+    count: Mapping[Hashable, int],
+    step: Mapping[Hashable, int],
+    windows: Mapping[Hashable, int],
+    out_order: Sequence[Hashable],
+) -> _kernels.PatchPlan | None:
+    """The compiled plan :func:`cut_grid` would run for blocks of ``block``'s geometry.
+
+    None when the kernel cannot cut these windows (numba missing, unsupported layout, a grid
+    dim the variable lacks). ``plan.run(block, out)`` into a new ``(plan.out_shape)`` array
+    then gives what :func:`cut_grid` returns, for any block of the same shape, strides and
+    dtype; callers keep it to cut many equal blocks with little per-call work.
+    """
+    counts = tuple(int(count[d]) for d in grid_dims)
+    n = int(np.prod(counts))
+    if (not n or not var_dims or not KERNEL["enabled"] or block.dtype.hasobject
+            or not all(d in grid_dims for d in var_dims)):
+        return None
+    odims = output_dims(var_dims, out_order)
+    if not odims or odims[-1] != var_dims[-1]:
+        return None
+    gd = list(grid_dims)
+    vd = list(var_dims)
+    pos = np.indices(counts, dtype=np.int64).reshape(len(counts), n)
+    starts = np.stack([int(first[d]) + pos[gd.index(d)] * int(step[d]) for d in var_dims],
+                      axis=1)
+    return _kernels.plan(block.shape, block.strides, block.dtype, starts,
+                         tuple(vd.index(d) for d in odims), tuple(int(windows[d]) for d in odims))
 
 
 def cut_grid(

@@ -14,13 +14,14 @@ sample's bytes are copied exactly once whatever the order. It is picklable, dete
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable, Hashable, Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 import xarray as xr
 
-from .assembly import cut, cut_grid, output_dims
+from .assembly import cut, cut_grid, grid_plan, output_dims
 from .caches import ArrayCache
 from .indexing import SampleGrid
 from .prefetch import Prefetcher
@@ -85,6 +86,8 @@ class SampleStream:
     with_ids:
         Add ``"sample_id"`` (int64 per sample) to each batch (needed for reassembly).
     """
+
+    _fast_sequential = True  # tests switch the direct sequential in-memory path off
 
     def __init__(
         self,
@@ -298,8 +301,8 @@ class SampleStream:
             out[str(v)] = cut(staging, ("__block__", *vdims), local, windows, self.out_order)
         return out
 
-    def _load_group(self, group: Group) -> tuple[Batch, np.ndarray]:
-        return self._cut(group.samples, group.blocks), group.samples
+    def _load_group(self, group: Group) -> tuple[Batch, np.ndarray, int]:
+        return self._cut(group.samples, group.blocks), group.samples, int(group.samples.size)
 
     # -- epochs ---------------------------------------------------------------------------------
     def set_epoch(self, epoch: int) -> None:
@@ -323,48 +326,117 @@ class SampleStream:
 
     def batches(self, epoch: int | None = None, shard: Shard | None = None) -> Iterator[Batch]:
         """Yield batches ``{var: (batch, *window)}`` for one epoch."""
-        plan = self.plan(epoch, shard)
-        bs = self.batch_size
-        pending: list[tuple[Batch, np.ndarray]] = []
-        n_pending = 0
+        self._scan()
         loader: Any
-        if self.source.in_memory():
-            # in RAM already: nothing to overlap, a thread hand-off would only cost
-            loader = _Synchronous(map(self._load_group, plan.groups))
+        if (self._fast_sequential and self.source.in_memory() and self.sampling == "sequential"
+                and self._weights is None and self.grid.valid is None):
+            # whole blocks in storage order: cut without building the epoch plan
+            loader = _Synchronous(self._sequential_in_memory(shard or self.shard
+                                                             or current_shard()))
         else:
-            loader = Prefetcher(self._load_group, plan.groups, workers=self.prefetch_workers,
-                                depth=self.prefetch_depth)
+            plan = self.plan(epoch, shard)
+            if self.source.in_memory():
+                # in RAM already: nothing to overlap, a thread hand-off would only cost
+                loader = _Synchronous(map(self._load_group, plan.groups))
+            else:
+                loader = Prefetcher(self._load_group, plan.groups,
+                                    workers=self.prefetch_workers, depth=self.prefetch_depth)
         with loader:
-            for arrays, ids in loader:
-                pos = 0
-                n = ids.size
-                if n_pending:
-                    take = min(bs - n_pending, n)
-                    pending.append(({k: a[:take] for k, a in arrays.items()}, ids[:take]))
-                    n_pending += take
-                    pos = take
-                    if n_pending == bs:
-                        yield self._emit(pending)
-                        pending, n_pending = [], 0
-                while n - pos >= bs:
-                    yield self._emit([({k: a[pos:pos + bs] for k, a in arrays.items()},
-                                       ids[pos:pos + bs])])
-                    pos += bs
-                if pos < n:
-                    pending.append(({k: a[pos:] for k, a in arrays.items()}, ids[pos:]))
-                    n_pending += n - pos
+            yield from self._batch_up(loader)
+
+    def _batch_up(self, items: Any) -> Iterator[Batch]:
+        """Slice batches of ``batch_size`` out of ``(arrays, ids or None, n)`` items."""
+        bs = self.batch_size
+        pending: list[tuple[Batch, np.ndarray | None]] = []
+        n_pending = 0
+        for arrays, ids, n in items:
+            pos = 0
+            if n_pending:
+                take = min(bs - n_pending, n)
+                pending.append(({k: a[:take] for k, a in arrays.items()},
+                                None if ids is None else ids[:take]))
+                n_pending += take
+                pos = take
+                if n_pending == bs:
+                    yield self._emit(pending)
+                    pending, n_pending = [], 0
+            while n - pos >= bs:
+                yield self._emit([({k: a[pos:pos + bs] for k, a in arrays.items()},
+                                   None if ids is None else ids[pos:pos + bs])])
+                pos += bs
+            if pos < n:
+                pending.append(({k: a[pos:] for k, a in arrays.items()},
+                                None if ids is None else ids[pos:]))
+                n_pending += n - pos
         if n_pending and not self.drop_last:
             yield self._emit(pending)
 
-    def _emit(self, pieces: list[tuple[Batch, np.ndarray]]) -> Batch:
+    def _sequential_in_memory(self, shard: Shard
+                              ) -> Iterator[tuple[Batch, np.ndarray | None, int]]:
+        """Sequential order over numpy data: ``make_plan``'s blocks, each cut in one copy.
+
+        Every block's samples are all its window positions in C order (no mask, no weights),
+        so each block is a strided view of the arrays cut by a compiled plan kept per block
+        geometry; it yields exactly what :meth:`_load_group` does for the sequential plan.
+        """
+        grid = self.grid
+        dims = grid.dims
+        windows = self._windows()
+        step = {d: int(st[1] - st[0]) if st.size > 1 else 1
+                for d, st in zip(dims, grid.starts, strict=True)}
+        zero = dict.fromkeys(dims, 0)
+        grid.block_ranges(0)
+        # per dim, the non-empty block indices: (index, count, slice of the bounding box)
+        per_dim = []
+        for i, table in enumerate(grid.__dict__["_ranges"]):
+            st, w = grid.starts[i], grid.window[i]
+            per_dim.append([(j, hi - lo, slice(int(st[lo]), int(st[hi - 1]) + w))
+                            for j, (lo, hi) in enumerate(table) if hi > lo])
+        variables = [(str(v), self.source.dims_of(v), self.source._backend(v)[2],
+                      [dims.index(d) for d in self.source.dims_of(v)])
+                     for v in self.source.variables]
+        geometries: dict[tuple[int, ...], tuple[int, list]] = {}
+        block_shape = grid.block_shape
+        # C order over the non-empty blocks = make_plan's block order; then this shard's part
+        mine = itertools.islice(itertools.product(*per_dim), shard.index, None, shard.count)
+        for cells in mine:
+            counts = tuple(c[1] for c in cells)
+            geo = geometries.get(counts)
+            arrays: Batch = {}
+            for k, (name, vdims, arr, axes) in enumerate(variables):
+                view = arr[tuple(cells[a][2] for a in axes)]
+                self.source.bytes_read += view.nbytes
+                if geo is None:
+                    cnt = dict(zip(dims, counts, strict=True))
+                    plan = grid_plan(view, vdims, dims, zero, cnt, step, windows,
+                                     self.out_order)
+                    geometries.setdefault(counts, (int(np.prod(counts)), []))[1].append(plan)
+                else:
+                    plan = geo[1][k]
+                out = None
+                if plan is not None:
+                    out = np.empty(plan.out_shape, dtype=view.dtype)
+                    if not plan.run(view, out):
+                        out = None
+                if out is None:
+                    out = cut_grid(view, vdims, dims, zero, dict(zip(dims, counts, strict=True)),
+                                   step, windows, self.out_order)
+                arrays[name] = out
+            ids = (grid.block_samples(int(np.ravel_multi_index(tuple(c[0] for c in cells),
+                                                               block_shape)))
+                   if self.with_ids else None)
+            yield arrays, ids, geometries[counts][0]
+
+    def _emit(self, pieces: list[tuple[Batch, np.ndarray | None]]) -> Batch:
         if len(pieces) == 1:
             batch = dict(pieces[0][0])
             ids = pieces[0][1]
         else:
             batch = {k: np.concatenate([p[0][k] for p in pieces]) for k in pieces[0][0]}
-            ids = np.concatenate([p[1] for p in pieces])
+            ids = (None if pieces[0][1] is None
+                   else np.concatenate([p[1] for p in pieces]))  # type: ignore[misc]
         if self.with_ids:
-            batch["sample_id"] = ids
+            batch["sample_id"] = ids  # type: ignore[assignment]
         return batch
 
     def __iter__(self) -> Iterator[Batch]:
