@@ -513,3 +513,32 @@ def test_declared_version_and_rebake_of_published_build(ersst: list[str], tmp_pa
     with pytest.raises(ValueError, match=r"version 1\.5 is not newer than .*2\.0"):
         af.bake(recipe(ersst[:6]), url, progress=False, version="1.5")
     assert af.open_dataset(url).sizes["time"] == 4
+
+
+def test_append_files_counting_time_from_another_epoch(shared_data: Path, tmp_path: Path) -> None:
+    """A new file whose time units differ from the store's is appended in the store's units."""
+    import shutil
+
+    import netCDF4
+
+    import arcoforge as af
+    from arcoforge.append import append
+
+    files = []
+    for m in ("201901", "201902", "201903", "201904"):
+        dst = tmp_path / f"ersst.v5.{m}.nc"
+        shutil.copy(shared_data / "ersst-v5" / f"ersst.v5.{m}.nc", dst)
+        dst.chmod(0o644)
+        files.append(str(dst))
+    with netCDF4.Dataset(files[3], "a") as nc:
+        t = nc["time"]
+        when = netCDF4.num2date(t[:], t.units, t.calendar)
+        t.units = "days since 2019-04-01 00:00:00"
+        t[:] = netCDF4.date2num(when, t.units, t.calendar)
+    url = str(tmp_path / "epochs.zarr")
+    af.bake(recipe(files[:3]), url, progress=False)
+    append(recipe(files), url)
+    ds = af.open_dataset(url)
+    assert ds.time.encoding["units"] == "days since 1854-01-15 00:00"
+    assert [str(t)[:10] for t in ds.time.values] == ["2019-01-15", "2019-02-15", "2019-03-15",
+                                                     "2019-04-15"]

@@ -35,7 +35,14 @@ from arcoforge.patterns import Index
 from arcoforge.plan import blocks_for_variable, pieces_for_region
 from arcoforge.readers import RawFile, detect_engine
 from arcoforge.recipes import ZarrRecipe
-from arcoforge.schema import FileSchema, SchemaError, VariableSchema, attrs_to_json, combine_schemas
+from arcoforge.schema import (
+    FileSchema,
+    SchemaError,
+    VariableSchema,
+    attrs_to_json,
+    combine_schemas,
+    reexpress_times,
+)
 from arcoforge.sources import fetch, redact
 
 __all__ = ["append", "AppendResult", "AppendError"]
@@ -209,6 +216,13 @@ def _check_against_store(group: zarr.Group, schema: Any, cdim: str, url: str) ->
 
 def _grow_and_write(group: zarr.Group, schema: Any, cdim: str, recipe: ZarrRecipe,
                     url: str) -> tuple[int, int]:
+    if cdim in schema.variables and schema.concat_values is not None and cdim in group:
+        # the new files may count time from another epoch than the store: use the store's units
+        stored = dict(group[cdim].attrs)
+        schema.concat_values = reexpress_times(
+            schema.concat_values, schema.variables[cdim].attrs.get("units"),
+            stored.get("units"), str(stored.get("calendar", "standard")),
+            where=f"of {cdim!r} in {schema.files[0].url} ")
     old_len = _check_against_store(group, schema, cdim, url)
     added = schema.dims[cdim]
     new_len = old_len + added

@@ -30,6 +30,7 @@ __all__ = [
     "combine_schemas",
     "attrs_to_json",
     "attrs_from_json",
+    "reexpress_times",
 ]
 
 log = logging.getLogger("arcoforge.schema")
@@ -216,6 +217,8 @@ def _check_same_structure(ref: FileSchema, other: FileSchema, concat_dim: str | 
         if concat_dim not in rv.dims:
             continue
         for attr in ENCODING_ATTRS:
+            if name == concat_dim and attr == "units" and _both_cf_time(rv, ov):
+                continue  # re-expressed in the first file's units by _in_first_units
             a, b = rv.attrs.get(attr), ov.attrs.get(attr)
             if (a is None) != (b is None) or (a is not None and not _attr_equal(a, b)):
                 raise SchemaError(
@@ -223,6 +226,11 @@ def _check_same_structure(ref: FileSchema, other: FileSchema, concat_dim: str | 
                     f"{other.url}. Raw values could not be copied faithfully; rebuild the odd "
                     "file with the same encoding or build the periods as separate datasets."
                 )
+
+
+def _both_cf_time(a: VariableSchema, b: VariableSchema) -> bool:
+    ua, ub = a.attrs.get("units"), b.attrs.get("units")
+    return isinstance(ua, str) and isinstance(ub, str) and " since " in ua and " since " in ub
 
 
 def _concat_problem(files: Sequence[FileSchema], values: Sequence[np.ndarray],
@@ -246,13 +254,50 @@ def _concat_problem(files: Sequence[FileSchema], values: Sequence[np.ndarray],
     return None
 
 
+def reexpress_times(values: np.ndarray, units: Any, target_units: Any, calendar: str,
+                    where: str = "") -> np.ndarray:
+    """CF time ``values`` counted in ``units`` re-expressed in ``target_units`` (same dtype).
+
+    Unchanged when the units agree or either is not a CF time unit ("<unit> since <date>").
+    A SchemaError when integers cannot be re-expressed exactly.
+    """
+    values = np.asarray(values)
+    if units == target_units or not (isinstance(units, str) and isinstance(target_units, str)
+                                     and " since " in units and " since " in target_units):
+        return values
+    import cftime
+
+    try:
+        dates = cftime.num2date(values, units, calendar)
+        converted = np.asarray(cftime.date2num(dates, target_units, calendar), dtype=np.float64)
+    except (ValueError, TypeError) as err:
+        raise SchemaError(f"cannot express times {where}in {units!r} as {target_units!r}: "
+                          f"{err}") from err
+    if values.dtype.kind in "iu" and not np.all(converted == np.round(converted)):
+        raise SchemaError(
+            f"times {where}in {units!r} are not whole numbers of {target_units!r}; their "
+            "integer values cannot be re-expressed exactly."
+        )
+    return converted.astype(values.dtype)
+
+
+def _in_first_units(f: FileSchema, first: FileSchema, concat_dim: str) -> np.ndarray:
+    """``f``'s concat coordinate values in the first file's CF time units (files often count
+    "days since <their own start>")."""
+    attrs, first_attrs = f.variables[concat_dim].attrs, first.variables[concat_dim].attrs
+    return reexpress_times(np.asarray(f.concat_values), attrs.get("units"),
+                           first_attrs.get("units"),
+                           str(first_attrs.get("calendar", "standard")),
+                           where=f"of {concat_dim!r} in {f.url} ")
+
+
 def _check_concat_coordinate(files: Sequence[FileSchema], concat_dim: str) -> np.ndarray | None:
     """The concatenated coordinate values; a SchemaError if a CF time coordinate overlaps,
     repeats or goes backwards (other coordinates only get a warning: some models write a
     placeholder such as 0 in every file)."""
     if any(f.concat_values is None for f in files):
         return None
-    values = [np.asarray(f.concat_values) for f in files]
+    values = [_in_first_units(f, files[0], concat_dim) for f in files]
     problem = _concat_problem(files, values, concat_dim)
     if problem:
         units = str(files[0].variables[concat_dim].attrs.get("units", ""))
