@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping
 from typing import Any
 
@@ -23,6 +24,10 @@ def open_raw_store(target: Any, version: str | None = None, chunks: Any = None,
         from arcoforge.versions import version_url
 
         url = version_url(url, version, storage_options)
-    return xr.open_zarr(url, decode_cf=False, consolidated=True, chunks=chunks,
-                        storage_options=dict(storage_options) if storage_options else None,
-                        zarr_format=3)
+    with warnings.catch_warnings():
+        # arcoforge writes consolidated metadata on purpose (one read opens the whole store);
+        # zarr warns on every open that it is not (yet) part of the v3 specification
+        warnings.filterwarnings("ignore", message="Consolidated metadata", module="zarr")
+        return xr.open_zarr(url, decode_cf=False, consolidated=True, chunks=chunks,
+                            storage_options=dict(storage_options) if storage_options else None,
+                            zarr_format=3)
