@@ -164,6 +164,29 @@ def _cut_whole(block: np.ndarray, var_dims: Sequence[Hashable], idx: tuple[np.nd
     return out
 
 
+def _grid_starts(var_dims: Sequence[Hashable], grid_dims: Sequence[Hashable],
+                 counts: tuple[int, ...], first: Mapping[Hashable, int],
+                 step: Mapping[Hashable, int]) -> np.ndarray:
+    """``(n, len(var_dims))`` starts of a regular grid of windows, in C order over the grid."""
+    n = int(np.prod(counts))
+    gd = list(grid_dims)
+    pos = np.indices(counts, dtype=np.int64).reshape(len(counts), n)
+    return np.stack([int(first[d]) + pos[gd.index(d)] * int(step[d]) for d in var_dims], axis=1)
+
+
+def _kernel_plan(block: np.ndarray, var_dims: Sequence[Hashable],
+                 make_starts: Callable[[], np.ndarray], windows: Mapping[Hashable, int],
+                 out_order: Sequence[Hashable]) -> _kernels.PatchPlan | None:
+    """The compiled copy plan for these windows, or None when the innermost window axis is not
+    the block's innermost axis (starts are only built when a plan is possible)."""
+    odims = output_dims(var_dims, out_order)
+    if not odims or odims[-1] != var_dims[-1]:
+        return None
+    vd = list(var_dims)
+    return _kernels.plan(block.shape, block.strides, block.dtype, make_starts(),
+                         tuple(vd.index(d) for d in odims), tuple(int(windows[d]) for d in odims))
+
+
 def _cut_kernel(block: np.ndarray, var_dims: Sequence[Hashable], starts: np.ndarray | None,
                 windows: Mapping[Hashable, int], out_order: Sequence[Hashable],
                 out: np.ndarray | None = None, key: tuple | None = None,
@@ -182,17 +205,11 @@ def _cut_kernel(block: np.ndarray, var_dims: Sequence[Hashable], starts: np.ndar
                tuple(out_order), tuple(sorted(map(repr, windows.items()))), key)
         plan = _PLANS.get(key, False)
     if plan is False or plan is None and key is None:
-        odims = output_dims(var_dims, out_order)
-        if not odims or odims[-1] != var_dims[-1]:
-            plan = None
-        else:
-            vd = list(var_dims)
-            if starts is None:
-                assert make_starts is not None
-                starts = make_starts()
-            plan = _kernels.plan(block.shape, block.strides, block.dtype, starts,
-                                 tuple(vd.index(d) for d in odims),
-                                 tuple(int(windows[d]) for d in odims))
+        if starts is not None:
+            given = starts
+            make_starts = lambda: given  # noqa: E731
+        assert make_starts is not None
+        plan = _kernel_plan(block, var_dims, make_starts, windows, out_order)
         if key is not None:
             if len(_PLANS) >= 64:
                 _PLANS.clear()
@@ -236,16 +253,9 @@ def grid_plan(
     if (not n or not var_dims or not KERNEL["enabled"] or block.dtype.hasobject
             or not all(d in grid_dims for d in var_dims)):
         return None
-    odims = output_dims(var_dims, out_order)
-    if not odims or odims[-1] != var_dims[-1]:
-        return None
-    gd = list(grid_dims)
-    vd = list(var_dims)
-    pos = np.indices(counts, dtype=np.int64).reshape(len(counts), n)
-    starts = np.stack([int(first[d]) + pos[gd.index(d)] * int(step[d]) for d in var_dims],
-                      axis=1)
-    return _kernels.plan(block.shape, block.strides, block.dtype, starts,
-                         tuple(vd.index(d) for d in odims), tuple(int(windows[d]) for d in odims))
+    return _kernel_plan(block, var_dims,
+                        lambda: _grid_starts(var_dims, grid_dims, counts, first, step),
+                        windows, out_order)
 
 
 def cut_grid(
@@ -272,14 +282,10 @@ def cut_grid(
     counts = tuple(int(count[d]) for d in grid_dims)
     n = int(np.prod(counts))
     if n and KERNEL["enabled"] and all(d in grid_dims for d in var_dims):
-        gd = list(grid_dims)
-
         def grid_starts() -> np.ndarray:
-            pos = np.indices(counts, dtype=np.int64).reshape(len(counts), n)
-            return np.stack([int(first[d]) + pos[gd.index(d)] * int(step[d])
-                             for d in var_dims], axis=1)
+            return _grid_starts(var_dims, grid_dims, counts, first, step)
 
-        key = ("grid", tuple(gd), counts, tuple(int(first[d]) for d in var_dims),
+        key = ("grid", tuple(grid_dims), counts, tuple(int(first[d]) for d in var_dims),
                tuple(int(step[d]) for d in var_dims))
         fast = _cut_kernel(block, var_dims, None, windows, out_order, out, key=key,
                            make_starts=grid_starts)
