@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import netCDF4
@@ -11,20 +10,16 @@ import xarray as xr
 
 import arcoforge as af
 from arcoforge.engines import get_engine
+from arcoforge.testing.samples import writable_copies
 from arcoforge.verify import verify
 
 
 @pytest.fixture
 def ersst(shared_data: Path, tmp_path: Path) -> list[Path]:
     """Writable copies of 4 ERSST months."""
-    out = []
-    for m in ("201901", "201902", "201903", "201904"):
-        dst = tmp_path / "src" / f"ersst.v5.{m}.nc"
-        dst.parent.mkdir(exist_ok=True)
-        shutil.copy(shared_data / "ersst-v5" / f"ersst.v5.{m}.nc", dst)
-        dst.chmod(0o644)
-        out.append(dst)
-    return out
+    return writable_copies(
+        [shared_data / "ersst-v5" / f"ersst.v5.2019{m:02d}.nc" for m in range(1, 5)],
+        tmp_path / "src")
 
 
 def recipe_of(files: list[Path]) -> af.ZarrRecipe:

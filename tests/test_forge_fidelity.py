@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import netCDF4
@@ -12,7 +11,7 @@ import xarray as xr
 import zarr
 
 import arcoforge as af
-from arcoforge.testing.samples import dated_copies
+from arcoforge.testing.samples import dated_copies, restamp_time_units, writable_copies
 from arcoforge.verify import reference_dataset, verify
 
 
@@ -148,17 +147,9 @@ def test_rerun_skips_finished_build_tasks_and_republishes(shared_data: Path,
 
 def test_time_units_that_differ_between_files(shared_data: Path, tmp_path: Path) -> None:
     """Each file counting time from its own start is re-expressed in the first file's units."""
-    files = []
-    for m in ("201901", "201902", "201903", "201904"):
-        dst = tmp_path / f"ersst.v5.{m}.nc"
-        shutil.copy(shared_data / "ersst-v5" / f"ersst.v5.{m}.nc", dst)
-        dst.chmod(0o644)
-        files.append(str(dst))
-    with netCDF4.Dataset(files[2], "a") as nc:  # same instant, other epoch
-        t = nc["time"]
-        when = netCDF4.num2date(t[:], t.units, t.calendar)
-        t.units = "days since 2019-03-01 00:00:00"
-        t[:] = netCDF4.date2num(when, t.units, t.calendar)
+    files = [str(f) for f in writable_copies(
+        [shared_data / "ersst-v5" / f"ersst.v5.2019{m:02d}.nc" for m in range(1, 5)], tmp_path)]
+    restamp_time_units(files[2], "days since 2019-03-01 00:00:00")  # same instant, other epoch
     pattern = af.pattern_from_file_sequence(files, "time", nitems_per_file=1)
     ds = bake_and_check(af.ZarrRecipe(pattern, target_chunks={"time": 2}), tmp_path / "u.zarr")
     assert ds.time.encoding["units"] == "days since 1854-01-15 00:00"

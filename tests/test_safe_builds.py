@@ -517,24 +517,13 @@ def test_declared_version_and_rebake_of_published_build(ersst: list[str], tmp_pa
 
 def test_append_files_counting_time_from_another_epoch(shared_data: Path, tmp_path: Path) -> None:
     """A new file whose time units differ from the store's is appended in the store's units."""
-    import shutil
-
-    import netCDF4
-
     import arcoforge as af
     from arcoforge.append import append
+    from arcoforge.testing.samples import restamp_time_units, writable_copies
 
-    files = []
-    for m in ("201901", "201902", "201903", "201904"):
-        dst = tmp_path / f"ersst.v5.{m}.nc"
-        shutil.copy(shared_data / "ersst-v5" / f"ersst.v5.{m}.nc", dst)
-        dst.chmod(0o644)
-        files.append(str(dst))
-    with netCDF4.Dataset(files[3], "a") as nc:
-        t = nc["time"]
-        when = netCDF4.num2date(t[:], t.units, t.calendar)
-        t.units = "days since 2019-04-01 00:00:00"
-        t[:] = netCDF4.date2num(when, t.units, t.calendar)
+    files = [str(f) for f in writable_copies(
+        [shared_data / "ersst-v5" / f"ersst.v5.2019{m:02d}.nc" for m in range(1, 5)], tmp_path)]
+    restamp_time_units(files[3], "days since 2019-04-01 00:00:00")
     url = str(tmp_path / "epochs.zarr")
     af.bake(recipe(files[:3]), url, progress=False)
     append(recipe(files), url)

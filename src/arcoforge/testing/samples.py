@@ -6,7 +6,7 @@ import os
 import shutil
 from pathlib import Path
 
-__all__ = ["dated_copies"]
+__all__ = ["dated_copies", "writable_copies", "restamp_time_units"]
 
 
 def dated_copies(source: str | os.PathLike[str], n: int, out_dir: str | os.PathLike[str],
@@ -29,3 +29,30 @@ def dated_copies(source: str | os.PathLike[str], n: int, out_dir: str | os.PathL
             tmp.rename(dst)
         files.append(str(dst))
     return files
+
+
+def writable_copies(sources: list[str | os.PathLike[str]],
+                    out_dir: str | os.PathLike[str]) -> list[Path]:
+    """Copies of read-only ``sources`` in ``out_dir`` (same names), writable, in order."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    copies = []
+    for src in sources:
+        dst = out / Path(src).name
+        shutil.copy(src, dst)
+        dst.chmod(0o644)
+        copies.append(dst)
+    return copies
+
+
+def restamp_time_units(path: str | os.PathLike[str], units: str, time_var: str = "time") -> None:
+    """Re-express ``time_var`` of the file at ``path`` in other CF ``units`` (same instants),
+    as archives that count time from each file's own start do."""
+    import netCDF4
+
+    with netCDF4.Dataset(path, "a") as nc:
+        t = nc[time_var]
+        calendar = getattr(t, "calendar", "standard")
+        when = netCDF4.num2date(t[:], t.units, calendar)
+        t.units = units
+        t[:] = netCDF4.date2num(when, units, calendar)
