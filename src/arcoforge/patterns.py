@@ -15,7 +15,6 @@ function.  :class:`ConcatDim` concatenates files along a dimension (usually ``ti
 from __future__ import annotations
 
 import hashlib
-import inspect
 import itertools
 import json
 from collections.abc import Callable, Iterator, Sequence
@@ -200,12 +199,6 @@ class FilePattern:
     def __repr__(self) -> str:
         dims = ", ".join(f"{type(d).__name__}({d.name!r}, {len(d.keys)} keys)" for d in self.combine_dims)
         return f"<FilePattern {dims}: {len(self)} files>"
-
-    def describe_format_function(self) -> str:
-        try:
-            return inspect.getsource(self.format_function).strip()
-        except (OSError, TypeError):
-            return repr(self.format_function)
 
 
 def pattern_from_file_sequence(

@@ -76,9 +76,6 @@ class FileSchema:
     #: the URL to fetch the file again (``url`` is the display form, secrets redacted)
     fetch_url: str = ""
 
-    def describe(self) -> str:
-        return self.url
-
 
 @dataclass
 class TargetSchema:
@@ -96,10 +93,6 @@ class TargetSchema:
     group_files: dict[tuple[tuple[str, int], ...], list[tuple[int, int]]]
     #: raw values of the concat coordinate over the whole dataset (None if it has none)
     concat_values: np.ndarray | None = None
-
-    @property
-    def concat_length(self) -> int:
-        return self.dims[self.concat_dim] if self.concat_dim else 0
 
     def nbytes(self) -> int:
         total = 0

@@ -15,7 +15,6 @@ skipped, and their chunk bytes are those an uninterrupted build writes.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import shutil
@@ -235,7 +234,3 @@ def describe_attr_types(schema: TargetSchema) -> dict[str, dict[str, str]]:
 
 def stamp() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-
-
-def dumps(obj: Any) -> str:
-    return json.dumps(obj, sort_keys=True, default=str)
