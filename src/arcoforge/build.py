@@ -205,6 +205,14 @@ class Plan:
     def is_done(self, task: StoreTask) -> bool:
         return bool(self.target.is_done(task.key))
 
+    def split_done(self) -> tuple[list[StoreTask], list[StoreTask]]:
+        """``(pending, done)`` tasks, from one listing of the target's finished-task markers
+        (rather than one lookup per task, which costs a request each on object stores)."""
+        done_keys = self.target.done_tasks()
+        pending = [t for t in self.tasks if t.key not in done_keys]
+        done = [t for t in self.tasks if t.key in done_keys]
+        return pending, done
+
     def run_task(self, task: StoreTask) -> TaskStats:
         """Read the task's pieces and write its chunks; idempotent."""
         stats = TaskStats(task.key)

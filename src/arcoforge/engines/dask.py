@@ -71,10 +71,8 @@ def run(plan: Any, progress: bool = True, client: Any = None, scheduler: str | N
     from arcoforge.build import TaskStats
 
     plan.prepare()
-    todo = [t for t in plan.tasks if not plan.is_done(t)]
-    todo_keys = {t.key for t in todo}
-    stats: list[Any] = [TaskStats(t.key, skipped=True) for t in plan.tasks
-                        if t.key not in todo_keys]
+    todo, done = plan.split_done()
+    stats: list[Any] = [TaskStats(t.key, skipped=True) for t in done]
     if todo:
         with _client(client, scheduler, workers, threads_per_worker, memory_limit) as c, \
                 task_progress(len(plan.tasks), len(stats), enabled=progress) as advance:

@@ -49,13 +49,8 @@ def run(plan: Any, progress: bool = True, workers: int | None = None, processes:
 
     workers = workers or min(8, (os.cpu_count() or 2))
     plan.prepare()
-    todo: list[Any] = []
-    stats: list[Any] = []
-    for t in plan.tasks:
-        if plan.is_done(t):
-            stats.append(TaskStats(t.key, skipped=True))
-        else:
-            todo.append(t)
+    todo, done = plan.split_done()
+    stats: list[Any] = [TaskStats(t.key, skipped=True) for t in done]
     done_before = len(stats)
     fork = fork_of(plan) if processes and todo else None
     executor: Executor
