@@ -9,9 +9,9 @@ import pytest
 import xarray as xr
 
 import arcoforge as af
-from arcoforge.engines import get_engine
+from arcoforge.forge.engines import get_engine
+from arcoforge.forge.verify import verify
 from arcoforge.testing.samples import writable_copies
-from arcoforge.verify import verify
 
 
 @pytest.fixture

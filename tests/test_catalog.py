@@ -28,7 +28,7 @@ from arcoforge.catalog.stac import (
     validate_collection,
 )
 from arcoforge.cli import main as cli_main
-from arcoforge.feedstock import load_meta
+from arcoforge.forge.feedstock import load_meta
 
 ROOT = Path(__file__).resolve().parents[1]
 ERSST_FEEDSTOCK = ROOT / "examples" / "feedstocks" / "ersst"
@@ -393,7 +393,7 @@ def test_versions_kept_by_the_store_are_listed(built: dict[str, Any], tmp_path: 
                                                monkeypatch: pytest.MonkeyPatch) -> None:
     import arcoforge.catalog.stac as stac
 
-    # as arcoforge.versions reports a store with an archived 1.0 and a published 1.1
+    # as arcoforge.forge.versions reports a store with an archived 1.0 and a published 1.1
     kept = [("1.0", "2026-01-01T00:00:00Z", False), ("1.1", "2026-02-01T00:00:00Z", True)]
     monkeypatch.setattr(stac, "_store_versions", lambda url, so: kept)
     col = publish(tmp_path / "cat", built["med"], dataset_id="med", meta={"title": "m"},

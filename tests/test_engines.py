@@ -21,7 +21,7 @@ import pytest
 import xarray as xr
 
 import arcoforge as af
-from arcoforge.engines import get_engine
+from arcoforge.forge.engines import get_engine
 
 distributed = pytest.importorskip("distributed")
 pytest.importorskip("apache_beam")
@@ -116,7 +116,7 @@ class WrappedTarget:
     """
 
     def __init__(self, url: str, markers: str, mode: str) -> None:
-        from arcoforge.targets.zarr import ZarrTarget
+        from arcoforge.forge.targets.zarr import ZarrTarget
 
         self.inner = ZarrTarget(url)
         self.markers = markers
@@ -277,7 +277,7 @@ def _icechunk_store_bytes(path: Path) -> dict[str, Any]:
     from zarr.core.buffer import default_buffer_prototype
     from zarr.core.sync import sync
 
-    from arcoforge.targets.icechunk import open_repository
+    from arcoforge.forge.targets.icechunk import open_repository
 
     store = open_repository(f"icechunk://{path}").readonly_session(branch="main").store
 
@@ -304,7 +304,7 @@ def icechunk_reference(godas: list[str], tmp_path_factory: pytest.TempPathFactor
 def test_icechunk_forks_merged_by_the_coordinator(engine: str, godas: list[str],
                                                   icechunk_reference: Path, client: Any,
                                                   tmp_path: Path) -> None:
-    from arcoforge.targets.icechunk import open_repository
+    from arcoforge.forge.targets.icechunk import open_repository
 
     path = tmp_path / "repo"
     options: dict[str, Any] = {"client": client} if engine == "dask" else {}

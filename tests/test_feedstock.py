@@ -12,7 +12,7 @@ import pytest
 import xarray as xr
 
 import arcoforge as af
-import arcoforge.feedstock as fs
+import arcoforge.forge.feedstock as fs
 from arcoforge.cli import main as cli_main
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -11,8 +11,8 @@ import xarray as xr
 import zarr
 
 import arcoforge as af
+from arcoforge.forge.verify import reference_dataset, verify
 from arcoforge.testing.samples import dated_copies, restamp_time_units, writable_copies
-from arcoforge.verify import reference_dataset, verify
 
 
 def _strip(ds: xr.Dataset) -> xr.Dataset:

@@ -8,7 +8,7 @@ import pytest
 import xarray as xr
 
 import arcoforge as af
-from arcoforge.verify import verify
+from arcoforge.forge.verify import verify
 
 MONTHS = ["201901", "201902", "201903", "201904", "201905", "201906"]
 

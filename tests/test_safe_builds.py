@@ -24,16 +24,16 @@ import pytest
 import xarray as xr
 
 import arcoforge
-from arcoforge.opening import open_dataset
-from arcoforge.patterns import pattern_from_file_sequence
-from arcoforge.recipes import ZarrRecipe
+from arcoforge.forge.patterns import pattern_from_file_sequence
+from arcoforge.forge.recipes import ZarrRecipe
+from arcoforge.open import open_dataset
 
 icechunk = pytest.importorskip("icechunk")
 
 from arcoforge import versions  # noqa: E402
-from arcoforge.append import AppendError, append  # noqa: E402
-from arcoforge.locking import BuildLock, BuildLockedError, lock_url  # noqa: E402
-from arcoforge.targets.icechunk import BUILD_BRANCH, IcechunkTarget  # noqa: E402
+from arcoforge.forge.append import AppendError, append  # noqa: E402
+from arcoforge.forge.locking import BuildLock, BuildLockedError, lock_url  # noqa: E402
+from arcoforge.forge.targets.icechunk import BUILD_BRANCH, IcechunkTarget  # noqa: E402
 
 CHUNKS = {"time": 2}
 
@@ -41,9 +41,9 @@ CHILD = textwrap.dedent(
     """
     import json, os, signal, sys
     import arcoforge
-    from arcoforge.build import Plan
-    from arcoforge.patterns import pattern_from_file_sequence
-    from arcoforge.recipes import ZarrRecipe
+    from arcoforge.forge.bake import Plan
+    from arcoforge.forge.patterns import pattern_from_file_sequence
+    from arcoforge.forge.recipes import ZarrRecipe
 
     cfg = json.loads(os.environ["AF_CFG"])
 
@@ -68,7 +68,7 @@ CHILD = textwrap.dedent(
     if cfg.get("kill_at"):
         owner, method = cfg["kill_at"].split(".")
         if owner == "ZarrTarget":
-            from arcoforge.targets.zarr import ZarrTarget as cls
+            from arcoforge.forge.targets.zarr import ZarrTarget as cls
         else:
             import icechunk
             cls = icechunk.Repository
@@ -76,11 +76,11 @@ CHILD = textwrap.dedent(
 
     if cfg.get("s3"):
         import icechunk
-        from arcoforge.targets.icechunk import IcechunkTarget
+        from arcoforge.forge.targets.icechunk import IcechunkTarget
         repo = icechunk.Repository.open(icechunk.s3_storage(**cfg["s3"]))
         target = IcechunkTarget(repo, checkpoint_tasks=cfg["checkpoint"])
     elif cfg["target"].startswith("icechunk://"):
-        from arcoforge.targets.icechunk import IcechunkTarget
+        from arcoforge.forge.targets.icechunk import IcechunkTarget
         target = IcechunkTarget(cfg["target"], checkpoint_tasks=cfg["checkpoint"])
     else:
         target = cfg["target"]
@@ -155,8 +155,8 @@ def versioned_bake(files: list[str], target: Any, bump: str) -> None:
     if "version_bump" in inspect.signature(arcoforge.bake).parameters:
         arcoforge.bake(recipe(files), target, progress=False, workers=1, version_bump=bump)
         return
-    from arcoforge.build import compile_plan
-    from arcoforge.targets.zarr import describe_attr_types
+    from arcoforge.forge.bake import compile_plan
+    from arcoforge.forge.targets.zarr import describe_attr_types
 
     plan = compile_plan(recipe(files), target)
     plan.prepare()
@@ -296,7 +296,7 @@ def test_icechunk_fork_and_merge_for_workers(ersst: list[str], reference: dict[s
     """The hooks a distributed engine uses: forks written 'elsewhere' (pickled), merged back."""
     import pickle
 
-    from arcoforge.build import compile_plan
+    from arcoforge.forge.bake import compile_plan
 
     url = f"icechunk://{tmp_path / 'ic'}"
     plan = compile_plan(recipe(ersst[:8]), url)
@@ -326,7 +326,7 @@ def test_icechunk_fork_and_merge_for_workers(ersst: list[str], reference: dict[s
 def test_versions_listing_retention_and_opening(kind: str, ersst: list[str],
                                                 tmp_path: Path, capsys: Any) -> None:
     url = str(tmp_path / "v.zarr") if kind == "zarr" else f"icechunk://{tmp_path / 'v-ic'}"
-    target = arcoforge.build.resolve_target(url)
+    target = arcoforge.forge.bake.resolve_target(url)
     versioned_bake(ersst[:4], target, "minor")             # 1.0
     versioned_bake(ersst[:6], target, "major")             # 2.0 (1.0 kept: latest of major 1)
     assert append(recipe(ersst[:8]), url).version == "2.1"  # 2.0 dropped by retention
@@ -345,7 +345,7 @@ def test_versions_listing_retention_and_opening(kind: str, ersst: list[str],
     # the CLI subcommand
     import argparse
 
-    from arcoforge import versions_cli
+    from arcoforge.cli import versions as versions_cli
 
     parser = argparse.ArgumentParser()
     versions_cli.register(parser.add_subparsers())
@@ -433,7 +433,7 @@ def test_append_rejects_overlap_and_disorder(kind: str, ersst: list[str], tmp_pa
 HOLDER = textwrap.dedent(
     """
     import sys, time
-    from arcoforge.locking import BuildLock
+    from arcoforge.forge.locking import BuildLock
     lock = BuildLock(sys.argv[1]).acquire()
     print("locked", flush=True)
     time.sleep(60)
@@ -502,7 +502,7 @@ def test_declared_version_and_rebake_of_published_build(ersst: list[str], tmp_pa
     """An explicit (meta.yaml) version is published as such and must grow; baking the same
     sources again changes nothing."""
     import arcoforge as af
-    from arcoforge.versions import list_versions
+    from arcoforge.forge.versions import list_versions
 
     url = str(tmp_path / "declared.zarr")
     af.bake(recipe(ersst[:4]), url, progress=False, version="2.0")
@@ -518,7 +518,7 @@ def test_declared_version_and_rebake_of_published_build(ersst: list[str], tmp_pa
 def test_append_files_counting_time_from_another_epoch(shared_data: Path, tmp_path: Path) -> None:
     """A new file whose time units differ from the store's is appended in the store's units."""
     import arcoforge as af
-    from arcoforge.append import append
+    from arcoforge.forge.append import append
     from arcoforge.testing.samples import restamp_time_units, writable_copies
 
     files = [str(f) for f in writable_copies(

@@ -1,4 +1,4 @@
-"""Tests for arcoforge.sources against real loopback servers and real ERSST files."""
+"""Tests for arcoforge.forge.io.fetch against real loopback servers and real ERSST files."""
 
 from __future__ import annotations
 
@@ -13,8 +13,16 @@ import threading
 import pytest
 import requests
 
-from arcoforge import sources
-from arcoforge.sources import Auth, LocalSource, SourceError, SourceOptions, checksum, fetch, redact
+from arcoforge.forge.io import fetch as sources
+from arcoforge.forge.io.fetch import (
+    Auth,
+    LocalSource,
+    SourceError,
+    SourceOptions,
+    checksum,
+    fetch,
+    redact,
+)
 
 NAMES = ["ersst.v5.201901.nc", "ersst.v5.201902.nc", "ersst.v5.201903.nc"]
 FAST = dict(backoff=0.01, max_backoff=0.05, timeout=10.0)
@@ -463,4 +471,4 @@ def test_shared_data_fixture(shared_data: pathlib.Path) -> None:
 
 
 def test_module_logger_name() -> None:
-    assert sources.logger.name == "arcoforge.sources"
+    assert sources.logger.name == "arcoforge.forge.io.fetch"

@@ -9,14 +9,14 @@ Forge::
 
 import arcoforge.accessor  # noqa: F401  (registers the ds.arcoforge accessor)
 from arcoforge.batch import BatchGenerator, SampleStream, reassemble
-from arcoforge.build import BuildResult, Plan, bake, compile_plan
-from arcoforge.feedstock import bake_feedstock, lint, load_meta, test_feedstock
-from arcoforge.opening import open_dataset
-from arcoforge.patterns import ConcatDim, FilePattern, MergeDim, pattern_from_file_sequence
-from arcoforge.readers import SourceReadError
-from arcoforge.recipes import ZarrRecipe
-from arcoforge.schema import SchemaError
-from arcoforge.sources import Auth, SourceError, SourceOptions
+from arcoforge.forge.bake import BuildResult, Plan, bake, compile_plan
+from arcoforge.forge.feedstock import bake_feedstock, lint, load_meta, test_feedstock
+from arcoforge.forge.io.fetch import Auth, SourceError, SourceOptions
+from arcoforge.forge.io.readers import SourceReadError
+from arcoforge.forge.patterns import ConcatDim, FilePattern, MergeDim, pattern_from_file_sequence
+from arcoforge.forge.recipes import ZarrRecipe
+from arcoforge.forge.schema import SchemaError
+from arcoforge.open import open_dataset
 
 __version__ = "0.1.0"
 

@@ -14,8 +14,8 @@ from pathlib import Path
 import pandas as pd
 
 import arcoforge as af
+from arcoforge.forge.verify import verify
 from arcoforge.testing.http import start_http_server
-from arcoforge.verify import verify
 
 __all__ = ["demo_data_dir", "demo_recipes", "run_demo"]
 

@@ -209,7 +209,7 @@ def open_dataset(catalog: Any, dataset_id: str, version: str | None = None, *,
                  **kwargs: Any) -> xr.Dataset:
     """Open dataset ``dataset_id`` of a catalog (its latest version, or ``version``) with
     :func:`arcoforge.open_dataset`; ``kwargs`` go there (``chunks``, ``storage_options``...)."""
-    from arcoforge.opening import open_dataset as open_store
+    from arcoforge.open import open_dataset as open_store
 
     col = get_collection(catalog, dataset_id, catalog_storage_options)
     versions = list(col.get("arcoforge:versions") or [])

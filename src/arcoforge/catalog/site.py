@@ -280,7 +280,7 @@ def build_site(catalog: Any, out: str | os.PathLike[str], *,
                storage_options: Mapping[str, Any] | None = None,
                plots: bool = True) -> list[str]:
     """Write the static site for ``catalog`` into folder ``out``; returns the written paths."""
-    from arcoforge.opening import open_dataset
+    from arcoforge.open import open_dataset
 
     out = os.fspath(out)
     os.makedirs(out, exist_ok=True)

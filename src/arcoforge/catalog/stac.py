@@ -372,9 +372,9 @@ def _media_type(store_url: str) -> str:
 def _store_versions(store_url: str, storage_options: Mapping[str, Any] | None
                     ) -> list[tuple[str, str | None, bool]]:
     """``(version, created, latest)`` of the versions the store itself keeps
-    (:mod:`arcoforge.versions`: Icechunk tags, ``<url>.versions/``), or ``[]``."""
+    (:mod:`arcoforge.forge.versions`: Icechunk tags, ``<url>.versions/``), or ``[]``."""
     try:
-        from arcoforge.versions import list_versions
+        from arcoforge.forge.versions import list_versions
     except ImportError:
         return []
     try:
@@ -515,11 +515,11 @@ def publish(catalog: Any, target: Any, *, dataset_id: str | None = None, meta: A
     """Write or update the STAC Collection of a built store in a static catalog.
 
     ``dataset_id`` defaults to the store's name (``ersst-v5`` for ``.../ersst-v5.zarr``);
-    ``meta`` is a :class:`~arcoforge.feedstock.FeedstockMeta` (or a dict of its fields);
+    ``meta`` is a :class:`~arcoforge.forge.feedstock.FeedstockMeta` (or a dict of its fields);
     ``version`` defaults to meta's.  Returns the Collection dict.  Raises ``ValueError`` when
     the result is not a valid STAC Collection (core schema or datacube fields).
     """
-    from arcoforge.opening import open_dataset
+    from arcoforge.open import open_dataset
 
     store_url = _store_url(target)
     if dataset_id is None:

@@ -1,4 +1,4 @@
-"""Run a :class:`~arcoforge.build.Plan` on a Dask distributed cluster.
+"""Run a :class:`~arcoforge.forge.bake.Plan` on a Dask distributed cluster.
 
 ``prepare`` and ``finalize`` run here (the client process); every unfinished store task is one
 Dask task that calls ``plan.run_task(task)`` on a worker.  The plan is sent to the cluster once,
@@ -21,12 +21,12 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-from arcoforge.engines.common import fork_of, retryable, run_forked_task
-from arcoforge.engines.progress import task_progress
+from arcoforge.forge.engines.common import fork_of, retryable, run_forked_task
+from arcoforge.forge.engines.progress import task_progress
 
 __all__ = ["run"]
 
-log = logging.getLogger("arcoforge.engines.dask")
+log = logging.getLogger("arcoforge.forge.engines.dask")
 
 
 def _identity(obj: Any) -> Any:
@@ -68,7 +68,7 @@ def run(plan: Any, progress: bool = True, client: Any = None, scheduler: str | N
     """
     from distributed import as_completed
 
-    from arcoforge.build import TaskStats
+    from arcoforge.forge.bake import TaskStats
 
     plan.prepare()
     todo, done = plan.split_done()

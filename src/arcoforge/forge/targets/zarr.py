@@ -30,11 +30,11 @@ import numpy as np
 import xarray as xr
 import zarr
 
-from arcoforge.schema import TargetSchema, attrs_to_json
+from arcoforge.forge.schema import TargetSchema, attrs_to_json
 
 __all__ = ["ZarrTarget", "template_dataset"]
 
-log = logging.getLogger("arcoforge.targets.zarr")
+log = logging.getLogger("arcoforge.forge.targets.zarr")
 
 STATE_DIR = ".arcoforge"
 

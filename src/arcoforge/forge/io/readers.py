@@ -13,8 +13,9 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
-from arcoforge.patterns import Index
-from arcoforge.schema import FileSchema, SchemaError, VariableSchema
+from arcoforge.errors import SourceReadError
+from arcoforge.forge.patterns import Index
+from arcoforge.forge.schema import FileSchema, SchemaError, VariableSchema
 
 __all__ = ["SourceReadError", "RawFile", "detect_engine", "open_raw", "scan_file", "read_slice"]
 
@@ -32,10 +33,6 @@ _FILE_TYPE_ENGINE = {"netcdf4": "netcdf4", "netcdf3": "netcdf4", "hdf5": "h5netc
 # arcoforge makes goes through this one lock.  Threads still overlap reads with compression and
 # writes; processes (``processes=True``) read in parallel.
 _OPEN_LOCK = threading.RLock()
-
-
-class SourceReadError(OSError):
-    """A source that could not be read; the message names the file and what to do."""
 
 
 def detect_engine(path: str, file_type: str = "auto", url: str | None = None) -> str:

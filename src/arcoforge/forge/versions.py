@@ -43,7 +43,7 @@ __all__ = [
     "icechunk_versions",
 ]
 
-log = logging.getLogger("arcoforge.versions")
+log = logging.getLogger("arcoforge.forge.versions")
 
 VERSION_KEY = "arcoforge:version"
 FINGERPRINT_KEY = "arcoforge:fingerprint"
@@ -129,7 +129,7 @@ def _sorted(versions: Iterable[str]) -> list[str]:
 
 def _icechunk_repo(target: Any) -> Any | None:
     """The Icechunk repository behind ``target``, or None for a plain Zarr target."""
-    from arcoforge.targets.icechunk import IcechunkTarget, open_repository
+    from arcoforge.forge.targets.icechunk import IcechunkTarget, open_repository
 
     if isinstance(target, IcechunkTarget):
         return target.repo

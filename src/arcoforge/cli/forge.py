@@ -17,7 +17,7 @@ __all__ = ["register", "load_recipe", "load_recipes"]
 
 def load_recipes(path: str) -> dict[str, Any]:
     """All recipes defined at module level in ``path`` (a ``recipe.py``), by variable name."""
-    from arcoforge.recipes import ZarrRecipe
+    from arcoforge.forge.recipes import ZarrRecipe
 
     file = Path(path)
     if not file.exists():
@@ -76,7 +76,7 @@ def _cmd_bake(args: argparse.Namespace) -> int:
     import arcoforge as af
 
     if Path(args.recipe).is_dir():  # a feedstock: meta.yaml + recipe.py, baked by its profile
-        from arcoforge.feedstock_cli import bake_feedstock_command
+        from arcoforge.cli.feedstock import bake_feedstock_command
 
         args.feedstock = args.recipe
         return bake_feedstock_command(args)
@@ -86,7 +86,7 @@ def _cmd_bake(args: argparse.Namespace) -> int:
     if args.prune:
         recipe.pattern = recipe.pattern.prune(args.prune)
     if args.append:
-        from arcoforge.append import append
+        from arcoforge.forge.append import append
 
         print(append(recipe, args.target, wait_lock=args.wait_lock))
         return 0
@@ -98,7 +98,7 @@ def _cmd_bake(args: argparse.Namespace) -> int:
 
 
 def _cmd_verify(args: argparse.Namespace) -> int:
-    from arcoforge.verify import verify
+    from arcoforge.forge.verify import verify
 
     report = verify(args.target, load_recipe(args.against), version=args.version)
     print(report)
@@ -107,7 +107,7 @@ def _cmd_verify(args: argparse.Namespace) -> int:
 
 def _cmd_inspect(args: argparse.Namespace) -> int:
     if args.thing.endswith(".py") or ".py:" in args.thing:
-        from arcoforge.build import compile_plan
+        from arcoforge.forge.bake import compile_plan
 
         recipe = load_recipe(args.thing)
         plan = compile_plan(recipe, args.target or "inspect.zarr")

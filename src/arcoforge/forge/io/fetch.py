@@ -45,6 +45,8 @@ from urllib.request import url2pathname
 
 import requests
 
+from arcoforge.errors import SourceError
+
 __all__ = [
     "Auth",
     "SourceOptions",
@@ -55,7 +57,7 @@ __all__ = [
     "checksum",
 ]
 
-logger = logging.getLogger("arcoforge.sources")
+logger = logging.getLogger("arcoforge.forge.io.fetch")
 
 _CHUNK = 1 << 20  # bytes per streamed read
 _LOCAL_PROTOCOLS = {"", "file", "local"}
@@ -156,26 +158,6 @@ class LocalSource:
     path: str  # local filesystem path to open
     size: int
     sha256: str
-
-
-class SourceError(Exception):
-    """Message names the URL (secrets redacted), the problem, and what to do.
-
-    ``reason`` is a short machine-readable category: ``"not_found"``, ``"auth"``,
-    ``"missing_credentials"``, ``"transient"`` (retries exhausted), ``"empty"``, ``"content"``,
-    ``"http"``, ``"config"`` or ``"io"``.
-    """
-
-    url: str
-    reason: str
-
-    def __init__(self, url: str, problem: str, hint: str | None = None, reason: str = "io"):
-        self.url = url
-        self.reason = reason
-        message = f"{url}: {problem}"
-        if hint:
-            message += f". {hint}"
-        super().__init__(message)
 
 
 # --------------------------------------------------------------------------------------------

@@ -25,6 +25,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from arcoforge.errors import ArcoforgeError
+
 __all__ = [
     "SPDX_LICENSES",
     "Provider",
@@ -145,7 +147,7 @@ class Problem:
         return f"{self.file}:{self.line}: {self.message}"
 
 
-class FeedstockError(Exception):
+class FeedstockError(ArcoforgeError):
     """A feedstock that cannot be used; ``problems`` lists why."""
 
     def __init__(self, problems: list[Problem]) -> None:
@@ -277,7 +279,7 @@ def _import_module(feedstock_dir: str, module: str) -> Any:
 
 
 def _is_recipe(obj: Any) -> bool:
-    from arcoforge.recipes import ZarrRecipe
+    from arcoforge.forge.recipes import ZarrRecipe
 
     return isinstance(obj, ZarrRecipe)
 
@@ -475,7 +477,7 @@ class FeedstockTestReport:
 
 
 def _verify(target: str, recipe: Any) -> tuple[bool, str]:
-    from arcoforge.verify import verify
+    from arcoforge.forge.verify import verify
 
     report = verify(target, recipe)
     return bool(report.ok), str(report)
@@ -485,8 +487,8 @@ def test_feedstock(feedstock_dir: str | os.PathLike[str], nkeep: int = 2, *,
                    workdir: str | os.PathLike[str] | None = None) -> FeedstockTestReport:
     """Lint, build each recipe pruned to ``nkeep`` files per concat dim into a temporary
     target, verify it against its sources and run structural CF checks."""
-    from arcoforge.build import bake
-    from arcoforge.opening import open_dataset
+    from arcoforge.forge.bake import bake
+    from arcoforge.open import open_dataset
 
     d = os.path.abspath(os.fspath(feedstock_dir))
     report = FeedstockTestReport(d)
@@ -589,7 +591,7 @@ def _check_engine_options(prof: Profile) -> None:
     """A clear error for engine options the profile's engine does not take."""
     import inspect
 
-    from arcoforge.engines import get_engine
+    from arcoforge.forge.engines import get_engine
 
     params = inspect.signature(get_engine(prof.engine)).parameters
     if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
@@ -609,8 +611,8 @@ def bake_feedstock(feedstock_dir: str | os.PathLike[str], profile: str | None = 
     ``profile`` defaults to ``meta.yaml``'s.  Each recipe goes to ``<target root>/<id>.zarr``;
     with ``catalog`` each built store is published there (STAC Collection ``<id>``).
     """
-    from arcoforge.build import bake
-    from arcoforge.sources import SourceOptions
+    from arcoforge.forge.bake import bake
+    from arcoforge.forge.io.fetch import SourceOptions
 
     d = os.path.abspath(os.fspath(feedstock_dir))
     problems = lint(d, profiles=profiles)

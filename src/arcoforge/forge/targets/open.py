@@ -17,11 +17,11 @@ def open_raw_store(target: Any, version: str | None = None, chunks: Any = None,
     url = str(target)
     if (url.startswith("icechunk://") or type(target).__name__ == "Repository"
             or getattr(target, "kind", None) == "icechunk"):
-        from arcoforge.targets.icechunk import open_raw
+        from arcoforge.forge.targets.icechunk import open_raw
 
         return open_raw(target, version=version, chunks=chunks)  # type: ignore[no-any-return]
     if version is not None:
-        from arcoforge.versions import version_url
+        from arcoforge.forge.versions import version_url
 
         url = version_url(url, version, storage_options)
     with warnings.catch_warnings():

@@ -21,15 +21,13 @@ from typing import Any
 
 import fsspec  # type: ignore[import-untyped]
 
+from arcoforge.errors import BuildLockedError
+
 __all__ = ["BuildLock", "BuildLockedError", "lock_url", "build_lock"]
 
-log = logging.getLogger("arcoforge.locking")
+log = logging.getLogger("arcoforge.forge.locking")
 
 LOCK_SUFFIX = ".arcoforge-lock"
-
-
-class BuildLockedError(RuntimeError):
-    """Another build holds the target's lock."""
 
 
 def lock_url(target: Any) -> str | None:

@@ -16,7 +16,7 @@ import math
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 
-from arcoforge.schema import TargetSchema, VariableSchema
+from arcoforge.forge.schema import TargetSchema, VariableSchema
 
 __all__ = [
     "Piece",

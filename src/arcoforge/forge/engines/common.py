@@ -9,15 +9,19 @@ from __future__ import annotations
 
 from typing import Any
 
+from arcoforge.errors import is_transient
+
 __all__ = ["retryable", "fork_of", "run_forked_task"]
 
 
 def retryable(err: BaseException) -> bool:
-    """Whether a failed task may succeed when run again (I/O hiccups yes, bad data no)."""
-    from arcoforge.readers import SourceReadError
-    from arcoforge.schema import SchemaError
+    """Whether a failed task may succeed when run again: the one retry policy of every engine.
 
-    return not isinstance(err, (SchemaError, SourceReadError, ValueError, KeyError, TypeError))
+    Only errors that say they are transient (:func:`arcoforge.errors.is_transient`: a dropped
+    connection, a timeout, a download whose retries ran out) are retried; a 404, bad
+    credentials, a schema clash or a bug fail the build at once.
+    """
+    return is_transient(err)
 
 
 def run_forked_task(plan: Any, fork: bytes, task: Any) -> tuple[Any, Any]:

@@ -72,7 +72,7 @@ def _cmd_publish(args: argparse.Namespace) -> int:
 
     meta: Any = None
     if args.feedstock:
-        from arcoforge.feedstock import load_meta
+        from arcoforge.forge.feedstock import load_meta
 
         meta = load_meta(args.feedstock)
     col = publish(args.catalog, args.target, dataset_id=args.id, meta=meta,

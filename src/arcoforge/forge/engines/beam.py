@@ -1,4 +1,4 @@
-"""Run a :class:`~arcoforge.build.Plan` as an Apache Beam pipeline.
+"""Run a :class:`~arcoforge.forge.bake.Plan` as an Apache Beam pipeline.
 
 The pipeline is::
 
@@ -26,11 +26,11 @@ import uuid
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from arcoforge.engines.common import fork_of, retryable, run_forked_task
+from arcoforge.forge.engines.common import fork_of, retryable, run_forked_task
 
 __all__ = ["run"]
 
-log = logging.getLogger("arcoforge.engines.beam")
+log = logging.getLogger("arcoforge.forge.engines.beam")
 
 NAMESPACE = "arcoforge"
 
@@ -196,7 +196,7 @@ def _stats_from_metrics(result: Any, plan: Any) -> list[Any]:
     """Totals (as TaskStats) from the counters, for runners whose finalize ran remotely."""
     from apache_beam.metrics.metric import MetricsFilter
 
-    from arcoforge.build import TaskStats
+    from arcoforge.forge.bake import TaskStats
 
     totals: dict[str, int] = {}
     for counter in result.metrics().query(MetricsFilter().with_namespace(NAMESPACE))["counters"]:

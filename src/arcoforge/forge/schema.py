@@ -20,7 +20,8 @@ from typing import Any
 
 import numpy as np
 
-from arcoforge.patterns import Index
+from arcoforge.errors import SchemaError
+from arcoforge.forge.patterns import Index
 
 __all__ = [
     "SchemaError",
@@ -33,15 +34,11 @@ __all__ = [
     "reexpress_times",
 ]
 
-log = logging.getLogger("arcoforge.schema")
+log = logging.getLogger("arcoforge.forge.schema")
 
 #: attributes whose value changes how raw values decode; they must agree across files
 ENCODING_ATTRS = ("scale_factor", "add_offset", "_FillValue", "missing_value", "_Unsigned",
                   "units", "calendar")
-
-
-class SchemaError(ValueError):
-    """Sources that cannot be combined; the message names files, variable and problem."""
 
 
 @dataclass(frozen=True)

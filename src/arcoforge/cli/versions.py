@@ -24,7 +24,7 @@ def register(sub: Any) -> None:
 
 
 def _cmd_versions(args: argparse.Namespace) -> int:
-    from arcoforge.versions import list_versions
+    from arcoforge.forge.versions import list_versions
 
     infos = list_versions(args.target)
     if args.json:

@@ -30,12 +30,14 @@ from typing import Any
 import numpy as np
 import zarr
 
-from arcoforge.build import scan_pattern
-from arcoforge.patterns import Index
-from arcoforge.plan import blocks_for_variable, pieces_for_region
-from arcoforge.readers import RawFile, detect_engine
-from arcoforge.recipes import ZarrRecipe
-from arcoforge.schema import (
+from arcoforge.errors import AppendError
+from arcoforge.forge.bake import scan_pattern
+from arcoforge.forge.io.fetch import fetch, redact
+from arcoforge.forge.io.readers import RawFile, detect_engine
+from arcoforge.forge.patterns import Index
+from arcoforge.forge.plan import blocks_for_variable, pieces_for_region
+from arcoforge.forge.recipes import ZarrRecipe
+from arcoforge.forge.schema import (
     FileSchema,
     SchemaError,
     VariableSchema,
@@ -43,17 +45,12 @@ from arcoforge.schema import (
     combine_schemas,
     reexpress_times,
 )
-from arcoforge.sources import fetch, redact
 
 __all__ = ["append", "AppendResult", "AppendError"]
 
-log = logging.getLogger("arcoforge.append")
+log = logging.getLogger("arcoforge.forge.append")
 
 SOURCES_KEY = "arcoforge:sources"
-
-
-class AppendError(SchemaError):
-    """The new files do not continue the published dataset (the message names the file)."""
 
 
 @dataclass
@@ -79,12 +76,12 @@ def append(recipe: ZarrRecipe, target: Any, *, storage_options: Mapping[str, Any
            workdir: str | None = None, wait_lock: bool = False,
            lock_timeout: float | None = None, max_workers: int = 4) -> AppendResult:
     """Append the files of ``recipe`` that ``target`` does not hold yet, as a new minor version."""
-    from arcoforge.build import resolve_target
-    from arcoforge.locking import build_lock
+    from arcoforge.forge.bake import resolve_target
+    from arcoforge.forge.locking import build_lock
 
     t0 = time.perf_counter()
     if type(target).__name__ == "Repository":
-        from arcoforge.targets.icechunk import IcechunkTarget
+        from arcoforge.forge.targets.icechunk import IcechunkTarget
 
         tgt: Any = IcechunkTarget(target)
     else:
@@ -289,7 +286,7 @@ def _grow_and_write(group: zarr.Group, schema: Any, cdim: str, recipe: ZarrRecip
 
 def _provenance(attrs: Mapping[str, Any], recipe: ZarrRecipe,
                 new_files: Sequence[FileSchema]) -> dict[str, Any]:
-    from arcoforge.targets.zarr import stamp
+    from arcoforge.forge.targets.zarr import stamp
 
     sources = list(attrs.get(SOURCES_KEY) or [])
     sources += [{"url": f.url, "sha256": f.sha256, "size": f.size} for f in new_files]
@@ -320,17 +317,17 @@ class _ZarrAppend:
         self.tgt = tgt
 
     def published_attrs(self) -> dict[str, Any] | None:
-        from arcoforge.versions import published_attrs
+        from arcoforge.forge.versions import published_attrs
 
         return published_attrs(self.tgt.url, self.tgt.storage_options)
 
     def current_version(self) -> str | None:
-        from arcoforge.versions import published_version
+        from arcoforge.forge.versions import published_version
 
         return published_version(self.tgt)
 
     def repair(self) -> None:
-        from arcoforge.versions import apply_retention
+        from arcoforge.forge.versions import apply_retention
 
         apply_retention(self.tgt)
 
@@ -377,7 +374,7 @@ class _ZarrAppend:
             tgt.fs.copy(tgt.path, tgt.staging_path, recursive=True)
 
     def publish(self, group: zarr.Group, attrs: Mapping[str, Any]) -> str:
-        from arcoforge import versions
+        from arcoforge.forge import versions
 
         tgt = self.tgt
         extra = versions.begin_publish(tgt, "minor")
@@ -403,13 +400,13 @@ class _IcechunkAppend:
         return dict(zarr.open_group(session.store, mode="r", zarr_format=3).attrs)
 
     def current_version(self) -> str | None:
-        from arcoforge.versions import published_version
+        from arcoforge.forge.versions import published_version
 
         return published_version(self.tgt)
 
     def repair(self) -> None:
         """Tag main if an earlier append committed but was stopped before tagging."""
-        from arcoforge.versions import VERSION_KEY, apply_retention, tag_name
+        from arcoforge.forge.versions import VERSION_KEY, apply_retention, tag_name
 
         repo = self.tgt.repo
         snap = repo.lookup_branch(self.tgt.branch)
@@ -429,7 +426,7 @@ class _IcechunkAppend:
         return ctx()
 
     def publish(self, group: zarr.Group, attrs: Mapping[str, Any]) -> str:
-        from arcoforge import versions
+        from arcoforge.forge import versions
 
         tgt = self.tgt
         extra = versions.begin_publish(tgt, "minor")

@@ -37,12 +37,13 @@ import numpy as np
 import xarray as xr
 import zarr
 
-from arcoforge.schema import TargetSchema, attrs_to_json
+from arcoforge.errors import SingleCommitterError
+from arcoforge.forge.schema import TargetSchema, attrs_to_json
 
 __all__ = ["IcechunkTarget", "SingleCommitterError", "open_raw", "open_repository",
            "BUILD_BRANCH"]
 
-log = logging.getLogger("arcoforge.targets.icechunk")
+log = logging.getLogger("arcoforge.forge.targets.icechunk")
 
 BUILD_BRANCH = "arcoforge-build"
 SCHEME = "icechunk://"
@@ -53,10 +54,6 @@ _FP = "arcoforge:fingerprint"
 _BASE = "arcoforge:base"
 _DONE = "arcoforge:done"
 VERSION_KEY = "arcoforge:version"
-
-
-class SingleCommitterError(ValueError):
-    """A copy of the target (pickled to another process) was asked to write."""
 
 
 def open_repository(target: Any, create: bool = False) -> Any:
@@ -287,7 +284,7 @@ class IcechunkTarget:
     def prepare(self, schema: TargetSchema, static: Mapping[str, np.ndarray],
                 chunks: Mapping[str, int], fingerprint: str) -> bool:
         """Start a build on the build branch; False when resuming one of the same plan."""
-        from arcoforge.targets.zarr import template_dataset
+        from arcoforge.forge.targets.zarr import template_dataset
 
         with self._rw.exclusive(), self._mutex:
             self._load_state()
@@ -400,7 +397,7 @@ class IcechunkTarget:
     # -- publish -----------------------------------------------------------------------------
     def finalize(self, attrs: Mapping[str, Any], attr_types: Mapping[str, Any]) -> None:
         """Record provenance in one last amend, move main to it, tag the version."""
-        from arcoforge import versions
+        from arcoforge.forge import versions
 
         with self._rw.exclusive(), self._mutex:
             self._ensure_loaded()
@@ -436,7 +433,7 @@ class IcechunkTarget:
             self._complete_publish(snap, version)
 
     def _complete_publish(self, snap: str, version: str | None) -> None:
-        from arcoforge import versions
+        from arcoforge.forge import versions
 
         main = self._tip(self.branch)
         if main != snap:
@@ -470,13 +467,13 @@ class IcechunkTarget:
 def open_raw(target: Any, version: str | None = None, chunks: Any = None,
              branch: str = "main") -> xr.Dataset:
     """The raw (undecoded) dataset of ``branch`` or of version tag ``v<version>``."""
-    from arcoforge.versions import tag_name
+    from arcoforge.forge.versions import tag_name
 
     repo = target.repo if isinstance(target, IcechunkTarget) else open_repository(target)
     if version is not None:
         tag = tag_name(version)
         if tag not in repo.list_tags():
-            from arcoforge.versions import icechunk_versions
+            from arcoforge.forge.versions import icechunk_versions
 
             raise KeyError(f"{target} has no version {version!r}; it has "
                            f"{icechunk_versions(repo) or 'none'}")

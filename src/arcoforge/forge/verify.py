@@ -21,9 +21,9 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
-from arcoforge.opening import open_dataset
-from arcoforge.recipes import ZarrRecipe
-from arcoforge.sources import fetch
+from arcoforge.forge.io.fetch import fetch
+from arcoforge.forge.recipes import ZarrRecipe
+from arcoforge.open import open_dataset
 
 __all__ = ["VerifyReport", "verify", "reference_dataset", "compare_datasets"]
 

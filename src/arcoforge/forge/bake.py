@@ -19,24 +19,24 @@ from typing import Any
 
 import numpy as np
 
-from arcoforge.patterns import FilePattern, Index
-from arcoforge.plan import (
+from arcoforge.forge.io.fetch import SourceOptions, fetch
+from arcoforge.forge.io.readers import RawFile, detect_engine, scan_file
+from arcoforge.forge.patterns import FilePattern, Index
+from arcoforge.forge.plan import (
     StoreTask,
     blocks_for_variable,
     choose_chunks,
     compile_tasks,
     schema_fingerprint,
 )
-from arcoforge.readers import RawFile, detect_engine, scan_file
-from arcoforge.recipes import ZarrRecipe
-from arcoforge.schema import FileSchema, TargetSchema, combine_schemas
-from arcoforge.sources import SourceOptions, fetch
-from arcoforge.targets.zarr import ZarrTarget, describe_attr_types, stamp
+from arcoforge.forge.recipes import ZarrRecipe
+from arcoforge.forge.schema import FileSchema, TargetSchema, combine_schemas
+from arcoforge.forge.targets.zarr import ZarrTarget, describe_attr_types, stamp
 
 __all__ = ["Plan", "TaskStats", "BuildResult", "compile_plan", "scan_pattern", "bake",
            "resolve_target"]
 
-log = logging.getLogger("arcoforge.build")
+log = logging.getLogger("arcoforge.forge.bake")
 
 
 @dataclass
@@ -79,7 +79,7 @@ def resolve_target(target: Any, storage_options: Mapping[str, Any] | None = None
         return target
     if type(target).__name__ == "Repository" or (
             isinstance(target, str) and target.startswith("icechunk://")):
-        from arcoforge.targets.icechunk import IcechunkTarget
+        from arcoforge.forge.targets.icechunk import IcechunkTarget
 
         return IcechunkTarget(target, storage_options=storage_options)
     url = os.fspath(target) if not isinstance(target, str) else target
@@ -267,7 +267,7 @@ class Plan:
 
     def finalize(self, stats: Iterable[TaskStats] = ()) -> dict[str, Any]:
         """Record provenance and the new version, consolidate, publish, apply retention."""
-        from arcoforge import versions
+        from arcoforge.forge import versions
 
         attrs = self.provenance()
         attrs.update(versions.begin_publish(self.target, self.version_bump, self.fingerprint,
@@ -322,9 +322,9 @@ def bake(recipe: ZarrRecipe, target: Any, engine: str = "local", *,
     the new version is a ``"minor"`` (compatible) or ``"major"`` (breaking) change;
     ``version`` publishes an explicit one instead (e.g. ``"2.0"`` from a feedstock's meta.yaml).
     """
-    from arcoforge import versions
-    from arcoforge.engines import get_engine
-    from arcoforge.locking import build_lock
+    from arcoforge.forge import versions
+    from arcoforge.forge.engines import get_engine
+    from arcoforge.forge.locking import build_lock
 
     t0 = time.perf_counter()
     runner = get_engine(engine)

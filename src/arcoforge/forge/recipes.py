@@ -1,4 +1,4 @@
-"""User-facing recipe types: what to build from a :class:`~arcoforge.patterns.FilePattern`."""
+"""User-facing recipe types: what to build from a :class:`~arcoforge.forge.patterns.FilePattern`."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from arcoforge.patterns import FilePattern
-from arcoforge.sources import SourceOptions
+from arcoforge.forge.io.fetch import SourceOptions
+from arcoforge.forge.patterns import FilePattern
 
 __all__ = ["ZarrRecipe"]
 

@@ -13,10 +13,10 @@ import sys
 from collections.abc import Callable, Sequence
 
 SUBCOMMAND_MODULES = (
-    "arcoforge.forge_cli",
-    "arcoforge.catalog.cli",
-    "arcoforge.feedstock_cli",
-    "arcoforge.versions_cli",
+    "arcoforge.cli.forge",
+    "arcoforge.cli.catalog",
+    "arcoforge.cli.feedstock",
+    "arcoforge.cli.versions",
 )
 
 
@@ -27,7 +27,7 @@ def friendly_errors(func: Callable[[argparse.Namespace], int]
     a traceback; ``--debug`` (where the sub-command has it) shows the traceback."""
 
     def wrapper(args: argparse.Namespace) -> int:
-        from arcoforge.sources import SourceError
+        from arcoforge.forge.io.fetch import SourceError
 
         try:
             return int(func(args) or 0)

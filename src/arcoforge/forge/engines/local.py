@@ -17,12 +17,12 @@ from concurrent.futures import (
 )
 from typing import Any
 
-from arcoforge.engines.common import fork_of, retryable, run_forked_task
-from arcoforge.engines.progress import task_progress
+from arcoforge.forge.engines.common import fork_of, retryable, run_forked_task
+from arcoforge.forge.engines.progress import task_progress
 
 __all__ = ["run"]
 
-log = logging.getLogger("arcoforge.engines.local")
+log = logging.getLogger("arcoforge.forge.engines.local")
 
 # set in each worker process by the pool initializer
 _PLAN: Any = None
@@ -45,7 +45,7 @@ def run(plan: Any, progress: bool = True, workers: int | None = None, processes:
     """Run ``plan`` here.  ``processes=True`` uses a process pool (spawned workers), which
     parallelises decompression of HDF5/netCDF4 sources that a thread pool serialises; a
     single-committer target (Icechunk) then gets its writes back from the workers as forks."""
-    from arcoforge.build import TaskStats
+    from arcoforge.forge.bake import TaskStats
 
     workers = workers or min(8, (os.cpu_count() or 2))
     plan.prepare()

@@ -13,7 +13,7 @@ from typing import Any
 
 import xarray as xr
 
-from arcoforge.schema import attrs_from_json
+from arcoforge.forge.schema import attrs_from_json
 
 __all__ = ["open_dataset", "restore_attr_types", "ATTR_TYPES_KEY"]
 
@@ -48,7 +48,7 @@ def open_dataset(target: Any, id_or_version: str | None = None, *, version: str 
         return open_from_catalog(target, id_or_version, version, decode_times=decode_times,
                                  chunks=chunks, storage_options=storage_options, **kwargs)
     version = version or id_or_version
-    from arcoforge.targets.open import open_raw_store
+    from arcoforge.forge.targets.open import open_raw_store
 
     raw = open_raw_store(target, version=version, chunks=chunks, storage_options=storage_options)
     ds = restore_attr_types(raw)

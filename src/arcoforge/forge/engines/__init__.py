@@ -1,4 +1,4 @@
-"""Engines run a :class:`~arcoforge.build.Plan`; they hold no domain logic.
+"""Engines run a :class:`~arcoforge.forge.bake.Plan`; they hold no domain logic.
 
 An engine is a callable ``run(plan, progress=True, **options) -> list[TaskStats]`` that calls
 ``plan.prepare()`` once, ``plan.run_task(task)`` for every task (any order, retried on failure),
@@ -15,9 +15,9 @@ __all__ = ["get_engine", "ENGINES"]
 
 #: engine name -> "module:function"
 ENGINES = {
-    "local": "arcoforge.engines.local:run",
-    "dask": "arcoforge.engines.dask:run",
-    "beam": "arcoforge.engines.beam:run",
+    "local": "arcoforge.forge.engines.local:run",
+    "dask": "arcoforge.forge.engines.dask:run",
+    "beam": "arcoforge.forge.engines.beam:run",
 }
 
 

@@ -12,7 +12,7 @@ __all__ = ["register", "bake_feedstock_command"]
 
 
 def _cmd_lint(args: argparse.Namespace) -> int:
-    from arcoforge.feedstock import lint
+    from arcoforge.forge.feedstock import lint
 
     problems = lint(args.feedstock, profiles=args.profiles)
     for p in problems:
@@ -25,7 +25,7 @@ def _cmd_lint(args: argparse.Namespace) -> int:
 
 
 def _cmd_test(args: argparse.Namespace) -> int:
-    from arcoforge.feedstock import test_feedstock
+    from arcoforge.forge.feedstock import test_feedstock
 
     report = test_feedstock(args.feedstock, nkeep=args.nkeep)
     print(report)
@@ -34,7 +34,7 @@ def _cmd_test(args: argparse.Namespace) -> int:
 
 def bake_feedstock_command(args: argparse.Namespace) -> int:
     """``arcoforge bake FEEDSTOCK_DIR --profile NAME`` (also ``arcoforge feedstock bake``)."""
-    from arcoforge.feedstock import FeedstockError, bake_feedstock
+    from arcoforge.forge.feedstock import FeedstockError, bake_feedstock
 
     try:
         results = bake_feedstock(args.feedstock, args.profile, profiles=args.profiles,

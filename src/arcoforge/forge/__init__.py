@@ -1,0 +1,1 @@
+"""The forge: recipes of archival files -> ARCO stores (scan, plan, targets, engines)."""
