@@ -30,7 +30,7 @@ from arcoforge.open import open_dataset
 
 icechunk = pytest.importorskip("icechunk")
 
-from arcoforge import versions  # noqa: E402
+from arcoforge.forge import versions  # noqa: E402
 from arcoforge.forge.append import AppendError, append  # noqa: E402
 from arcoforge.forge.locking import BuildLock, BuildLockedError, lock_url  # noqa: E402
 from arcoforge.forge.targets.icechunk import BUILD_BRANCH, IcechunkTarget  # noqa: E402
