@@ -32,6 +32,8 @@ __all__ = [
     "attrs_to_json",
     "attrs_from_json",
     "reexpress_times",
+    "coordinate_names",
+    "format_coordinate_value",
 ]
 
 log = logging.getLogger("arcoforge.forge.schema")
@@ -223,23 +225,48 @@ def _both_cf_time(a: VariableSchema, b: VariableSchema) -> bool:
     return isinstance(ua, str) and isinstance(ub, str) and " since " in ua and " since " in ub
 
 
+def format_coordinate_value(value: Any, attrs: Mapping[str, Any] | None = None) -> str:
+    """A coordinate value for a message: a CF time as a date in its own calendar
+    (``2099-12-16 (360_day)``), anything else as a plain number or string."""
+    attrs = attrs or {}
+    units, calendar = attrs.get("units"), str(attrs.get("calendar", "standard"))
+    item = value.item() if isinstance(value, np.generic) else value
+    if isinstance(units, str) and " since " in units:
+        try:
+            import cftime
+
+            date = cftime.num2date(item, units, calendar)
+            text = date.isoformat(sep=" ")
+            if text.endswith(" 00:00:00"):
+                text = text[: -len(" 00:00:00")]
+            return f"{text} ({calendar})"
+        except (ValueError, TypeError, OverflowError):
+            pass  # an undecodable unit or calendar: show the number
+    return str(item)
+
+
 def _concat_problem(files: Sequence[FileSchema], values: Sequence[np.ndarray],
-                    concat_dim: str) -> str | None:
-    """Why the concat coordinate is not strictly increasing across files (None if it is)."""
+                    concat_dim: str, attrs: Mapping[str, Any] | None = None) -> str | None:
+    """Why the concat coordinate is not strictly increasing across files (None if it is).
+    ``attrs`` are the coordinate's attributes (units, calendar) for readable values."""
+
+    def show(v: Any) -> str:
+        return format_coordinate_value(v, attrs)
+
     for f, v in zip(files, values):
         if v.size > 1 and not np.all(np.diff(v) > 0):
             dup = v[:-1][np.diff(v) == 0]
-            what = f"repeats the value {dup[0]!r}" if dup.size else "is not increasing"
+            what = f"repeats the value {show(dup[0])}" if dup.size else "is not increasing"
             return (f"coordinate {concat_dim!r} in {f.url} {what}; the concat coordinate must be "
                     "strictly increasing. Check the file or the order of keys in the pattern.")
     for (fa, va), (fb, vb) in zip(zip(files, values), zip(files[1:], values[1:])):
         if va.size and vb.size:
             if vb[0] == va[-1]:
-                return (f"the same {concat_dim!r} value {vb[0]!r} appears in {fa.url} and "
+                return (f"the same {concat_dim!r} value {show(vb[0])} appears in {fa.url} and "
                         f"{fb.url} (duplicate timestamp). Remove one of the files from the pattern.")
             if vb[0] < va[-1]:
                 return (f"coordinate {concat_dim!r} goes backwards between {fa.url} (ends at "
-                        f"{va[-1]!r}) and {fb.url} (starts at {vb[0]!r}): overlapping or "
+                        f"{show(va[-1])}) and {fb.url} (starts at {show(vb[0])}): overlapping or "
                         "out-of-order files. Sort the pattern's keys or remove the overlapping file.")
     return None
 
@@ -288,7 +315,7 @@ def _check_concat_coordinate(files: Sequence[FileSchema], concat_dim: str) -> np
     if any(f.concat_values is None for f in files):
         return None
     values = [_in_first_units(f, files[0], concat_dim) for f in files]
-    problem = _concat_problem(files, values, concat_dim)
+    problem = _concat_problem(files, values, concat_dim, files[0].variables[concat_dim].attrs)
     if problem:
         units = str(files[0].variables[concat_dim].attrs.get("units", ""))
         if " since " in units:
@@ -296,6 +323,65 @@ def _check_concat_coordinate(files: Sequence[FileSchema], concat_dim: str) -> np
         log.warning("%s (not a CF time coordinate, so the files are concatenated in pattern "
                     "order anyway)", problem)
     return np.concatenate(values) if values else None
+
+
+def coordinate_names(f: FileSchema) -> set[str]:
+    """Names of ``f``'s coordinate-like variables: dimension coordinates (1-D, named after their
+    dimension) and variables named by another variable's CF ``coordinates``, ``bounds`` or
+    ``climatology`` attribute.  Only these may appear in more than one merge group."""
+    out = {name for name, v in f.variables.items() if v.dims == (name,)}
+    for v in f.variables.values():
+        for key in ("coordinates", "bounds", "climatology"):
+            value = v.attrs.get(key)
+            if isinstance(value, bytes):
+                value = value.decode("utf-8", "replace")
+            if isinstance(value, str):
+                out.update(value.split())
+    return out & set(f.variables)
+
+
+def _check_merge_clashes(files: Sequence[FileSchema],
+                         groups: Mapping[tuple[tuple[str, int], ...], list[int]]) -> None:
+    """Refuse data variables that the files of more than one merge key hold (a MergeDim over
+    ensemble members, each with ``tas``, would otherwise keep the first member only)."""
+    seen: dict[str, tuple[tuple[str, int], ...]] = {}
+    clashes: dict[str, tuple[tuple[tuple[str, int], ...], tuple[tuple[str, int], ...]]] = {}
+    for gkey, positions in groups.items():
+        ref = files[positions[0]]
+        coords = coordinate_names(ref)
+        for name in ref.variables:
+            if name in coords:
+                continue
+            if name in seen:
+                clashes.setdefault(name, (seen[name], gkey))
+            else:
+                seen[name] = gkey
+    if clashes:
+        raise _merge_clash(sorted(clashes), files, groups, *next(iter(clashes.values())))
+
+
+def _merge_clash(names: Sequence[str], files: Sequence[FileSchema],
+                 groups: Mapping[tuple[tuple[str, int], ...], list[int]],
+                 first_key: tuple[tuple[str, int], ...],
+                 other_key: tuple[tuple[str, int], ...]) -> SchemaError:
+    """The error for data variables that files of two (or more) merge keys all hold."""
+    a, b = files[groups[first_key][0]], files[groups[other_key][0]]
+    holders = [k for k, pos in groups.items() if names[0] in files[pos[0]].variables]
+
+    def key_text(key: tuple[tuple[str, int], ...]) -> str:
+        return ", ".join(f"{d}={p}" for d, p in key) or "(no merge key)"
+
+    listed = ", ".join(repr(n) for n in names)
+    what = f"variable {listed} is" if len(names) == 1 else f"variables {listed} are"
+    return SchemaError(
+        f"{what} in the files of {len(holders)} merge keys (e.g. {a.url} "
+        f"[{key_text(first_key)}] and {b.url} [{key_text(other_key)}]). A MergeDim combines "
+        "files that hold *different* variables; merging files that hold the same variable would "
+        "keep only one of them. If they are members, realizations or levels of the same "
+        "variable, put them along a dimension instead: a ConcatDim over these files, or a new "
+        "dimension made from the pattern key. If only some variables repeat, drop them from all "
+        "but one file with open_kwargs={'drop_variables': [...]}."
+    )
 
 
 def combine_schemas(files: Sequence[FileSchema], concat_dim: str | None,
@@ -327,6 +413,7 @@ def combine_schemas(files: Sequence[FileSchema], concat_dim: str | None,
     dims: dict[str, int] = {}
     concat_values: np.ndarray | None = None
     concat_total: int | None = None
+    _check_merge_clashes(files, groups)
 
     for gkey, positions in groups.items():
         gfiles = [files[p] for p in positions]

@@ -1,0 +1,84 @@
+"""Regression tests for cases that once lost data without an error (issue: forge core, second
+pass): same-named variables across merge keys, and unreadable coordinate values in messages."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import netCDF4
+import pytest
+
+import arcoforge as af
+from arcoforge.errors import ArcoforgeError, SchemaError
+from arcoforge.forge.schema import format_coordinate_value
+
+MODELS = ["CanESM2", "HadGEM2-CC"]
+
+
+def _member_file(shared_data: Path, model: str) -> str:
+    return str(shared_data / "models" /
+               f"tasmax_day_{model}_rcp85_r1i1p1_na10kgrid_qm-moving-50bins-detrend_2095.nc")
+
+
+def test_merge_dim_over_files_with_the_same_variable_is_refused(shared_data: Path,
+                                                                tmp_path: Path) -> None:
+    pattern = af.FilePattern(lambda member: _member_file(shared_data, member),
+                             af.MergeDim("member", MODELS))
+    target = tmp_path / "ens.zarr"
+    with pytest.raises(SchemaError) as info:
+        af.bake(af.ZarrRecipe(pattern), str(target), progress=False)
+    msg = str(info.value)
+    assert "'tasmax'" in msg and "'time_vectors'" in msg
+    assert "CanESM2" in msg and "HadGEM2-CC" in msg          # both files named
+    assert "member=0" in msg and "member=1" in msg            # and their merge keys
+    assert "ConcatDim" in msg and "new dimension" in msg      # the fix
+    assert isinstance(info.value, ArcoforgeError)
+    assert not target.exists()                                # nothing published
+
+
+def test_merge_dim_with_shared_coordinates_still_works(shared_data: Path, tmp_path: Path) -> None:
+    """Separate files per variable share their coordinates (time, lat, lon): that is no clash."""
+    import xarray as xr
+
+    months = ["201901", "201902"]
+    for m in months:
+        with xr.open_dataset(shared_data / "ersst-v5" / f"ersst.v5.{m}.nc",
+                             decode_cf=False) as src:
+            for var in ("sst", "ssta"):
+                src[[var]].to_netcdf(tmp_path / f"{var}.{m}.nc")
+    pattern = af.FilePattern(lambda variable, time: str(tmp_path / f"{variable}.{time}.nc"),
+                             af.MergeDim("variable", ["sst", "ssta"]),
+                             af.ConcatDim("time", months, nitems_per_file=1))
+    af.bake(af.ZarrRecipe(pattern), str(tmp_path / "m.zarr"), progress=False)
+    ds = af.open_dataset(str(tmp_path / "m.zarr"))
+    assert set(ds.data_vars) == {"sst", "ssta"}
+
+
+def test_duplicate_time_is_reported_as_a_date_in_the_files_calendar(shared_data: Path,
+                                                                    tmp_path: Path) -> None:
+    src = shared_data / "calendars" / "ref_test_360_day_1900.nc"
+
+    first = tmp_path / "a.nc"
+    second = tmp_path / "b.nc"
+    for dst in (first, second):
+        dst.write_bytes(src.read_bytes())
+    pattern = af.pattern_from_file_sequence([str(first), str(second)], "time")
+    with pytest.raises(SchemaError) as info:
+        af.compile_plan(af.ZarrRecipe(pattern), str(tmp_path / "x.zarr"))
+    msg = str(info.value)
+    with netCDF4.Dataset(first) as nc:
+        calendar = nc["time"].calendar
+    assert f"({calendar})" in msg
+    assert "np.float" not in msg and "np.int" not in msg
+    assert str(first) in msg and str(second) in msg
+
+
+def test_format_coordinate_value() -> None:
+    import numpy as np
+
+    attrs = {"units": "days since 2000-01-01", "calendar": "360_day"}
+    assert format_coordinate_value(np.float64(360 * 99 + 345), attrs) == "2099-12-16 (360_day)"
+    assert format_coordinate_value(np.int32(7), {"units": "m"}) == "7"
+    # an undecodable calendar falls back to the number, never raises
+    assert format_coordinate_value(np.float64(1.5), {"units": "days since 0000-00-00",
+                                                     "calendar": "noleap"}) == "1.5"
