@@ -82,3 +82,25 @@ def test_format_coordinate_value() -> None:
     # an undecodable calendar falls back to the number, never raises
     assert format_coordinate_value(np.float64(1.5), {"units": "days since 0000-00-00",
                                                      "calendar": "noleap"}) == "1.5"
+
+
+def test_a_dataset_id_that_looks_like_a_version_is_an_id(tmp_path: Path) -> None:
+    """``open_dataset(x, "2020")`` always means dataset id "2020" of a catalog; versions of a
+    store are opened with ``version=`` (once, "1.0" silently opened a version)."""
+    from arcoforge.catalog import publish
+    from arcoforge.errors import TargetError
+
+    demo = Path(af.__file__).parent / "demo_data" / "ersst-v5"
+    files = sorted(str(p) for p in demo.glob("*.nc"))[:2]
+    store = str(tmp_path / "ersst.zarr")
+    af.bake(af.ZarrRecipe(af.pattern_from_file_sequence(files, "time")), store, progress=False)
+    with pytest.raises(TargetError, match=r"not a STAC catalog.*version='1.0'"):
+        af.open_dataset(store, "1.0")
+    assert af.open_dataset(store, version="1.0").sizes["time"] == 2
+
+    catalog = tmp_path / "catalog"
+    publish(str(catalog), store, dataset_id="2020", validate=False)
+    by_id = af.open_dataset(str(catalog), "2020")
+    assert by_id.sizes["time"] == 2
+    with pytest.raises(KeyError, match="no dataset '1.0'"):
+        af.open_dataset(str(catalog), "1.0")

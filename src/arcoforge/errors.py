@@ -25,6 +25,7 @@ __all__ = [
     "SchemaError",
     "AppendError",
     "TargetError",
+    "NotFoundError",
     "BuildLockedError",
     "SingleCommitterError",
     "EngineError",
@@ -102,6 +103,13 @@ class AppendError(SchemaError):
 class TargetError(ArcoforgeError, ValueError):
     """A target that cannot be built, opened or versioned as asked (nothing published, unknown
     version, unsupported URL, ...)."""
+
+
+class NotFoundError(ArcoforgeError, KeyError):
+    """A dataset id, version or variable that does not exist (the message lists what does)."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0]) if self.args else ""
 
 
 class BuildLockedError(ArcoforgeError, RuntimeError):

@@ -14,6 +14,7 @@ from typing import Any
 import xarray as xr
 
 from arcoforge.catalog.stac import read_collections
+from arcoforge.errors import NotFoundError
 
 __all__ = ["CollectionSummary", "search", "summaries", "get_collection", "open_dataset"]
 
@@ -201,7 +202,7 @@ def get_collection(catalog: Any, dataset_id: str,
         if col.get("id") == dataset_id:
             return col
     known = ", ".join(sorted(str(c.get("id")) for c in cols)) or "none"
-    raise KeyError(f"no dataset {dataset_id!r} in catalog {catalog!s} (datasets: {known})")
+    raise NotFoundError(f"no dataset {dataset_id!r} in catalog {catalog!s} (datasets: {known})")
 
 
 def open_dataset(catalog: Any, dataset_id: str, version: str | None = None, *,
@@ -218,11 +219,11 @@ def open_dataset(catalog: Any, dataset_id: str, version: str | None = None, *,
     if entry is None:
         if version is not None:
             known = ", ".join(str(v.get("version")) for v in versions) or "none"
-            raise KeyError(f"dataset {dataset_id!r} has no version {version!r} "
+            raise NotFoundError(f"dataset {dataset_id!r} has no version {version!r} "
                            f"(versions: {known})")
         href = (col.get("assets") or {}).get("zarr", {}).get("href")
         if not href:
-            raise KeyError(f"dataset {dataset_id!r} has no 'zarr' asset")
+            raise NotFoundError(f"dataset {dataset_id!r} has no 'zarr' asset")
         return open_store(href, **kwargs)
     href = str(entry["href"])
     if entry.get("in_store"):  # a version kept inside a versioned store
