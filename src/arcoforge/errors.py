@@ -124,17 +124,22 @@ class EngineError(ArcoforgeError, RuntimeError):
     """An engine could not run the plan (a task failed for good, a worker could not start)."""
 
 
-#: built-in exception types that signal an I/O hiccup worth another try
-_TRANSIENT_BUILTINS: tuple[type[BaseException], ...] = (ConnectionError, TimeoutError)
+#: built-in OSErrors that no retry can fix (the path or the permission is wrong)
+_PERMANENT_OS_ERRORS: tuple[type[BaseException], ...] = (
+    FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError, FileExistsError,
+)
 
 
 def is_transient(err: BaseException) -> bool:
     """Whether a failed task may succeed when run again.
 
-    An :class:`ArcoforgeError` says so itself (``transient``).  Of other exceptions only
-    connection errors and timeouts are retried: anything else is a permanent problem or a bug,
-    and retrying it would only delay the error the user needs to see.
+    An :class:`ArcoforgeError` says so itself (``transient``).  Of other exceptions only I/O
+    errors are retried (connection resets, timeouts, an object store's hiccup while writing a
+    chunk), except those no retry can fix (a missing path, a permission): anything else is a
+    permanent problem or a bug, and retrying it would only delay the error the user needs.
     """
     if isinstance(err, ArcoforgeError):
         return bool(err.transient)
-    return isinstance(err, _TRANSIENT_BUILTINS)
+    if isinstance(err, (ConnectionError, TimeoutError)):
+        return True
+    return isinstance(err, OSError) and not isinstance(err, _PERMANENT_OS_ERRORS)

@@ -29,6 +29,8 @@ import fsspec
 import numpy as np
 import xarray as xr
 
+from arcoforge.errors import ConfigError
+
 __all__ = [
     "DATACUBE_EXTENSION",
     "ZARR_MEDIA_TYPE",
@@ -538,7 +540,7 @@ def publish(catalog: Any, target: Any, *, dataset_id: str | None = None, meta: A
     if validate:
         problems = validate_collection(col)
         if problems:
-            raise ValueError(f"STAC Collection {dataset_id!r} is not valid:\n  "
+            raise ConfigError(f"STAC Collection {dataset_id!r} is not valid:\n  "
                              + "\n  ".join(problems))
     _write_json(_join(root, dataset_id, PROVENANCE_FILE),
                 _provenance(ds, dataset_id, version, store_url, feedstock_href),

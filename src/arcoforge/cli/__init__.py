@@ -22,20 +22,20 @@ SUBCOMMAND_MODULES = (
 
 def friendly_errors(func: Callable[[argparse.Namespace], int]
                     ) -> Callable[[argparse.Namespace], int]:
-    """Wrap a sub-command so that expected failures (bad input, missing files, unknown ids,
-    schema problems, unreachable sources) print one ``error: ...`` line and return 1 instead of
-    a traceback; ``--debug`` (where the sub-command has it) shows the traceback."""
+    """Wrap a sub-command so that an :class:`~arcoforge.errors.ArcoforgeError` (bad input,
+    unreachable sources, schema problems, unknown ids ...) or a path the user typed that does not
+    exist prints one ``error: ...`` line and returns 1.  Anything else is a bug and shows its
+    traceback; ``--debug`` (where the sub-command has it) shows the traceback of every error."""
 
     def wrapper(args: argparse.Namespace) -> int:
-        from arcoforge.forge.io.fetch import SourceError
+        from arcoforge.errors import ArcoforgeError
 
         try:
             return int(func(args) or 0)
-        except (SourceError, OSError, ValueError, KeyError, ImportError, RuntimeError) as err:
+        except (ArcoforgeError, FileNotFoundError) as err:
             if getattr(args, "debug", False):
                 raise
-            msg = err.args[0] if isinstance(err, KeyError) and err.args else err
-            print(f"error: {msg}", file=sys.stderr)
+            print(f"error: {err}", file=sys.stderr)
             return 1
 
     return wrapper

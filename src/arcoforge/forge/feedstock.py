@@ -25,7 +25,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from arcoforge.errors import ArcoforgeError
+from arcoforge.errors import ArcoforgeError, ConfigError
 
 __all__ = [
     "SPDX_LICENSES",
@@ -257,7 +257,7 @@ def _import_module(feedstock_dir: str, module: str) -> Any:
     if not os.path.isfile(path):
         pkg = os.path.join(feedstock_dir, rel, "__init__.py")
         if not os.path.isfile(pkg):
-            raise ModuleNotFoundError(f"no {rel}.py in {feedstock_dir}")
+            raise ConfigError(f"no {rel}.py in {feedstock_dir}")
         path = pkg
     name = f"_arcoforge_feedstock_{abs(hash(os.path.abspath(path)))}_{module.replace('.', '_')}"
     spec = importlib.util.spec_from_file_location(name, path)
@@ -566,24 +566,24 @@ def load_profiles(path: str | os.PathLike[str] | None = None) -> dict[str, Profi
     """
     path = path or os.environ.get(PROFILES_ENV)
     if not path:
-        raise ValueError(f"no bakery profiles: pass --profiles FILE or set ${PROFILES_ENV}")
+        raise ConfigError(f"no bakery profiles: pass --profiles FILE or set ${PROFILES_ENV}")
     import fsspec
 
     with fsspec.open(os.fspath(path), "r", encoding="utf-8") as f:
         data = yaml.safe_load(f) or {}
     if not isinstance(data, dict):
-        raise ValueError(f"{path}: profiles must be a mapping")
+        raise ConfigError(f"{path}: profiles must be a mapping")
     entries = data.get("profiles", data)
     if not isinstance(entries, dict):
-        raise ValueError(f"{path}: 'profiles' must be a mapping of name -> profile")
+        raise ConfigError(f"{path}: 'profiles' must be a mapping of name -> profile")
     out = {}
     for name, body in entries.items():
         if not isinstance(body, dict):
-            raise ValueError(f"{path}: profile {name!r} must be a mapping")
+            raise ConfigError(f"{path}: profile {name!r} must be a mapping")
         try:
             out[str(name)] = Profile.model_validate({"name": str(name), **body})
         except ValidationError as err:
-            raise ValueError(f"{path}: profile {name!r}: {err}") from None
+            raise ConfigError(f"{path}: profile {name!r}: {err}") from None
     return out
 
 
@@ -599,7 +599,7 @@ def _check_engine_options(prof: Profile) -> None:
     unknown = sorted(set(prof.engine_options) - set(params) - {"plan", "progress"})
     if unknown:
         known = sorted(set(params) - {"plan", "progress"})
-        raise ValueError(f"bakery profile {prof.name!r}: engine {prof.engine!r} does not take "
+        raise ConfigError(f"bakery profile {prof.name!r}: engine {prof.engine!r} does not take "
                          f"{', '.join(unknown)} (it takes: {', '.join(known)})")
 
 
@@ -621,10 +621,10 @@ def bake_feedstock(feedstock_dir: str | os.PathLike[str], profile: str | None = 
     meta = load_meta(d)
     name = profile or meta.profile
     if not name:
-        raise ValueError("no bakery profile: pass --profile NAME or set 'profile' in meta.yaml")
+        raise ConfigError("no bakery profile: pass --profile NAME or set 'profile' in meta.yaml")
     known = load_profiles(profiles)
     if name not in known:
-        raise ValueError(f"unknown bakery profile {name!r} (known: {', '.join(sorted(known))})")
+        raise ConfigError(f"unknown bakery profile {name!r} (known: {', '.join(sorted(known))})")
     prof = known[name]
     results: dict[str, Any] = {}
     for rid, recipe in load_recipes(d, meta).items():

@@ -21,6 +21,8 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from arcoforge.errors import ConfigError, NotFoundError
+
 FileType = Literal["netcdf4", "netcdf3", "hdf5", "grib", "zarr", "auto"]
 
 __all__ = [
@@ -54,9 +56,9 @@ class ConcatDim:
     def __post_init__(self) -> None:
         object.__setattr__(self, "keys", tuple(self.keys))
         if not self.keys:
-            raise ValueError(f"ConcatDim({self.name!r}) has no keys")
+            raise ConfigError(f"ConcatDim({self.name!r}) has no keys")
         if self.nitems_per_file is not None and self.nitems_per_file < 1:
-            raise ValueError(f"ConcatDim({self.name!r}): nitems_per_file must be >= 1")
+            raise ConfigError(f"ConcatDim({self.name!r}): nitems_per_file must be >= 1")
 
 
 @dataclass(frozen=True)
@@ -69,7 +71,7 @@ class MergeDim:
     def __post_init__(self) -> None:
         object.__setattr__(self, "keys", tuple(self.keys))
         if not self.keys:
-            raise ValueError(f"MergeDim({self.name!r}) has no keys")
+            raise ConfigError(f"MergeDim({self.name!r}) has no keys")
 
 
 CombineDim = ConcatDim | MergeDim
@@ -85,7 +87,7 @@ class Index:
         for dim, pos in self.positions:
             if dim == name:
                 return pos
-        raise KeyError(name)
+        raise NotFoundError(name)
 
     def __str__(self) -> str:
         return ",".join(f"{d}={p}" for d, p in self.positions)
@@ -115,12 +117,12 @@ class FilePattern:
         open_kwargs: dict[str, Any] | None = None,
     ) -> None:
         if not combine_dims:
-            raise ValueError("FilePattern needs at least one ConcatDim or MergeDim")
+            raise ConfigError("FilePattern needs at least one ConcatDim or MergeDim")
         names = [d.name for d in combine_dims]
         if len(set(names)) != len(names):
-            raise ValueError(f"combine dimension names must be unique, got {names}")
+            raise ConfigError(f"combine dimension names must be unique, got {names}")
         if sum(isinstance(d, ConcatDim) for d in combine_dims) > 1:
-            raise ValueError("arcoforge supports one ConcatDim per pattern (plus any MergeDims)")
+            raise ConfigError("arcoforge supports one ConcatDim per pattern (plus any MergeDims)")
         self.format_function = format_function
         self.combine_dims: tuple[CombineDim, ...] = tuple(combine_dims)
         self.file_type: FileType = file_type
@@ -171,7 +173,7 @@ class FilePattern:
     def prune(self, nkeep: int = 2) -> FilePattern:
         """A copy keeping only the first ``nkeep`` keys of the concat dimension (quick test builds)."""
         if nkeep < 1:
-            raise ValueError("nkeep must be >= 1")
+            raise ConfigError("nkeep must be >= 1")
         dims: list[CombineDim] = []
         for d in self.combine_dims:
             if isinstance(d, ConcatDim):
@@ -210,7 +212,7 @@ def pattern_from_file_sequence(
     """A :class:`FilePattern` concatenating ``file_list`` in order along ``concat_dim``."""
     urls = [str(u) for u in file_list]
     if not urls:
-        raise ValueError("pattern_from_file_sequence: the file list is empty")
+        raise ConfigError("pattern_from_file_sequence: the file list is empty")
 
     def format_function(**key: int) -> str:
         return urls[key[concat_dim]]

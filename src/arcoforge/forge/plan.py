@@ -16,6 +16,7 @@ import math
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 
+from arcoforge.errors import ConfigError, NotFoundError
 from arcoforge.forge.schema import TargetSchema, VariableSchema
 
 __all__ = [
@@ -55,7 +56,7 @@ class StoreTask:
         for gkey, pieces in self.pieces:
             if gkey == group:
                 return pieces
-        raise KeyError(group)
+        raise NotFoundError(group)
 
 
 def choose_chunks(schema: TargetSchema, target_chunks: Mapping[str, int] | None,
@@ -66,7 +67,7 @@ def choose_chunks(schema: TargetSchema, target_chunks: Mapping[str, int] | None,
     target_chunks = dict(target_chunks or {})
     unknown = set(target_chunks) - set(schema.dims)
     if unknown:
-        raise ValueError(
+        raise ConfigError(
             f"target_chunks names dimension(s) {sorted(unknown)} that the dataset does not have "
             f"(it has {sorted(schema.dims)})"
         )
@@ -74,7 +75,7 @@ def choose_chunks(schema: TargetSchema, target_chunks: Mapping[str, int] | None,
         n = target_chunks.get(dim)
         if n is not None:
             if int(n) < 1:
-                raise ValueError(f"target_chunks[{dim!r}] must be >= 1, got {n}")
+                raise ConfigError(f"target_chunks[{dim!r}] must be >= 1, got {n}")
             chunks[dim] = min(int(n), max(size, 1))
         elif dim == schema.concat_dim:
             per_step = max(

@@ -1,0 +1,7 @@
+"""``python -m arcoforge.cli``: the same as the ``arcoforge`` command."""
+
+import sys
+
+from arcoforge.cli import main
+
+sys.exit(main())
