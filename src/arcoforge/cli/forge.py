@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from arcoforge.cli import friendly_errors
+from arcoforge.errors import ConfigError
 
 __all__ = ["register", "load_recipe", "load_recipes"]
 
@@ -21,10 +22,10 @@ def load_recipes(path: str) -> dict[str, Any]:
 
     file = Path(path)
     if not file.exists():
-        raise FileNotFoundError(f"recipe module {path} does not exist")
+        raise ConfigError(f"recipe module {path} does not exist")
     spec = importlib.util.spec_from_file_location(f"arcoforge_recipe_{file.stem}", file)
     if spec is None or spec.loader is None:
-        raise ImportError(f"cannot import {path} as a Python module")
+        raise ConfigError(f"cannot import {path} as a Python module")
     module = importlib.util.module_from_spec(spec)
     sys.path.insert(0, str(file.parent.resolve()))
     try:
@@ -43,13 +44,13 @@ def load_recipe(spec: str) -> Any:
     path, _, name = spec.partition(":") if not Path(spec).exists() else (spec, "", "")
     recipes = load_recipes(path)
     if not recipes:
-        raise ValueError(f"{path} defines no ZarrRecipe")
+        raise ConfigError(f"{path} defines no ZarrRecipe")
     if name:
         if name not in recipes:
-            raise ValueError(f"{path} has no recipe {name!r}; it defines {sorted(recipes)}")
+            raise ConfigError(f"{path} has no recipe {name!r}; it defines {sorted(recipes)}")
         return recipes[name]
     if len(recipes) > 1:
-        raise ValueError(f"{path} defines several recipes {sorted(recipes)}; pick one with "
+        raise ConfigError(f"{path} defines several recipes {sorted(recipes)}; pick one with "
                          f"{path}:NAME")
     return next(iter(recipes.values()))
 
@@ -81,7 +82,7 @@ def _cmd_bake(args: argparse.Namespace) -> int:
         args.feedstock = args.recipe
         return bake_feedstock_command(args)
     if not args.target:
-        raise ValueError("--target is required when baking a recipe module (not a feedstock)")
+        raise ConfigError("--target is required when baking a recipe module (not a feedstock)")
     recipe = load_recipe(args.recipe)
     if args.prune:
         recipe.pattern = recipe.pattern.prune(args.prune)
