@@ -1,58 +1,142 @@
-"""Check that a built store equals its sources, with a readable diff when it does not.
+"""Check that a built store equals its sources: an independent oracle that can fail.
 
-The reference is what xarray users would do by hand::
+:func:`verify` never goes through arcoforge's own readers, plan or schema code.  It fetches each
+source file of the recipe's pattern and opens it **on its own** with :func:`xarray.open_dataset`
+(the recipe's ``open_kwargs`` and ``file_type``), derives each file's position along the concat
+dimension from the file's own length (pattern order, per merge group), and compares, variable by
+variable and file by file:
 
-    xr.open_mfdataset(sources, combine="nested", concat_dim=DIM, data_vars="minimal",
-                      coords="minimal", compat="override")
+* every variable with the concat dimension: the store's slice at the file's position equals the
+  file's values (exact, NaN-aware) and dtype;
+* every variable without it: equal in the store and in every file that has it;
+* attributes (``arcoforge:*`` ignored) and the CF encodings that decide decoding (dtype,
+  scale_factor, add_offset, _FillValue, missing_value, units, calendar) equal those of the first
+  file that has the variable (what ``xarray.concat``/``merge`` keep);
+* a variable in several merge groups must hold the same values in each (otherwise the store
+  could keep only one of them: a clash naming both files);
+* variables only in the store or only in the sources, and the concat length of every merge group.
 
-(merged over MergeDims).  The store is opened with :func:`arcoforge.open_dataset`.  Compared:
-variables, dimensions, dtypes, values (NaN-aware, exact), attributes (ignoring ``arcoforge:*``)
-and the CF encodings that decide decoding (dtype, scale_factor, add_offset, _FillValue,
-missing_value, units, calendar).
+Before its values are compared each source is checked for integrity: a NetCDF3 file shorter than
+its header says fails verification, naming the file.  Values are compared a block of one file's
+variable at a time, never whole datasets in memory.  Times that cannot be decoded (an invalid
+calendar) are compared as raw numbers, and the report says so.
+
+The store is opened with :func:`arcoforge.open_dataset`, as users open it.
 """
 
 from __future__ import annotations
 
+import math
+import os
+import struct
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 import xarray as xr
 
-from arcoforge.forge.io.fetch import fetch
+from arcoforge.errors import ArcoforgeError, SourceReadError, TruncatedFileError
+from arcoforge.forge.io.fetch import LocalSource, fetch
 from arcoforge.forge.recipes import ZarrRecipe
 from arcoforge.open import open_dataset
+from arcoforge.provenance import strip_provenance
 
-__all__ = ["VerifyReport", "verify", "reference_dataset", "compare_datasets"]
+__all__ = ["VerifyReport", "verify", "reference_dataset", "ENCODING_KEYS"]
 
+#: the encodings that decide how stored numbers decode
 ENCODING_KEYS = ("dtype", "scale_factor", "add_offset", "_FillValue", "missing_value", "units",
                  "calendar")
+
+# open options that say how to decode (applied to the store and the sources alike); every other
+# open option (group, engine, backend_kwargs, ...) is for the sources only.
+_DECODE_KEYS = ("decode_cf", "mask_and_scale", "decode_times", "decode_timedelta", "use_cftime",
+                "concat_characters", "decode_coords")
+
+_ENGINES = {"netcdf4": "netcdf4", "netcdf3": "netcdf4", "hdf5": "h5netcdf", "grib": "cfgrib",
+            "zarr": "zarr", "auto": None}
+
+#: at most about this many bytes of one variable of one file are compared at a time
+_BLOCK_BYTES = 64 * 2**20
 
 
 @dataclass
 class VerifyReport:
-    """Differences between a store and its sources; empty means equal."""
+    """The result of :func:`verify`: ``ok`` when the store equals its sources.
+
+    ``problems`` are the differences (each readable on its own: variable, file, first differing
+    index with both values, count of differing values); ``notes`` say how the comparison was made
+    when that matters (e.g. times compared as raw numbers).
+    """
 
     target: str
     problems: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
     checked_variables: int = 0
+    checked_files: int = 0
 
     @property
     def ok(self) -> bool:
+        """True when no difference was found."""
         return not self.problems
 
     def __str__(self) -> str:
         if self.ok:
-            return f"OK: {self.target} equals its sources ({self.checked_variables} variables)"
-        lines = [f"MISMATCH: {self.target} differs from its sources:"]
-        lines += [f"  - {p}" for p in self.problems]
+            lines = [f"OK: {self.target} equals its sources ({self.checked_variables} variables, "
+                     f"{self.checked_files} files)"]
+        else:
+            lines = [f"MISMATCH: {self.target} differs from its sources:"]
+            lines += [f"  - {p}" for p in self.problems]
+        lines += [f"  note: {n}" for n in self.notes]
         return "\n".join(lines)
 
 
+def verify(target: Any, recipe: ZarrRecipe, version: str | None = None, *,
+           decode_times: bool | None = None,
+           open_kwargs: Mapping[str, Any] | None = None) -> VerifyReport:
+    """Compare the store at ``target`` (a published ``version``, default the latest) with the
+    sources of ``recipe``, each source file read independently.
+
+    Parameters
+    ----------
+    target:
+        The store (path, URL or Icechunk repository), as given to :func:`arcoforge.open_dataset`.
+    recipe:
+        The recipe the store was built from; its pattern lists the sources.
+    version:
+        A published version such as ``"1.2"``.
+    decode_times:
+        ``None`` (default): decode times, and compare raw numbers if they cannot be decoded
+        (the report says so); ``True``/``False``: as given, for the store and every source.
+    open_kwargs:
+        Extra :func:`xarray.open_dataset` options on top of the recipe's ``open_kwargs``.
+        Decoding options (``decode_cf``, ``mask_and_scale``, ``decode_times``, ...) apply to the
+        store and the sources alike; the others (``group``, ``engine``, ...) to the sources.
+    """
+    opts = {**recipe.pattern.open_kwargs, **dict(open_kwargs or {})}
+    if decode_times is not None:
+        opts["decode_times"] = decode_times
+    decode = {k: opts.pop(k) for k in _DECODE_KEYS if k in opts}
+    if decode.pop("decode_cf", True) is False:
+        decode.update(mask_and_scale=False, decode_times=False, decode_timedelta=False,
+                      concat_characters=False, decode_coords=False)
+    auto_times = "decode_times" not in decode
+    try:
+        return _verify(target, recipe, version, opts, decode, auto_times)
+    except _UndecodableTimes as why:
+        report = _verify(target, recipe, version, opts, {**decode, "decode_times": False}, False)
+        report.notes.append(f"times could not be decoded ({why}); the raw time numbers were "
+                            "compared (decode_times=False)")
+        return report
+
+
 def reference_dataset(recipe: ZarrRecipe, workdir: str | None = None) -> xr.Dataset:
-    """The sources of ``recipe`` combined by xarray alone (the oracle)."""
+    """The sources of ``recipe`` combined by ``xr.open_mfdataset`` alone, as users would by hand.
+
+    A convenience for tests and exploration; :func:`verify` does not use it (``compat="override"``
+    would hide clashes between merged files).
+    """
     pattern = recipe.pattern
     workdir = workdir or recipe.source_options.cache or tempfile.mkdtemp(prefix="arcoforge-")
     cdim = pattern.concat_dim
@@ -74,6 +158,362 @@ def reference_dataset(recipe: ZarrRecipe, workdir: str | None = None) -> xr.Data
                                                     combine_attrs="override")
 
 
+# ---------------------------------------------------------------------------------------------
+# the comparison
+
+
+class _UndecodableTimes(Exception):
+    """Times that decode_times=True cannot decode (restart with raw times)."""
+
+
+@dataclass
+class _Provider:
+    """Where the sources of one variable were, per merge group."""
+
+    first_url: str
+    first_group: str
+    has_cdim: bool
+    # merge group -> [(url, start, stop)] along the concat dim (or [(url, 0, 0)])
+    segments: dict[str, list[tuple[str, int, int]]] = field(default_factory=dict)
+    # merge group -> (url, store index along the concat dim or 0) of its first mismatch
+    bad: dict[str, tuple[str, int]] = field(default_factory=dict)
+
+
+class _Problems:
+    """Problems, one line per (variable, kind): later files with the same kind of problem are
+    counted on the first file's line instead of repeating it."""
+
+    def __init__(self) -> None:
+        self._first: dict[tuple[str, str], str] = {}
+        self._files: dict[tuple[str, str], int] = {}
+        self._values: dict[tuple[str, str], int] = {}
+
+    def add(self, key: tuple[str, str], message: str, ndiff: int = 0) -> None:
+        if key not in self._first:
+            self._first[key] = message
+            self._files[key] = 0
+            self._values[key] = ndiff
+        else:
+            self._files[key] += 1
+            self._values[key] += ndiff
+
+    def lines(self) -> list[str]:
+        out = []
+        for key, message in self._first.items():
+            if self._files[key]:
+                message += f" (and {self._files[key]} more files"
+                message += f"; {self._values[key]} differing values in all)" \
+                    if self._values[key] else ")"
+            out.append(message)
+        return out
+
+
+def _verify(target: Any, recipe: ZarrRecipe, version: str | None, src_opts: dict[str, Any],
+            decode: dict[str, Any], auto_times: bool) -> VerifyReport:
+    report = VerifyReport(str(getattr(target, "url", target)))
+    try:
+        store = _open_checked(lambda **kw: open_dataset(target, version=version, **kw),
+                              decode, auto_times, "the store")
+    except _UndecodableTimes:
+        raise
+    except Exception as err:  # noqa: BLE001 - reported, not raised
+        report.problems.append(f"cannot open the store: {err}")
+        return report
+    # downloads go to the recipe's local cache if it has one, else here (removed file by file)
+    with store, tempfile.TemporaryDirectory(prefix="arcoforge-verify-") as workdir:
+        _Comparison(store, recipe, src_opts, decode, auto_times, report, workdir).run()
+    return report
+
+
+def _open_checked(opener: Any, decode: dict[str, Any], auto_times: bool, what: str) -> Any:
+    """``opener(**decode)``; when times are left to the default and only decode_times=False
+    opens it, raise :class:`_UndecodableTimes`."""
+    try:
+        return opener(**decode)
+    except Exception as err:
+        if not auto_times:
+            raise
+        try:
+            opener(**{**decode, "decode_times": False}).close()
+        except Exception:  # noqa: BLE001 - the first error is the one to report
+            raise err from None
+        raise _UndecodableTimes(f"{what}: {err}") from err
+
+
+def _group_label(pattern: Any, index: Any, cdim: str | None) -> str:
+    parts = [f"{d}={pattern.combine_dims[i].keys[p]!r}"
+             for i, (d, p) in enumerate(index.positions) if d != cdim]
+    return ", ".join(parts) or "all files"
+
+
+class _Comparison:
+    """One pass over the sources, file by file, variable by variable."""
+
+    def __init__(self, store: xr.Dataset, recipe: ZarrRecipe, src_opts: dict[str, Any],
+                 decode: dict[str, Any], auto_times: bool, report: VerifyReport,
+                 workdir: str) -> None:
+        self.store = store
+        self.recipe = recipe
+        self.pattern = recipe.pattern
+        self.cdim = self.pattern.concat_dim.name if self.pattern.concat_dim else None
+        self.src_opts = dict(src_opts)
+        self.engine = self.src_opts.pop("engine", None) or _ENGINES.get(self.pattern.file_type)
+        self.src_opts.setdefault("cache", False)
+        self.decode = decode
+        self.auto_times = auto_times
+        self.report = report
+        self.workdir = workdir
+        self.problems = _Problems()
+        self.providers: dict[str, _Provider] = {}
+        self.missing: dict[str, str] = {}  # variable -> first file that has it
+        self.unchecked: set[str] = set()  # variables of files that failed the integrity check
+
+    # -- the walk ----------------------------------------------------------------------------
+    def run(self) -> None:
+        groups: dict[str, list[str]] = {}
+        for index, url in self.pattern.items():
+            groups.setdefault(_group_label(self.pattern, index, self.cdim), []).append(url)
+        first = True
+        for label, urls in groups.items():
+            length = self._group(label, urls, first)
+            first = False
+            if length is not None and self.cdim is not None and self.cdim in self.store.dims \
+                    and length != self.store.sizes[self.cdim]:
+                self.report.problems.append(
+                    f"dimension {self.cdim!r}: the store has {self.store.sizes[self.cdim]} steps "
+                    f"but the {len(urls)} file{'s' if len(urls) > 1 else ''} of merge group "
+                    f"{label} ({urls[0]}"
+                    f"{', ...' if len(urls) > 1 else ''}) have {length}")
+        self._clashes()
+        self.report.problems += self.problems.lines()
+        if self.missing:
+            self.report.problems.append(
+                "variables missing from the store: "
+                + ", ".join(f"{n!r} (in {u})" for n, u in self.missing.items()))
+        extra = sorted(set(map(str, self.store.variables)) - set(self.providers)
+                       - set(self.missing) - self.unchecked)
+        if extra:
+            self.report.problems.append(f"variables in the store but in no source: {extra}")
+        self.report.checked_variables = len(self.providers)
+
+    def _group(self, label: str, urls: Sequence[str], first: bool) -> int | None:
+        """Compare the files of one merge group; their total length along the concat dim."""
+        offset = 0
+        for url in urls:
+            try:
+                src = fetch(url, self.recipe.source_options, self.workdir)
+            except ArcoforgeError as err:
+                self.report.problems.append(f"cannot fetch a source, so later files of merge "
+                                            f"group {label} cannot be placed: {err}")
+                return None
+            intact = self._intact(src)
+            try:
+                ds = _open_checked(self._opener(src.path), self.decode, self.auto_times, src.url)
+            except _UndecodableTimes:
+                raise
+            except Exception as err:  # noqa: BLE001 - reported, not raised
+                self.report.problems.append(f"cannot open {src.url} on its own: {err}; later "
+                                            f"files of merge group {label} cannot be placed")
+                return None
+            with ds:
+                if self.cdim is not None and self.cdim not in ds.dims:
+                    self.report.problems.append(
+                        f"{src.url} has no dimension {self.cdim!r} to concatenate along")
+                    return None
+                n = int(ds.sizes[self.cdim]) if self.cdim is not None else 0
+                if first:
+                    self._dataset_attrs(ds, src.url)
+                    first = False
+                for name in map(str, ds.variables):
+                    if not intact:  # its values cannot be trusted: only note what it holds
+                        if name in self.store.variables:
+                            self.unchecked.add(name)
+                        else:
+                            self.missing.setdefault(name, src.url)
+                        continue
+                    self._variable(name, ds[name].variable, src.url, label, offset, n)
+                self.report.checked_files += intact
+            if os.path.dirname(os.path.abspath(src.path)) == os.path.abspath(self.workdir):
+                os.remove(src.path)  # a download of ours, not a cache: free the disk now
+            offset += n
+        return offset if self.cdim is not None else None
+
+    def _opener(self, path: str) -> Any:
+        def opener(**decode: Any) -> xr.Dataset:
+            kwargs = {**self.src_opts, **decode}
+            if self.engine:
+                kwargs["engine"] = self.engine
+            return xr.open_dataset(path, **kwargs)
+        return opener
+
+    def _intact(self, src: LocalSource) -> bool:
+        """Whether ``src`` is complete; a problem naming it when not."""
+        try:
+            _check_complete(src.path, src.url)
+        except SourceReadError as err:  # TruncatedFileError, or unreadable
+            self.report.problems.append(f"{err} (its values were not compared)")
+            return False
+        return True
+
+    # -- what is compared --------------------------------------------------------------------
+    def _dataset_attrs(self, ds: xr.Dataset, url: str) -> None:
+        ours = strip_provenance(self.store.attrs)
+        if not _attrs_equal(ours, ds.attrs):
+            self.report.problems.append(_attr_diff(f"dataset attributes (vs {url})", ours,
+                                                   ds.attrs))
+
+    def _variable(self, name: str, fv: xr.Variable, url: str, label: str, offset: int,
+                  n: int) -> None:
+        has_cdim = self.cdim is not None and self.cdim in fv.dims
+        prov = self.providers.get(name)
+        if prov is None:
+            if name not in self.store.variables:
+                self.missing.setdefault(name, url)
+                return
+            prov = self.providers[name] = _Provider(url, label, has_cdim)
+        elif prov.has_cdim != has_cdim:
+            self.problems.add((name, "cdim"), f"variable {name!r}: has dimension {self.cdim!r} "
+                              f"in {prov.first_url} but not in {url}")
+            return
+        start, stop = (offset, offset + n) if has_cdim else (0, 0)
+        prov.segments.setdefault(label, []).append((url, start, stop))
+        sv = self.store[name].variable
+        if url == prov.first_url:
+            self._metadata(name, sv, fv, url)
+        if sv.dims != fv.dims:
+            self.problems.add((name, "dims"), f"variable {name!r}: dims {sv.dims} in the store "
+                              f"vs {fv.dims} in {url}")
+            prov.bad.setdefault(label, (url, start))
+            return
+        if sv.dtype != fv.dtype:
+            self.problems.add((name, "dtype"), f"variable {name!r}: dtype {sv.dtype} in the "
+                              f"store vs {fv.dtype} in {url}")
+        axis = fv.dims.index(self.cdim) if has_cdim else None
+        expected = tuple(stop if i == axis else s for i, s in enumerate(fv.shape))
+        if any(s < e if i == axis else s != e for i, (s, e) in enumerate(zip(sv.shape,
+                                                                           expected))):
+            where = (f" (the file is at {self.cdim}[{start}:{stop}] of the store)"
+                     if has_cdim else "")
+            self.problems.add((name, "shape"), f"variable {name!r}: shape {sv.shape} in the "
+                              f"store cannot hold {fv.shape} of {url}{where}")
+            prov.bad.setdefault(label, (url, start))
+            return
+        first_bad = self._values(name, sv, fv, url, axis, start)
+        if first_bad is not None:
+            prov.bad.setdefault(label, (url, first_bad))
+
+    def _metadata(self, name: str, sv: xr.Variable, fv: xr.Variable, url: str) -> None:
+        ours = strip_provenance(sv.attrs)
+        if not _attrs_equal(ours, fv.attrs):
+            self.problems.add((name, "attrs"), _attr_diff(f"variable {name!r} (vs {url})", ours,
+                                                          fv.attrs))
+        for key in ENCODING_KEYS:
+            ae, ee = sv.encoding.get(key), fv.encoding.get(key)
+            if key == "_FillValue" and ee is None:
+                continue  # zarr may record an unused fill value where netCDF has none
+            if key == "dtype" and ae is not None and ee is not None:
+                if np.dtype(ae) != np.dtype(ee):
+                    self.problems.add((name, "enc:dtype"), f"variable {name!r}: encoded dtype "
+                                      f"{ae} in the store vs {ee} in {url}")
+                continue
+            if not _encoding_equal(ae, ee):
+                self.problems.add((name, f"enc:{key}"), f"variable {name!r}: encoding {key!r} "
+                                  f"is {ae!r} in the store vs {ee!r} in {url}")
+
+    def _values(self, name: str, sv: xr.Variable, fv: xr.Variable, url: str,
+                axis: int | None, offset: int) -> int | None:
+        """Compare block by block; the store index along the concat dim (0 without one) of
+        the first difference, or None when equal."""
+        ndiff = 0
+        first: tuple[int, ...] | None = None
+        pair: tuple[Any, Any] = (None, None)
+        for key in _blocks(fv.shape, fv.dtype.itemsize, axis if axis is not None else 0):
+            skey = tuple(slice(k.start + offset, k.stop + offset) if i == axis else k
+                         for i, k in enumerate(key))
+            a = np.asarray(sv[skey].values)
+            b = np.asarray(fv[key].values)
+            bad = _differ(a, b)
+            count = int(np.count_nonzero(bad))
+            if count and first is None:
+                local = tuple(int(i[0]) for i in np.nonzero(bad))
+                first = tuple(li + sk.start for li, sk in zip(local, skey))
+                pair = (a[local], b[local])
+            ndiff += count
+        if first is None:
+            return None
+        self.problems.add((name, "values"),
+                          f"variable {name!r}: {ndiff} of {fv.size} values differ from {url} "
+                          f"(first at store index {first}: store {_show(pair[0])} vs source "
+                          f"{_show(pair[1])})",
+                          ndiff)
+        return first[axis] if axis is not None else 0
+
+    def _clashes(self) -> None:
+        """A variable in two merge groups that do not agree: name a file of each."""
+        for name, prov in self.providers.items():
+            if len(prov.segments) < 2:
+                continue
+            labels = list(prov.segments)
+            lengths = {lb: max(s[2] for s in prov.segments[lb]) for lb in labels}
+            ref = next((lb for lb in labels if lb not in prov.bad), labels[0])
+            for label in labels:
+                if label == ref:
+                    continue
+                if prov.has_cdim and lengths[label] != lengths[ref]:
+                    detail = f"{lengths[ref]} vs {lengths[label]} steps along {self.cdim!r}"
+                    a, b = prov.segments[ref][0][0], prov.segments[label][0][0]
+                elif label in prov.bad and ref not in prov.bad:
+                    b, pos = prov.bad[label]
+                    a = next((u for u, s, e in prov.segments[ref] if s <= pos < e),
+                             prov.segments[ref][0][0])
+                    detail = "different values"
+                else:
+                    continue
+                self.report.problems.append(
+                    f"variable {name!r} is in merge groups {ref} and {label} with {detail}: "
+                    f"{a} and {b} (the store can hold only one of them)")
+
+
+def _blocks(shape: tuple[int, ...], itemsize: int, axis: int) -> Iterator[tuple[slice, ...]]:
+    """Keys covering ``shape`` in blocks of about :data:`_BLOCK_BYTES` along ``axis``."""
+    if not shape:
+        yield ()
+        return
+    row = itemsize * math.prod(s for i, s in enumerate(shape) if i != axis)
+    step = max(1, _BLOCK_BYTES // max(1, row))
+    full = [slice(0, s) for s in shape]
+    for start in range(0, max(shape[axis], 1), step):
+        key = list(full)
+        key[axis] = slice(start, min(start + step, shape[axis]))
+        yield tuple(key)
+
+
+def _differ(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Where ``a`` and ``b`` differ (NaN equals NaN, NaT equals NaT)."""
+    if a.dtype.kind in "fc" and b.dtype.kind in "fc":
+        return ~((a == b) | (np.isnan(a) & np.isnan(b)))
+    if a.dtype.kind in "mM" and b.dtype.kind in "mM":
+        return ~((a == b) | (np.isnat(a) & np.isnat(b)))
+    try:
+        return np.asarray(a != b, dtype=bool).reshape(a.shape)
+    except (TypeError, ValueError):  # objects that refuse to compare (cftime of two calendars)
+        return np.array([_ne(x, y) for x, y in zip(a.ravel(), b.ravel())],
+                        dtype=bool).reshape(a.shape)
+
+
+def _ne(x: Any, y: Any) -> bool:
+    try:
+        return bool(x != y)
+    except (TypeError, ValueError):
+        return True
+
+
+def _show(value: Any) -> str:
+    """A value for a diff line: numbers plainly, objects (cftime dates) with their type."""
+    return str(value) if isinstance(value, np.generic | int | float | str | bytes) \
+        else repr(value)
+
+
 def _encoding_equal(a: Any, b: Any) -> bool:
     if a is None or b is None:
         return a is None and b is None
@@ -85,59 +525,7 @@ def _encoding_equal(a: Any, b: Any) -> bool:
         return bool(a == b)
 
 
-def compare_datasets(actual: xr.Dataset, expected: xr.Dataset,
-                     encodings: Sequence[str] = ENCODING_KEYS) -> list[str]:
-    """A list of human-readable differences (empty if equal)."""
-    problems: list[str] = []
-    missing = sorted(set(map(str, expected.variables)) - set(map(str, actual.variables)))
-    extra = sorted(set(map(str, actual.variables)) - set(map(str, expected.variables)))
-    if missing:
-        problems.append(f"variables missing from the store: {missing}")
-    if extra:
-        problems.append(f"variables in the store but not in the sources: {extra}")
-    if dict(actual.sizes) != dict(expected.sizes):
-        problems.append(f"dimensions differ: store {dict(actual.sizes)} vs sources "
-                        f"{dict(expected.sizes)}")
-    ours = {k: v for k, v in actual.attrs.items() if not str(k).startswith("arcoforge:")}
-    if not _attrs_equal(ours, expected.attrs):
-        problems.append(_attr_diff("dataset", ours, expected.attrs))
-    for name in expected.variables:
-        if name not in actual.variables:
-            continue
-        a, e = actual[name].variable, expected[name].variable
-        where = f"variable {name!r}"
-        if a.dims != e.dims:
-            problems.append(f"{where}: dims {a.dims} vs {e.dims}")
-            continue
-        if a.dtype != e.dtype:
-            problems.append(f"{where}: dtype {a.dtype} in the store vs {e.dtype} in the sources")
-        if a.shape == e.shape:
-            av, ev = np.asarray(a.values), np.asarray(e.values)
-            same = (np.array_equal(av, ev, equal_nan=True) if av.dtype.kind in "fc"
-                    else np.array_equal(av, ev))
-            if not same:
-                bad = ~((av == ev) | ((av != av) & (ev != ev))) if av.dtype.kind in "fc" \
-                    else av != ev
-                n = int(np.count_nonzero(bad))
-                first = tuple(int(i[0]) for i in np.nonzero(bad)) if n else ()
-                problems.append(f"{where}: {n} of {av.size} values differ (first at index "
-                                f"{first}: store {av[first]!r} vs sources {ev[first]!r})")
-        if not _attrs_equal(a.attrs, e.attrs):
-            problems.append(_attr_diff(where, a.attrs, e.attrs))
-        for key in encodings:
-            ae, ee = a.encoding.get(key), e.encoding.get(key)
-            if key == "_FillValue" and ee is None:
-                continue  # zarr may record an unused fill value where netCDF has none
-            if key == "dtype" and ae is not None and ee is not None:
-                if np.dtype(ae) != np.dtype(ee):
-                    problems.append(f"{where}: encoded dtype {ae} vs {ee}")
-                continue
-            if not _encoding_equal(ae, ee):
-                problems.append(f"{where}: encoding {key!r} is {ae!r} in the store vs {ee!r}")
-    return problems
-
-
-def _attrs_equal(a: Any, b: Any) -> bool:
+def _attrs_equal(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
     if set(a) != set(b):
         return False
     for k in a:
@@ -150,23 +538,111 @@ def _attrs_equal(a: Any, b: Any) -> bool:
     return True
 
 
-def _attr_diff(where: str, a: Any, b: Any) -> str:
+def _attr_diff(where: str, a: Mapping[str, Any], b: Mapping[str, Any]) -> str:
     keys = sorted(set(a) ^ set(b))
     changed = sorted(k for k in set(a) & set(b) if not _attrs_equal({k: a[k]}, {k: b[k]}))
-    return (f"{where}: attributes differ (only on one side: {keys}; changed: "
+    return (f"{where}: attributes differ (only on one side: {keys}; changed (store, source): "
             f"{[(k, a[k], b[k]) for k in changed][:5]})")
 
 
-def verify(target: Any, recipe: ZarrRecipe, version: str | None = None) -> VerifyReport:
-    """Compare the store at ``target`` with the sources of ``recipe``."""
-    report = VerifyReport(str(getattr(target, "url", target)))
+# ---------------------------------------------------------------------------------------------
+# source integrity
+
+
+def _check_complete(path: str, url: str) -> None:
+    """Raise :class:`TruncatedFileError` when the file at ``path`` is shorter than it says.
+
+    Uses :func:`arcoforge.forge.io.readers.check_complete` where it exists, otherwise compares
+    a NetCDF3 file's size with what its header says.
+    """
     try:
-        actual = open_dataset(target, version=version)
-    except Exception as err:  # noqa: BLE001 - reported, not raised
-        report.problems.append(f"cannot open the store: {err}")
-        return report
-    expected = reference_dataset(recipe)
-    with expected:
-        report.problems = compare_datasets(actual, expected)
-        report.checked_variables = len(expected.variables)
-    return report
+        from arcoforge.forge.io.readers import check_complete
+    except ImportError:
+        _check_netcdf3(path, url)
+    else:
+        check_complete(path, url)
+
+
+def _check_netcdf3(path: str, url: str) -> None:
+    """Raise :class:`TruncatedFileError` when a NetCDF3 file is smaller than its header says."""
+    need = _netcdf3_size(path, url)
+    size = os.path.getsize(path)
+    if need is not None and size < need:
+        raise TruncatedFileError(
+            f"{url} is truncated: {size} bytes, but its NetCDF3 header says {need}. It was cut "
+            "short (an interrupted download or copy): fetch it again (delete any cached copy)")
+
+
+_NC_TYPE_SIZES = {1: 1, 2: 1, 3: 2, 4: 4, 5: 4, 6: 8, 7: 1, 8: 2, 9: 4, 10: 8, 11: 8}
+
+
+class _Header:
+    """Sequential reader of a NetCDF classic header (CDF-1, CDF-2, CDF-5)."""
+
+    def __init__(self, fh: BinaryIO, version: int, url: str) -> None:
+        self.fh, self.url = fh, url
+        self.count_fmt = ">Q" if version == 5 else ">I"
+        self.offset_fmt = ">I" if version == 1 else ">Q"
+
+    def take(self, n: int) -> bytes:
+        data = self.fh.read(n)
+        if len(data) < n:
+            raise TruncatedFileError(f"{self.url} is truncated: it ends inside its NetCDF3 "
+                                     "header. Fetch it again (delete any cached copy)")
+        return data
+
+    def unpack(self, fmt: str) -> int:
+        return int(struct.unpack(fmt, self.take(struct.calcsize(fmt)))[0])
+
+    def count(self) -> int:
+        return self.unpack(self.count_fmt)
+
+    def name(self) -> None:
+        n = self.count()
+        self.take(-(-n // 4) * 4)
+
+    def attributes(self) -> None:
+        self.unpack(">I")  # NC_ATTRIBUTE or ABSENT
+        for _ in range(self.count()):
+            self.name()
+            size = _NC_TYPE_SIZES.get(self.unpack(">I"), 1)
+            self.take(-(-self.count() * size // 4) * 4)
+
+
+def _netcdf3_size(path: str, url: str) -> int | None:
+    """The size in bytes a NetCDF3 file's header says it has (None: not NetCDF3, or a
+    streamed file whose record count is unknown)."""
+    with open(path, "rb") as fh:
+        magic = fh.read(4)
+        if len(magic) < 4 or magic[:3] != b"CDF" or magic[3] not in (1, 2, 5):
+            return None
+        h = _Header(fh, magic[3], url)
+        numrecs = h.count()
+        if numrecs in (0xFFFFFFFF, 0xFFFFFFFFFFFFFFFF):
+            return None
+        h.unpack(">I")  # NC_DIMENSION or ABSENT
+        dims = []
+        for _ in range(h.count()):
+            h.name()
+            dims.append(h.count())
+        h.attributes()
+        h.unpack(">I")  # NC_VARIABLE or ABSENT
+        fixed: list[tuple[int, int]] = []  # (begin, bytes)
+        records: list[tuple[int, int]] = []  # (begin, bytes per record)
+        for _ in range(h.count()):
+            h.name()
+            dimids = [h.count() for _ in range(h.count())]
+            h.attributes()
+            size = _NC_TYPE_SIZES.get(h.unpack(">I"), 1)
+            h.count()  # vsize: recomputed below (it overflows for large variables)
+            begin = h.unpack(h.offset_fmt)
+            is_record = bool(dimids) and dims[dimids[0]] == 0
+            nbytes = size * math.prod(dims[d] for d in (dimids[1:] if is_record else dimids))
+            (records if is_record else fixed).append((begin, nbytes))
+        need = fh.tell()
+    need = max([need] + [b + n for b, n in fixed if n])
+    if records and numrecs:
+        recsize = (records[0][1] if len(records) == 1
+                   else sum(-(-n // 4) * 4 for _, n in records))
+        need = max([need] + [b + (numrecs - 1) * recsize + n for b, n in records if n])
+    return need
