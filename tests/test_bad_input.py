@@ -9,6 +9,7 @@ import pytest
 import xarray as xr
 
 import arcoforge as af
+from arcoforge.errors import TruncatedFileError
 from arcoforge.forge.engines import get_engine
 from arcoforge.forge.verify import verify
 from arcoforge.testing.samples import writable_copies
@@ -74,8 +75,9 @@ def test_non_monotonic_files(ersst: list[Path], tmp_path: Path) -> None:
 def test_truncated_file(ersst: list[Path], tmp_path: Path) -> None:
     data = ersst[2].read_bytes()
     ersst[2].write_bytes(data[: len(data) // 3])
-    with pytest.raises(af.SourceReadError,
-                       match=r"ersst\.v5\.201903\.nc.*truncated or corrupt"):
+    with pytest.raises(TruncatedFileError,
+                       match=r"ersst\.v5\.201903\.nc is truncated: .* 164,358 bytes, but it has "
+                             r"only 54,786 .*cut short.*fetch it again"):
         af.bake(recipe_of(ersst), str(tmp_path / "t.zarr"), progress=False)
 
 
