@@ -36,6 +36,8 @@ def friendly_errors(func: Callable[[argparse.Namespace], int]
             if getattr(args, "debug", False):
                 raise
             print(f"error: {err}", file=sys.stderr)
+            for note in getattr(err, "__notes__", ()):  # e.g. where a failed build's state is
+                print(note, file=sys.stderr)
             return 1
 
     return wrapper

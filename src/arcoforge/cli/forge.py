@@ -1,4 +1,4 @@
-"""Forge sub-commands: ``bake``, ``verify``, ``inspect``, ``demo``."""
+"""Forge sub-commands: ``bake``, ``verify``, ``inspect``, ``abandon``, ``demo``."""
 
 from __future__ import annotations
 
@@ -101,7 +101,8 @@ def _cmd_bake(args: argparse.Namespace) -> int:
 def _cmd_verify(args: argparse.Namespace) -> int:
     from arcoforge.forge.verify import verify
 
-    report = verify(args.target, load_recipe(args.against), version=args.version)
+    report = verify(args.target, load_recipe(args.against), version=args.version,
+                    decode_times=False if args.no_decode_times else None)
     print(report)
     return 0 if report.ok else 1
 
@@ -128,6 +129,18 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
         sources = prov.pop("arcoforge:sources", [])
         print(json.dumps(prov, indent=2, default=str))
         print(f"{len(sources)} sources, first: {sources[:1]}")
+    return 0
+
+
+def _cmd_abandon(args: argparse.Namespace) -> int:
+    from arcoforge.forge.bake import abandon
+
+    where = abandon(args.target, wait_lock=args.wait_lock)
+    if where is None:
+        print(f"{args.target}: no unfinished build to abandon")
+    else:
+        print(f"abandoned the unfinished build of {args.target} (removed {where}); the "
+              "published versions are unchanged")
     return 0
 
 
@@ -167,6 +180,8 @@ def register(sub: Any) -> None:
     p.add_argument("target")
     p.add_argument("--against", required=True, metavar="RECIPE", help="recipe.py[:NAME]")
     p.add_argument("--version", help="a published version, e.g. 1.2")
+    p.add_argument("--no-decode-times", action="store_true",
+                   help="compare times as raw numbers (store and sources alike)")
     p.add_argument("--debug", action="store_true")
     p.set_defaults(func=friendly_errors(_cmd_verify))
 
@@ -175,6 +190,14 @@ def register(sub: Any) -> None:
     p.add_argument("--target", help="with a recipe: the target to plan for")
     p.add_argument("--debug", action="store_true")
     p.set_defaults(func=friendly_errors(_cmd_inspect))
+
+    p = sub.add_parser("abandon", help="give up the unfinished build of a target (removes its "
+                       "resumable state; published versions stay)")
+    p.add_argument("target", help="store URL or path, or icechunk://PATH")
+    p.add_argument("--wait-lock", action="store_true",
+                   help="wait for a running build of the target instead of failing")
+    p.add_argument("--debug", action="store_true")
+    p.set_defaults(func=friendly_errors(_cmd_abandon))
 
     p = sub.add_parser("demo", help="bake the bundled NOAA files from a loopback HTTP server")
     p.add_argument("--out", help="folder for the stores (default: a temp folder)")
