@@ -13,8 +13,7 @@ import zarr
 
 import arcoforge as af
 from arcoforge.cli import main
-from arcoforge.errors import TruncatedFileError
-from arcoforge.forge.verify import _check_netcdf3, _netcdf3_size, verify
+from arcoforge.forge.verify import verify
 from arcoforge.testing.samples import dated_copies, writable_copies
 
 DEMO = Path(af.__file__).parent / "demo_data"
@@ -138,33 +137,6 @@ def test_truncated_netcdf3_source(shared_data: Path, tmp_path: Path) -> None:
     assert len(report.problems) == 1, str(report)  # nothing else: the file's names were seen
     assert report.problems[0].startswith(f"{copy} is truncated: ")
     assert report.problems[0].endswith("(its values were not compared)")
-
-
-def test_netcdf3_header_size(shared_data: Path, tmp_path: Path) -> None:
-    """The fallback integrity check: the header's size, and both of its messages."""
-    [copy] = writable_copies([shared_data / NC3], tmp_path)
-    size = copy.stat().st_size
-    assert _netcdf3_size(str(copy), "u") == size
-    assert _netcdf3_size(ERSST[0], "u") is None  # NetCDF4: not its business
-    _check_netcdf3(str(copy), "u")
-    os.truncate(copy, size - 10)
-    with pytest.raises(TruncatedFileError, match=rf"^u is truncated: {size - 10} bytes, but "
-                                                 rf"its NetCDF3 header says {size}\. It was cut"):
-        _check_netcdf3(str(copy), "u")
-    os.truncate(copy, 100)
-    with pytest.raises(TruncatedFileError, match="u is truncated: it ends inside its NetCDF3 "
-                                                 "header"):
-        _check_netcdf3(str(copy), "u")
-
-
-def test_records_netcdf3_with_record_dimension(shared_data: Path, tmp_path: Path) -> None:
-    """Record variables: the last record's end is what the header promises."""
-    [copy] = writable_copies([shared_data / "records" / "madishydro.nc"], tmp_path)
-    size = copy.stat().st_size
-    assert _netcdf3_size(str(copy), "u") == size
-    os.truncate(copy, size - 1)
-    with pytest.raises(TruncatedFileError):
-        _check_netcdf3(str(copy), "u")
 
 
 # -- undecodable times -------------------------------------------------------------------------

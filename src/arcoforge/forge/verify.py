@@ -28,16 +28,15 @@ from __future__ import annotations
 
 import math
 import os
-import struct
 import tempfile
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, BinaryIO
+from typing import Any
 
 import numpy as np
 import xarray as xr
 
-from arcoforge.errors import ArcoforgeError, SourceReadError, TruncatedFileError
+from arcoforge.errors import ArcoforgeError, SourceReadError
 from arcoforge.forge.io.fetch import LocalSource, fetch
 from arcoforge.forge.recipes import ZarrRecipe
 from arcoforge.open import open_dataset
@@ -550,99 +549,8 @@ def _attr_diff(where: str, a: Mapping[str, Any], b: Mapping[str, Any]) -> str:
 
 
 def _check_complete(path: str, url: str) -> None:
-    """Raise :class:`TruncatedFileError` when the file at ``path`` is shorter than it says.
+    """Raise :class:`TruncatedFileError` when the file at ``path`` is shorter than its own
+    header says (NetCDF3 record counts, HDF5 end-of-file address)."""
+    from arcoforge.forge.io.readers import check_complete
 
-    Uses :func:`arcoforge.forge.io.readers.check_complete` where it exists, otherwise compares
-    a NetCDF3 file's size with what its header says.
-    """
-    try:
-        from arcoforge.forge.io.readers import check_complete
-    except ImportError:
-        _check_netcdf3(path, url)
-    else:
-        check_complete(path, url)
-
-
-def _check_netcdf3(path: str, url: str) -> None:
-    """Raise :class:`TruncatedFileError` when a NetCDF3 file is smaller than its header says."""
-    need = _netcdf3_size(path, url)
-    size = os.path.getsize(path)
-    if need is not None and size < need:
-        raise TruncatedFileError(
-            f"{url} is truncated: {size} bytes, but its NetCDF3 header says {need}. It was cut "
-            "short (an interrupted download or copy): fetch it again (delete any cached copy)")
-
-
-_NC_TYPE_SIZES = {1: 1, 2: 1, 3: 2, 4: 4, 5: 4, 6: 8, 7: 1, 8: 2, 9: 4, 10: 8, 11: 8}
-
-
-class _Header:
-    """Sequential reader of a NetCDF classic header (CDF-1, CDF-2, CDF-5)."""
-
-    def __init__(self, fh: BinaryIO, version: int, url: str) -> None:
-        self.fh, self.url = fh, url
-        self.count_fmt = ">Q" if version == 5 else ">I"
-        self.offset_fmt = ">I" if version == 1 else ">Q"
-
-    def take(self, n: int) -> bytes:
-        data = self.fh.read(n)
-        if len(data) < n:
-            raise TruncatedFileError(f"{self.url} is truncated: it ends inside its NetCDF3 "
-                                     "header. Fetch it again (delete any cached copy)")
-        return data
-
-    def unpack(self, fmt: str) -> int:
-        return int(struct.unpack(fmt, self.take(struct.calcsize(fmt)))[0])
-
-    def count(self) -> int:
-        return self.unpack(self.count_fmt)
-
-    def name(self) -> None:
-        n = self.count()
-        self.take(-(-n // 4) * 4)
-
-    def attributes(self) -> None:
-        self.unpack(">I")  # NC_ATTRIBUTE or ABSENT
-        for _ in range(self.count()):
-            self.name()
-            size = _NC_TYPE_SIZES.get(self.unpack(">I"), 1)
-            self.take(-(-self.count() * size // 4) * 4)
-
-
-def _netcdf3_size(path: str, url: str) -> int | None:
-    """The size in bytes a NetCDF3 file's header says it has (None: not NetCDF3, or a
-    streamed file whose record count is unknown)."""
-    with open(path, "rb") as fh:
-        magic = fh.read(4)
-        if len(magic) < 4 or magic[:3] != b"CDF" or magic[3] not in (1, 2, 5):
-            return None
-        h = _Header(fh, magic[3], url)
-        numrecs = h.count()
-        if numrecs in (0xFFFFFFFF, 0xFFFFFFFFFFFFFFFF):
-            return None
-        h.unpack(">I")  # NC_DIMENSION or ABSENT
-        dims = []
-        for _ in range(h.count()):
-            h.name()
-            dims.append(h.count())
-        h.attributes()
-        h.unpack(">I")  # NC_VARIABLE or ABSENT
-        fixed: list[tuple[int, int]] = []  # (begin, bytes)
-        records: list[tuple[int, int]] = []  # (begin, bytes per record)
-        for _ in range(h.count()):
-            h.name()
-            dimids = [h.count() for _ in range(h.count())]
-            h.attributes()
-            size = _NC_TYPE_SIZES.get(h.unpack(">I"), 1)
-            h.count()  # vsize: recomputed below (it overflows for large variables)
-            begin = h.unpack(h.offset_fmt)
-            is_record = bool(dimids) and dims[dimids[0]] == 0
-            nbytes = size * math.prod(dims[d] for d in (dimids[1:] if is_record else dimids))
-            (records if is_record else fixed).append((begin, nbytes))
-        need = fh.tell()
-    need = max([need] + [b + n for b, n in fixed if n])
-    if records and numrecs:
-        recsize = (records[0][1] if len(records) == 1
-                   else sum(-(-n // 4) * 4 for _, n in records))
-        need = max([need] + [b + (numrecs - 1) * recsize + n for b, n in records if n])
-    return need
+    check_complete(path, url)
