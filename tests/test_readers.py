@@ -407,14 +407,24 @@ def test_unknown_open_kwarg(shared_data: Path, tmp_path: Path, file_type: str, e
     assert text.startswith(f"open_kwargs keyword 'drop_variable' is not accepted when opening "
                            f"{path} with the {engine} engine; valid keywords: ")
     valid = text.split("valid keywords: ")[1].split(", ")
-    assert "drop_variables" in valid and engine_only in valid and "decode_cf" not in valid
+    assert "drop_variables" in valid and engine_only in valid
 
 
-def test_open_kwarg_arcoforge_sets_itself(shared_data: Path, tmp_path: Path) -> None:
-    path = shared_data / "ncep-air" / "air.nc"
-    with pytest.raises(ConfigError, match=r"open_kwargs keyword 'decode_cf' cannot be used "
-                                          r"\(opening .*air\.nc\): arcoforge reads sources raw"):
-        bake_one(path, "time", tmp_path, open_kwargs={"decode_cf": True})
+def test_decoding_open_kwargs_are_for_decoding_not_for_the_build(shared_data: Path,
+                                                                  tmp_path: Path) -> None:
+    """``open_kwargs={"decode_times": False}`` (a calendar xarray cannot decode) builds the same
+    raw store, and verify decodes store and sources alike with it."""
+    from arcoforge.forge.verify import verify
+
+    path = shared_data / "calendars" / "b003_TS_200-299.nc"
+    pattern = af.pattern_from_file_sequence([str(path)], "time",
+                                            open_kwargs={"decode_times": False})
+    recipe = af.ZarrRecipe(pattern)
+    target = str(tmp_path / "cal.zarr")
+    af.bake(recipe, target, progress=False)
+    report = verify(target, recipe)
+    assert report.ok, str(report)
+    assert not any("could not be decoded" in n for n in report.notes)
 
 
 # -- NetCDF-4 user-defined types ---------------------------------------------------------------

@@ -292,19 +292,26 @@ def detect_engine(path: str, file_type: str = "auto", url: str | None = None) ->
 # -- explaining failures -----------------------------------------------------------------------
 
 _UNEXPECTED_KW = re.compile(r"unexpected keyword argument '([^']+)'")
-_REPEATED_KW = re.compile(r"multiple values for keyword argument '([^']+)'")
 #: keywords arcoforge sets itself: sources are always opened raw
-_RAW_KEYWORDS = ("decode_cf", "mask_and_scale", "decode_times")
+#: xarray decoding options: they decide how values are *decoded*, not which bytes are stored, so
+#: the raw reader leaves them out; ``verify`` and ``open_dataset`` apply them when decoding
+DECODING_KEYWORDS = ("decode_cf", "mask_and_scale", "decode_times", "decode_timedelta",
+                     "use_cftime", "decode_coords", "concat_characters")
+
+
+def reader_kwargs(open_kwargs: Mapping[str, Any] | None) -> dict[str, Any]:
+    """``open_kwargs`` without the decoding options (what the raw reader passes on)."""
+    return {k: v for k, v in (open_kwargs or {}).items() if k not in DECODING_KEYWORDS}
 
 
 def _valid_open_kwargs(engine: str) -> list[str]:
     """Keywords ``xr.open_dataset(..., engine=engine)`` accepts (best effort)."""
     names = {p for p in inspect.signature(xr.open_dataset).parameters
-             if p not in ("filename_or_obj", "engine", "kwargs", *_RAW_KEYWORDS)}
+             if p not in ("filename_or_obj", "engine", "kwargs")}
     try:
         backend = xr.backends.list_engines()[engine]
         names.update(p for p in (backend.open_dataset_parameters or ())
-                     if p not in ("filename_or_obj", *_RAW_KEYWORDS))
+                     if p != "filename_or_obj")
     except Exception:  # noqa: BLE001 - an engine that is not installed: xarray's keywords only
         pass
     return sorted(names)
@@ -313,13 +320,6 @@ def _valid_open_kwargs(engine: str) -> list[str]:
 def _bad_keyword(err: BaseException, engine: str, url: str) -> ConfigError | None:
     if not isinstance(err, TypeError):
         return None
-    repeated = _REPEATED_KW.search(str(err))
-    if repeated is not None and repeated.group(1) in _RAW_KEYWORDS:
-        return ConfigError(
-            f"open_kwargs keyword {repeated.group(1)!r} cannot be used (opening {url}): "
-            f"arcoforge reads sources raw and sets {', '.join(_RAW_KEYWORDS)} itself; the "
-            "target keeps the sources' encoding, so decoding happens when the store is opened"
-        )
     match = _UNEXPECTED_KW.search(str(err))
     if match is None:
         return None
@@ -698,7 +698,7 @@ def open_raw(path: str, engine: str, open_kwargs: Mapping[str, Any] | None = Non
     a temporary folder, never the source's own folder.
     """
     name = url or path
-    kwargs = dict(open_kwargs or {})
+    kwargs = reader_kwargs(open_kwargs)
     kwargs.setdefault("cache", False)
     if engine == "cfgrib":
         _require_cfgrib(name)
@@ -816,7 +816,7 @@ def scan_file(index: Index, url: str, path: str, size: int, sha256: str, concat_
     """
     engine = detect_engine(path, file_type, url)
     check_complete(path, url)
-    kwargs = dict(open_kwargs or {})
+    kwargs = reader_kwargs(open_kwargs)
     group = kwargs.pop("group", None)
     engine = _reader_for_filters(path, engine, url, group)
     with _OPEN_LOCK:
@@ -854,7 +854,7 @@ class RawFile:
                  url: str | None = None, cache_dir: str | None = None) -> None:
         self.url = url or path
         self._path = path
-        kwargs = dict(open_kwargs or {})
+        kwargs = reader_kwargs(open_kwargs)
         group = kwargs.pop("group", None)
         self._nc: Any = None
         self._root: Any = None
