@@ -22,6 +22,7 @@ import xarray as xr
 
 import arcoforge as af
 from arcoforge.forge.engines import get_engine
+from arcoforge.forge.targets.zarr import ZarrTarget
 
 distributed = pytest.importorskip("distributed")
 pytest.importorskip("apache_beam")
@@ -107,55 +108,45 @@ def assert_same_store(a: Path, b: Path) -> None:
     xr.testing.assert_identical(ds_a, ds_b)
 
 
-class WrappedTarget:
-    """A target that delegates to a ZarrTarget and injects a failure into ``write``, once per
-    marker (markers are files, so the failure happens once per build across processes).
+class WrappedTarget(ZarrTarget):
+    """A ZarrTarget that injects a failure into ``write``, once per marker (markers are files,
+    so the failure happens once per build across processes).
 
     ``mode="transient"``: the first write of ``sshg`` of every task raises an OSError;
     ``mode="kill"``: the first write of ``sshg`` writes part of its block, then kills its process.
     """
 
     def __init__(self, url: str, markers: str, mode: str) -> None:
-        from arcoforge.forge.targets.zarr import ZarrTarget
-
-        self.inner = ZarrTarget(url)
+        super().__init__(url)
         self.markers = markers
         self.mode = mode
 
     def __getstate__(self) -> dict[str, Any]:
-        return {"url": self.inner.url, "markers": self.markers, "mode": self.mode}
+        return {"url": self.url, "markers": self.markers, "mode": self.mode}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__init__(state["url"], state["markers"], state["mode"])  # type: ignore[misc]
-
-    def __getattr__(self, name: str) -> Any:
-        if name == "inner":
-            raise AttributeError(name)
-        return getattr(self.inner, name)
-
-    def prepare(self, *args: Any) -> bool:
-        return self.inner.prepare(*args)
 
     def write(self, name: str, key: tuple[slice, ...], data: np.ndarray) -> int:
         tag = name
         if self.mode == "transient":  # the first write of sshg of every task fails
             if name != "sshg":
-                return self.inner.write(name, key, data)
+                return super().write(name, key, data)
             tag = f"{name}-{key[0].start}"
         marker = os.path.join(self.markers, f"{self.mode}-{tag}")
         try:
             fd = os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
         except FileExistsError:
-            return self.inner.write(name, key, data)
+            return super().write(name, key, data)
         os.write(fd, str(os.getpid()).encode())
         os.close(fd)
         if self.mode == "transient":
             raise OSError(f"injected transient failure writing {tag}")
         if self.mode == "kill" and name == "sshg":
             half = tuple(slice(s.start, s.start + 1) if i == 0 else s for i, s in enumerate(key))
-            self.inner.write(name, half, data[:1])  # a partly written task, then the worker dies
+            super().write(name, half, data[:1])  # a partly written task, then the worker dies
             os.kill(os.getpid(), signal.SIGKILL)
-        return self.inner.write(name, key, data)
+        return super().write(name, key, data)
 
 
 def run_engine(engine: str, plan: Any, client: Any, **options: Any) -> Any:
@@ -367,3 +358,23 @@ def test_input_larger_than_worker_memory(shared_data: Path, client: Any, tmp_pat
                                       src["sshg"].isel(time=i % 12).values)
     shutil.rmtree(target)
     big.unlink()
+
+
+def test_append_with_the_dask_engine(godas: list[str], reference: Path, client: Any,
+                                     tmp_path: Path) -> None:
+    """An append is a plan: run by Dask like a build, it ends byte-identical to a full build."""
+    from arcoforge.forge.append import append
+
+    target = tmp_path / "grown.zarr"
+    af.bake(recipe(godas[:1]), str(target), progress=False)  # 12 steps: chunks of 5 leave 2
+    result = append(recipe(godas), str(target), engine="dask", client=client)
+    assert (result.files, result.rows_added, result.version) == (1, 12, "1.1")
+    chunks = sorted(p.relative_to(target).as_posix() for p in target.rglob("*")
+                    if p.is_file() and p.name != "zarr.json")
+    assert chunks == sorted(p.relative_to(reference).as_posix() for p in reference.rglob("*")
+                            if p.is_file() and p.name != "zarr.json")
+    for rel in chunks:
+        assert (target / rel).read_bytes() == (reference / rel).read_bytes(), rel
+    xr.testing.assert_identical(af.open_dataset(str(target)).drop_attrs(),
+                                af.open_dataset(str(reference)).drop_attrs())
+    assert not Path(str(target) + ".arcoforge-staging").exists()

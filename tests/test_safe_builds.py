@@ -86,7 +86,11 @@ CHILD = textwrap.dedent(
         target = cfg["target"]
     recipe = ZarrRecipe(pattern_from_file_sequence(cfg["files"], "time", 1),
                         target_chunks={"time": cfg["chunk"]})
-    arcoforge.bake(recipe, target, progress=False, workers=1)
+    if cfg.get("append"):
+        from arcoforge.forge.append import append
+        append(recipe, target, workers=1)
+    else:
+        arcoforge.bake(recipe, target, progress=False, workers=1)
     print("FINISHED")
     """
 )
@@ -401,6 +405,40 @@ def test_append_equals_full_build_and_is_idempotent(kind: str, ersst: list[str],
         assert repo.lookup_branch("main") == tip
         assert len(list(repo.ancestry(branch="main"))) == 4  # init, build, two appends
         assert versions.icechunk_versions(repo) == ["1.2"]  # retention: latest minor of 1
+
+
+APPEND_KILLS = [("zarr", {"kill_after_tasks": 1}), ("zarr", {"kill_at": "ZarrTarget.publish"}),
+                ("icechunk", {"kill_after_tasks": 1}),
+                ("icechunk", {"kill_at": "Repository.reset_branch"}),
+                ("icechunk", {"kill_at": "Repository.create_tag"})]
+
+
+@pytest.mark.parametrize(("kind", "kill"), APPEND_KILLS,
+                         ids=lambda k: k if isinstance(k, str) else str(next(iter(k.values()))))
+def test_append_killed_and_run_again(kind: str, kill: dict[str, Any], ersst: list[str],
+                                     tmp_path: Path) -> None:
+    """An append is a plan: killed anywhere, running it again completes it (one new version,
+    the same data as an uninterrupted append)."""
+    url = str(tmp_path / "a.zarr") if kind == "zarr" else f"icechunk://{tmp_path / 'a'}"
+    arcoforge.bake(recipe(ersst[:5], 2), make_target(url, 1), progress=False)
+    proc = run_child(tmp_path, {"files": ersst[:9], "target": url, "chunk": 2, "checkpoint": 1,
+                                "append": True, **kill})
+    assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
+    if "kill_after_tasks" in kill or kill["kill_at"] == "Repository.reset_branch":
+        assert open_dataset(url).sizes["time"] == 5  # nothing visible yet
+    again = append(recipe(ersst[:9], 2), make_target(url, 1))
+    assert again.version == "1.1"
+    assert open_dataset(url).sizes["time"] == 9
+    assert [v.version for v in versions.list_versions(url)] == ["1.1"]
+    np.testing.assert_array_equal(open_dataset(url).sst.values,
+                                  xr.open_mfdataset(ersst[:9], combine="nested",
+                                                    concat_dim="time").sst.values)
+    if kind == "icechunk":
+        repo = ic_repo(tmp_path / "a")
+        assert repo.list_branches() == {"main"} and repo.list_tags() == {"v1.1"}
+        assert len(list(repo.ancestry(branch="main"))) == 3  # init, build, append
+    else:
+        assert not Path(url + ".arcoforge-staging").exists()
 
 
 @pytest.mark.parametrize("kind", ["zarr", "icechunk"])

@@ -30,6 +30,18 @@ import numpy as np
 import xarray as xr
 
 from arcoforge.errors import ConfigError
+from arcoforge.provenance import (
+    CREATED,
+    HREF,
+    MAINTAINERS,
+    PACKAGE_VERSIONS,
+    RECIPE,
+    RECIPE_HASH,
+    SOURCES,
+    STANDARD_NAME,
+    VERSION,
+    VERSIONS,
+)
 
 __all__ = [
     "DATACUBE_EXTENSION",
@@ -130,7 +142,7 @@ def read_collections(catalog: Any, storage_options: Mapping[str, Any] | None = N
         href = str(link["href"])
         url = href if "://" in href or href.startswith("/") else _join(root, href.removeprefix("./"))
         col = dict(_read_json(url, storage_options))
-        col["arcoforge:href"] = url
+        col[HREF] = url
         out.append(col)
     return out
 
@@ -351,7 +363,7 @@ def cube_variables(ds: xr.Dataset) -> dict[str, Any]:
             elif isinstance(f, int | float):
                 obj["nodata"] = f
         if var.attrs.get("standard_name"):
-            obj["arcoforge:standard_name"] = str(var.attrs["standard_name"])
+            obj[STANDARD_NAME] = str(var.attrs["standard_name"])
         out[str(name)] = obj
     return out
 
@@ -368,7 +380,9 @@ def _meta_dict(meta: Any) -> dict[str, Any]:
 
 
 def _media_type(store_url: str) -> str:
-    return ICECHUNK_MEDIA_TYPE if store_url.startswith("icechunk://") else ZARR_MEDIA_TYPE
+    from arcoforge.forge.targets.base import resolve_target
+
+    return resolve_target(store_url).media_type
 
 
 def _store_versions(store_url: str, storage_options: Mapping[str, Any] | None
@@ -401,7 +415,7 @@ def collection_from_dataset(ds: xr.Dataset, dataset_id: str, store_url: str, *,
     title = m.get("title") or attrs.get("title") or dataset_id
     description = (m.get("description") or attrs.get("summary") or attrs.get("description")
                    or attrs.get("title") or f"Dataset {dataset_id} built by arcoforge.")
-    version = version or attrs.get("arcoforge:version") or m.get("version") or "1.0"
+    version = version or attrs.get(VERSION) or m.get("version") or "1.0"
     bbox = spatial_bbox(ds)
     interval = temporal_interval(ds)
     start, end = (_to_datetime(t) if t else None for t in interval)
@@ -429,16 +443,16 @@ def collection_from_dataset(ds: xr.Dataset, dataset_id: str, store_url: str, *,
     d["cube:variables"] = cube_variables(ds)
 
     # provenance
-    sources = list(attrs.get("arcoforge:sources") or [])
-    recipe_hash = attrs.get("arcoforge:recipe_hash")
-    created = attrs.get("arcoforge:created")
+    sources = list(attrs.get(SOURCES) or [])
+    recipe_hash = attrs.get(RECIPE_HASH)
+    created = attrs.get(CREATED)
     entry = {"version": version, "href": store_url, "created": created,
              "recipe_hash": recipe_hash, "sources": len(sources)}
     # a version the store itself keeps is opened through it (af.open_dataset(url, version=))
     kept = {v: (created, latest) for v, created, latest in store_versions or []}
     if kept.get(version, (None, False))[1]:
         entry["in_store"] = True
-    versions = [dict(v) for v in (previous or {}).get("arcoforge:versions", [])
+    versions = [dict(v) for v in (previous or {}).get(VERSIONS, [])
                 if v.get("version") != version]
     versions.append(entry)
     for sv, (screated, latest) in kept.items():  # older versions archived by the store
@@ -450,12 +464,12 @@ def collection_from_dataset(ds: xr.Dataset, dataset_id: str, store_url: str, *,
                                       if p.isdigit()))
     latest = versions[-1]["version"]
     d["version"] = latest
-    d["arcoforge:versions"] = versions
-    d["arcoforge:recipe_hash"] = recipe_hash
-    d["arcoforge:created"] = created
-    d["arcoforge:package_versions"] = attrs.get("arcoforge:package_versions")
+    d[VERSIONS] = versions
+    d[RECIPE_HASH] = recipe_hash
+    d[CREATED] = created
+    d[PACKAGE_VERSIONS] = attrs.get(PACKAGE_VERSIONS)
     if m.get("maintainers"):
-        d["arcoforge:maintainers"] = m["maintainers"]
+        d[MAINTAINERS] = m["maintainers"]
 
     d["assets"] = {
         "zarr": {
@@ -463,7 +477,7 @@ def collection_from_dataset(ds: xr.Dataset, dataset_id: str, store_url: str, *,
             "type": _media_type(store_url),
             "title": f"{title} (version {version})",
             "roles": ["data"],
-            "arcoforge:version": version,
+            VERSION: version,
         },
         "provenance": {
             "href": f"./{PROVENANCE_FILE}",
@@ -492,18 +506,18 @@ def _provenance(ds: xr.Dataset, dataset_id: str, version: str, store_url: str,
         "version": version,
         "store": store_url,
         "feedstock": feedstock,
-        "recipe_hash": a.get("arcoforge:recipe_hash"),
-        "recipe": a.get("arcoforge:recipe"),
-        "created": a.get("arcoforge:created"),
-        "package_versions": a.get("arcoforge:package_versions"),
-        "sources": list(a.get("arcoforge:sources") or []),
+        "recipe_hash": a.get(RECIPE_HASH),
+        "recipe": a.get(RECIPE),
+        "created": a.get(CREATED),
+        "package_versions": a.get(PACKAGE_VERSIONS),
+        "sources": list(a.get(SOURCES) or []),
     }
 
 
 def _store_url(target: Any) -> str:
-    url = getattr(target, "url", None) or (os.fspath(target) if not isinstance(target, str)
-                                           else target)
-    url = str(url).rstrip("/")
+    from arcoforge.forge.targets.base import resolve_target
+
+    url = resolve_target(target).url.rstrip("/")
     if "://" not in url:
         url = os.path.abspath(url)
     return url
@@ -532,7 +546,7 @@ def publish(catalog: Any, target: Any, *, dataset_id: str | None = None, meta: A
     previous = (_read_json(col_url, catalog_storage_options)
                 if _exists(col_url, catalog_storage_options) else None)
     m = _meta_dict(meta)
-    version = version or ds.attrs.get("arcoforge:version") or m.get("version") or "1.0"
+    version = version or ds.attrs.get(VERSION) or m.get("version") or "1.0"
     feedstock_href = os.path.abspath(feedstock) if feedstock and "://" not in feedstock else feedstock
     col = collection_from_dataset(ds, dataset_id, store_url, meta=meta, version=version,
                                   feedstock=feedstock_href, previous=previous,
@@ -586,8 +600,7 @@ def core_problems(stac: Mapping[str, Any]) -> list[str]:
     uri = f"https://schemas.stacspec.org/v{version}/{name}-spec/json-schema/{name}.json"
     if uri not in cache:
         return [f"no bundled schema for STAC {version} {name}s (pystac has {sorted(cache)[0]})"]
-    doc = {k: v for k, v in stac.items() if k != "stac_extensions" and not k.startswith(
-        "arcoforge:href")}
+    doc = {k: v for k, v in stac.items() if k != "stac_extensions" and not k.startswith(HREF)}
     validator = Draft7Validator(cache[uri], registry=registry)
     problems = []
     for err in sorted(validator.iter_errors(doc), key=lambda e: list(e.absolute_path)):

@@ -1,8 +1,10 @@
-"""Compile a recipe into a :class:`Plan` and run it: ``bake``.
+"""Compile a recipe into a :class:`Plan` and run it: ``bake``; give up a build: ``abandon``.
 
 A :class:`Plan` is what every engine executes: ``prepare()`` once, ``run_task(task)`` for each of
 ``tasks`` (any order, any worker, safe to retry), then ``finalize(stats)`` once.  It is picklable
-and holds no engine logic.
+and holds no engine logic.  It talks to its target only through the
+:class:`~arcoforge.forge.targets.base.Target` protocol.  An append
+(:func:`arcoforge.forge.append.append`) is a plan too, over the new files only.
 """
 
 from __future__ import annotations
@@ -31,10 +33,21 @@ from arcoforge.forge.plan import (
 )
 from arcoforge.forge.recipes import ZarrRecipe
 from arcoforge.forge.schema import FileSchema, TargetSchema, combine_schemas
-from arcoforge.forge.targets.zarr import ZarrTarget, describe_attr_types, stamp
+from arcoforge.forge.targets.base import Target, resolve_target
+from arcoforge.forge.targets.zarr import describe_attr_types
+from arcoforge.provenance import (
+    CREATED,
+    PACKAGE_VERSIONS,
+    RECIPE,
+    RECIPE_HASH,
+    SOURCES,
+    package_versions,
+    source_records,
+    stamp,
+)
 
 __all__ = ["Plan", "TaskStats", "BuildResult", "compile_plan", "scan_pattern", "bake",
-           "resolve_target"]
+           "abandon", "resolve_target"]
 
 log = logging.getLogger("arcoforge.forge.bake")
 
@@ -71,19 +84,6 @@ class BuildResult:
             f"built {self.target}: {self.files} files, {self.tasks} tasks{resumed}, "
             f"{mb_r:.1f} MB read, {mb_w:.1f} MB written, {self.seconds:.1f} s ({rate:.1f} MB/s)"
         )
-
-
-def resolve_target(target: Any, storage_options: Mapping[str, Any] | None = None) -> Any:
-    """A target object from a URL/path (``icechunk://`` URLs and repositories when installed)."""
-    if isinstance(target, ZarrTarget) or hasattr(target, "prepare"):
-        return target
-    if type(target).__name__ == "Repository" or (
-            isinstance(target, str) and target.startswith("icechunk://")):
-        from arcoforge.forge.targets.icechunk import IcechunkTarget
-
-        return IcechunkTarget(target, storage_options=storage_options)
-    url = os.fspath(target) if not isinstance(target, str) else target
-    return ZarrTarget(url, storage_options)
 
 
 # -- scanning ----------------------------------------------------------------------------------
@@ -150,7 +150,7 @@ class Plan:
     schema: TargetSchema
     chunks: dict[str, int]
     tasks: list[StoreTask]
-    target: Any
+    target: Target
     source_options: SourceOptions
     workdir: str
     file_type: str
@@ -161,6 +161,14 @@ class Plan:
     version_bump: str = "minor"
     #: an explicit version to publish (must be newer than every published one)
     version: str | None = None
+    #: an append: grow the published store instead of writing an empty layout; the tasks
+    #: cover only the new chunk rows and ``static_values`` only the concat coordinate
+    grow: bool = False
+    #: the complete ``arcoforge:sources`` record to publish (an append: the published sources
+    #: and the new files); None: the schema's files
+    sources: list[dict[str, Any]] | None = None
+    #: more ``arcoforge:*`` attributes to publish (an append: ``arcoforge:appended``)
+    extra_attrs: dict[str, Any] = field(default_factory=dict)
 
     # -- helpers ---------------------------------------------------------------------------
     def _local_path(self, pos: int) -> tuple[str, FileSchema]:
@@ -185,6 +193,8 @@ class Plan:
             for name, var in self.schema.variables.items():
                 if cdim is not None and name == cdim and self.schema.concat_values is not None:
                     out[name] = self.schema.concat_values
+                elif self.grow:
+                    continue  # the published store has them already
                 elif cdim is None or cdim not in var.dims:
                     group = self.schema.variable_group[name]
                     first = self.schema.group_files[group][0][0]
@@ -200,9 +210,10 @@ class Plan:
         if self.target.prepared_fingerprint() == self.fingerprint:
             return False
         return bool(self.target.prepare(self.schema, self.static_values(), self.chunks,
-                                        self.fingerprint))
+                                        self.fingerprint, grow=self.grow))
 
     def is_done(self, task: StoreTask) -> bool:
+        """Whether ``task`` is finished (by an earlier run of this plan)."""
         return bool(self.target.is_done(task.key))
 
     def split_done(self) -> tuple[list[StoreTask], list[StoreTask]]:
@@ -247,33 +258,26 @@ class Plan:
         return stats
 
     def provenance(self) -> dict[str, Any]:
-        import importlib.metadata as md
-
-        versions = {}
-        for pkg in ("arcoforge", "xarray", "zarr", "numpy", "netCDF4", "h5netcdf", "icechunk"):
-            try:
-                versions[pkg] = md.version(pkg)
-            except md.PackageNotFoundError:
-                pass
+        """The ``arcoforge:*`` attributes this plan publishes (but the version)."""
         return {
-            "arcoforge:recipe_hash": self.recipe_hash,
-            "arcoforge:recipe": self.recipe_description,
-            "arcoforge:created": stamp(),
-            "arcoforge:package_versions": versions,
-            "arcoforge:sources": [
-                {"url": f.url, "sha256": f.sha256, "size": f.size} for f in self.schema.files
-            ],
+            RECIPE_HASH: self.recipe_hash,
+            RECIPE: self.recipe_description,
+            CREATED: stamp(),
+            PACKAGE_VERSIONS: package_versions(),
+            SOURCES: (list(self.sources) if self.sources is not None
+                      else source_records(self.schema.files)),
+            **self.extra_attrs,
         }
 
     def finalize(self, stats: Iterable[TaskStats] = ()) -> dict[str, Any]:
-        """Record provenance and the new version, consolidate, publish, apply retention."""
+        """Number the new version, record provenance, publish, apply retention (once)."""
         from arcoforge.forge import versions
 
         attrs = self.provenance()
         attrs.update(versions.begin_publish(self.target, self.version_bump, self.fingerprint,
                                             version=self.version))
         self.target.finalize(attrs, describe_attr_types(self.schema))
-        versions.end_publish(self.target)
+        versions.apply_retention(self.target)
         return attrs
 
 
@@ -329,23 +333,20 @@ def bake(recipe: ZarrRecipe, target: Any, engine: str = "local", *,
     t0 = time.perf_counter()
     runner = get_engine(engine)
     tgt = resolve_target(target, storage_options)
-    with build_lock(tgt, storage_options, wait=wait_lock, timeout=lock_timeout):
+    with build_lock(tgt, wait=wait_lock, timeout=lock_timeout):
         plan = compile_plan(recipe, tgt, workdir=workdir, storage_options=storage_options)
         plan.version_bump = version_bump
         plan.version = version
-        if version is not None:  # refuse a stale declared version before any work
-            published = [v.version for v in versions.list_versions(tgt, storage_options)]
-            if versions.published_fingerprint(tgt) != plan.fingerprint:
-                versions.next_version(published, version_bump, version)
-        up_to_date = (isinstance(tgt, ZarrTarget) and tgt.prepared_fingerprint() is None
-                      and versions.published_fingerprint(tgt) == plan.fingerprint)
+        up_to_date = is_up_to_date(plan)
+        if version is not None and not up_to_date:  # refuse a stale version before any work
+            versions.next_version([v.version for v in tgt.versions()], version_bump, version)
         if up_to_date:
             log.info("%s is already built from these sources; nothing to do", tgt.url)
             stats: Sequence[TaskStats] = [TaskStats(t.key, skipped=True) for t in plan.tasks]
         else:
-            stats = runner(plan, progress=progress, **engine_options)
+            stats = run_plan(runner, plan, progress=progress, **engine_options)
     result = BuildResult(
-        target=str(getattr(plan.target, "url", plan.target)),
+        target=plan.target.url,
         files=len(plan.schema.files),
         tasks=len(plan.tasks),
         tasks_skipped=sum(s.skipped for s in stats),
@@ -356,3 +357,46 @@ def bake(recipe: ZarrRecipe, target: Any, engine: str = "local", *,
     )
     log.info("%s", result)
     return result
+
+
+def is_up_to_date(plan: Plan) -> bool:
+    """Whether ``plan``'s target already publishes exactly this plan (same fingerprint) and
+    holds no unfinished build: running it again would change nothing."""
+    from arcoforge.forge import versions
+
+    return (plan.target.prepared_fingerprint() is None
+            and versions.published_fingerprint(plan.target) == plan.fingerprint)
+
+
+def run_plan(runner: Callable[..., Any], plan: Plan, **options: Any) -> Any:
+    """Run ``plan`` with the engine ``runner``; when it fails, the error gets a note saying
+    where the resumable state of the build is kept and how to abandon it."""
+    try:
+        return runner(plan, **options)
+    except Exception as err:
+        where = plan.target.unfinished_location()
+        if where is not None:
+            err.add_note(
+                f"arcoforge: nothing was published; resumable state of this build is kept at "
+                f"{where}. Run the same build again to resume it, or abandon it with "
+                f"`arcoforge abandon {plan.target.url}` "
+                f"(arcoforge.forge.bake.abandon({plan.target.url!r}))."
+            )
+        raise
+
+
+def abandon(target: Any, storage_options: Mapping[str, Any] | None = None, *,
+            wait_lock: bool = False, lock_timeout: float | None = None) -> str | None:
+    """Give up the unfinished build of ``target``: remove its resumable state (a Zarr staging
+    store, an Icechunk build branch).  Published versions are untouched.  Returns where the
+    state was, or None when there was none.  Takes the target's build lock, so a running build
+    is never pulled from under its feet."""
+    from arcoforge.forge.locking import build_lock
+
+    tgt = resolve_target(target, storage_options)
+    with build_lock(tgt, wait=wait_lock, timeout=lock_timeout, purpose="abandon"):
+        where = tgt.unfinished_location()
+        if where is not None:
+            tgt.discard()
+            log.info("abandoned the unfinished build at %s", where)
+        return where

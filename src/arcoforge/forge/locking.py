@@ -22,28 +22,19 @@ from typing import Any
 import fsspec  # type: ignore[import-untyped]
 
 from arcoforge.errors import BuildLockedError
+from arcoforge.forge.targets.base import LOCK_SUFFIX, resolve_target
 
-__all__ = ["BuildLock", "BuildLockedError", "lock_url", "build_lock"]
+__all__ = ["BuildLock", "BuildLockedError", "lock_url", "build_lock", "LOCK_SUFFIX"]
 
 log = logging.getLogger("arcoforge.forge.locking")
 
-LOCK_SUFFIX = ".arcoforge-lock"
 
-
-def lock_url(target: Any) -> str | None:
-    """Where the lock of ``target`` lives (None for targets without a location, such as an
-    Icechunk ``Repository`` object on an object store)."""
-    url = getattr(target, "url", None)
-    if url is None and isinstance(target, str | os.PathLike):
-        url = os.fspath(target)
-    if url is None:
-        return None
-    url = str(url).rstrip("/")
-    if url.startswith("icechunk://"):
-        url = url[len("icechunk://"):]
-    elif url.startswith("icechunk"):
-        return None
-    return url + LOCK_SUFFIX
+def lock_url(target: Any, storage_options: Mapping[str, Any] | None = None) -> str | None:
+    """Where the lock of ``target`` (anything :func:`~arcoforge.forge.targets.base.
+    resolve_target` takes) lives; None for targets without a location, such as an Icechunk
+    ``Repository`` object on an object store."""
+    where = resolve_target(target, storage_options).lock_location()
+    return where[0] if where else None
 
 
 def _pid_alive(pid: int) -> bool:
@@ -205,15 +196,13 @@ class BuildLock:
 def build_lock(target: Any, storage_options: Mapping[str, Any] | None = None, *,
                wait: bool = False, timeout: float | None = None,
                purpose: str = "build") -> Iterator[BuildLock | None]:
-    """Hold ``target``'s build lock for the ``with`` block (no-op for targets without a
-    location)."""
-    url = lock_url(target)
-    if url is None:
+    """Hold ``target``'s build lock (at its
+    :meth:`~arcoforge.forge.targets.base.Target.lock_location`) for the ``with`` block; a
+    no-op for targets without a location."""
+    where = resolve_target(target, storage_options).lock_location()
+    if where is None:
         yield None
         return
-    so = storage_options if storage_options is not None else getattr(target, "storage_options",
-                                                                      None)
-    if str(getattr(target, "url", "")).startswith("icechunk"):
-        so = None  # icechunk:// URLs are local paths
+    url, so = where
     with BuildLock(url, so, wait=wait, timeout=timeout, purpose=purpose) as lock:
         yield lock

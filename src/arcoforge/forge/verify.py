@@ -209,7 +209,9 @@ class _Problems:
 
 def _verify(target: Any, recipe: ZarrRecipe, version: str | None, src_opts: dict[str, Any],
             decode: dict[str, Any], auto_times: bool) -> VerifyReport:
-    report = VerifyReport(str(getattr(target, "url", target)))
+    from arcoforge.forge.targets.base import resolve_target
+
+    report = VerifyReport(resolve_target(target).url)
     try:
         store = _open_checked(lambda **kw: open_dataset(target, version=version, **kw),
                               decode, auto_times, "the store")

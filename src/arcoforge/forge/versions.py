@@ -1,7 +1,12 @@
 """Dataset versions ``MAJOR.MINOR``: numbering, listing, opening an old one, retention.
 
 The first published version is ``1.0``; a build or an append bumps the minor number (``1.1``), a
-build that changes the dataset incompatibly asks for a major bump (``2.0``).
+build that changes the dataset incompatibly asks for a major bump (``2.0``).  Version numbers
+are computed here and nowhere else (:func:`begin_publish`), and retention is applied here, once
+per publish (:func:`apply_retention`).
+
+Where versions live is the target's business (:class:`~arcoforge.forge.targets.base.Target`:
+``versions()``, ``keep_version()``, ``drop_version()``, ``open(version)``):
 
 * **Icechunk**: each version is a tag ``v<MAJOR.MINOR>`` on the snapshot main was moved to.
 * **Plain Zarr**: the store at ``<url>`` is always the latest version (``xr.open_zarr(url)``
@@ -14,16 +19,15 @@ Retention keeps, for every major number, its latest ``keep_minors`` minor versio
 
 from __future__ import annotations
 
-import json
 import logging
-import os
 import re
-import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-import fsspec  # type: ignore[import-untyped]
+from arcoforge.errors import ConfigError, NotFoundError
+from arcoforge.forge.targets.base import resolve_target
+from arcoforge.provenance import FINGERPRINT, VERSION
 
 __all__ = [
     "VersionInfo",
@@ -32,6 +36,7 @@ __all__ = [
     "tag_name",
     "next_version",
     "retained",
+    "sorted_versions",
     "list_versions",
     "version_url",
     "published_attrs",
@@ -45,9 +50,8 @@ __all__ = [
 
 log = logging.getLogger("arcoforge.forge.versions")
 
-VERSION_KEY = "arcoforge:version"
-FINGERPRINT_KEY = "arcoforge:fingerprint"
-VERSIONS_SUFFIX = ".versions"
+VERSION_KEY = VERSION
+FINGERPRINT_KEY = FINGERPRINT
 BUMPS = ("minor", "major")
 _VERSION = re.compile(r"^v?(\d+)\.(\d+)$")
 
@@ -69,15 +73,22 @@ class VersionInfo:
 # -- numbering --------------------------------------------------------------------------------
 
 
+def is_version(text: str) -> bool:
+    """Whether ``text`` is ``MAJOR.MINOR`` (or ``vMAJOR.MINOR``)."""
+    return bool(_VERSION.match(str(text).strip()))
+
+
 def parse_version(version: str) -> tuple[int, int]:
     """``"1.2"`` or ``"v1.2"`` -> ``(1, 2)``."""
     m = _VERSION.match(str(version).strip())
     if not m:
-        raise ValueError(f"not a dataset version: {version!r} (expected MAJOR.MINOR, e.g. '1.0')")
+        raise ConfigError(f"not a dataset version: {version!r} (expected MAJOR.MINOR, e.g. "
+                          "'1.0')")
     return int(m.group(1)), int(m.group(2))
 
 
 def format_version(version: tuple[int, int] | str) -> str:
+    """``(1, 2)`` or ``"v1.2"`` -> ``"1.2"``."""
     major, minor = parse_version(version) if isinstance(version, str) else version
     return f"{major}.{minor}"
 
@@ -87,18 +98,24 @@ def tag_name(version: str) -> str:
     return "v" + format_version(version)
 
 
+def sorted_versions(versions: Iterable[str]) -> list[str]:
+    """Distinct versions in ``versions``, oldest first, formatted ``MAJOR.MINOR``."""
+    return [format_version(v) for v in sorted({parse_version(v) for v in versions})]
+
+
 def next_version(existing: Iterable[str], bump: str = "minor", wanted: str | None = None) -> str:
     """The version after the latest of ``existing`` (``1.0`` when there is none), or ``wanted``
     (e.g. declared in a feedstock's meta.yaml) when it is newer than all of them."""
+    existing = list(existing)
     if wanted is not None:
         new = parse_version(wanted)
         older = [v for v in existing if parse_version(v) >= new]
         if older:
-            raise ValueError(f"version {format_version(new)} is not newer than the published "
-                             f"version(s) {sorted(older)}; declare a higher version")
+            raise ConfigError(f"version {format_version(new)} is not newer than the published "
+                              f"version(s) {sorted(older)}; declare a higher version")
         return format_version(new)
     if bump not in BUMPS:
-        raise ValueError(f"version_bump must be one of {BUMPS}, got {bump!r}")
+        raise ConfigError(f"version_bump must be one of {BUMPS}, got {bump!r}")
     parsed = [parse_version(v) for v in existing]
     if not parsed:
         return "1.0"
@@ -120,156 +137,54 @@ def retained(versions: Iterable[str], keep_minors: int = 1) -> set[str]:
     return keep
 
 
-def _sorted(versions: Iterable[str]) -> list[str]:
-    return [format_version(v) for v in sorted({parse_version(v) for v in versions})]
-
-
-# -- kinds of target ----------------------------------------------------------------------------
-
-
-def _icechunk_repo(target: Any) -> Any | None:
-    """The Icechunk repository behind ``target``, or None for a plain Zarr target."""
-    from arcoforge.forge.targets.icechunk import IcechunkTarget, open_repository
-
-    if isinstance(target, IcechunkTarget):
-        return target.repo
-    if type(target).__name__ == "Repository":
-        return target
-    if isinstance(target, str) and target.startswith("icechunk://"):
-        return open_repository(target)
-    return None
-
-
-def _zarr_location(target: Any, storage_options: Mapping[str, Any] | None
-                   ) -> tuple[str, dict[str, Any]]:
-    url = getattr(target, "url", None) or os.fspath(target)
-    so = dict(storage_options or getattr(target, "storage_options", None) or {})
-    return str(url).rstrip("/"), so
-
-
 def icechunk_versions(repo: Any) -> list[str]:
     """Versions tagged in an Icechunk repository, oldest first."""
-    return _sorted(t for t in repo.list_tags() if _VERSION.match(t) and t.startswith("v"))
+    return sorted_versions(t for t in repo.list_tags() if t.startswith("v") and is_version(t))
 
 
-# -- plain Zarr ----------------------------------------------------------------------------------
-
-
-def published_attrs(url: str, storage_options: Mapping[str, Any] | None = None
-                    ) -> dict[str, Any] | None:
-    """Root attributes of the Zarr v3 store published at ``url`` (None if there is none)."""
-    fs, path = fsspec.core.url_to_fs(url, **dict(storage_options or {}))
-    try:
-        with fs.open(path.rstrip("/") + "/zarr.json", "rb") as fh:
-            doc = json.loads(fh.read())
-    except FileNotFoundError:
-        return None
-    return dict(doc.get("attributes") or {})
-
-
-def published_version(target: Any, storage_options: Mapping[str, Any] | None = None
-                      ) -> str | None:
-    """The latest published version (a store built before versions counts as ``1.0``)."""
-    repo = _icechunk_repo(target)
-    if repo is not None:
-        vs = icechunk_versions(repo)
-        return vs[-1] if vs else None
-    url, so = _zarr_location(target, storage_options)
-    attrs = published_attrs(url, so)
-    if attrs is None:
-        return None
-    return format_version(str(attrs.get(VERSION_KEY) or "1.0"))
-
-
-def published_fingerprint(target: Any, storage_options: Mapping[str, Any] | None = None
-                          ) -> str | None:
-    """The plan fingerprint recorded by the latest published build, if any."""
-    repo = _icechunk_repo(target)
-    if repo is not None:
-        md = dict(repo.lookup_snapshot(repo.lookup_branch("main")).metadata or {})
-        return md.get(FINGERPRINT_KEY)
-    url, so = _zarr_location(target, storage_options)
-    attrs = published_attrs(url, so) or {}
-    return attrs.get(FINGERPRINT_KEY)
-
-
-def _archived(url: str, so: Mapping[str, Any]) -> list[str]:
-    fs, path = fsspec.core.url_to_fs(url + VERSIONS_SUFFIX, **dict(so))
-    if not fs.exists(path):
-        return []
-    names = [os.path.basename(p.rstrip("/")) for p in fs.ls(path, detail=False)]
-    return _sorted(n for n in names if _VERSION.match(n) and not n.startswith("v"))
-
-
-def _archive(url: str, so: Mapping[str, Any], version: str) -> None:
-    """Keep the store now at ``url`` as ``<url>.versions/<version>/`` (idempotent)."""
-    fs, path = fsspec.core.url_to_fs(url, **dict(so))
-    vdir = path + VERSIONS_SUFFIX
-    dest = f"{vdir}/{version}"
-    if fs.exists(dest):
-        return
-    tmp = f"{vdir}/.partial-{version}-{uuid.uuid4().hex[:8]}"
-    protocol = fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,)
-    if "file" in protocol or "local" in protocol:
-        for root, _dirs, files in os.walk(path):
-            rel = os.path.relpath(root, path)
-            os.makedirs(os.path.join(tmp, rel), exist_ok=True)
-            for name in files:
-                src = os.path.join(root, name)
-                try:
-                    os.link(src, os.path.join(tmp, rel, name))
-                except OSError:
-                    import shutil
-
-                    shutil.copy2(src, os.path.join(tmp, rel, name))
-        os.rename(tmp, dest)
-    else:
-        fs.copy(path, tmp, recursive=True)
-        fs.mv(tmp, dest, recursive=True)
-    log.info("kept version %s of %s at %s", version, url, dest)
-
-
-def version_url(url: str, version: str, storage_options: Mapping[str, Any] | None = None) -> str:
-    """Where version ``version`` of the plain Zarr store published at ``url`` is."""
-    url = str(url).rstrip("/")
-    wanted = format_version(version)
-    so = dict(storage_options or {})
-    if published_version(url, so) == wanted:
-        return url
-    if wanted in _archived(url, so):
-        return f"{url}{VERSIONS_SUFFIX}/{wanted}"
-    available = [v.version for v in list_versions(url, so)]
-    raise KeyError(f"{url} has no version {wanted!r}; available: {available or 'none'} "
-                   "(older minor versions are removed by retention)")
-
-
-# -- listing -----------------------------------------------------------------------------------
+# -- what is published ---------------------------------------------------------------------------
 
 
 def list_versions(target: Any, storage_options: Mapping[str, Any] | None = None
                   ) -> list[VersionInfo]:
     """Published versions of ``target`` (URL, ``icechunk://`` URL, repository or target
     object), oldest first; the last is the latest."""
-    repo = _icechunk_repo(target)
-    out: list[VersionInfo] = []
-    if repo is not None:
-        names = icechunk_versions(repo)
-        for v in names:
-            snap = repo.lookup_tag(tag_name(v))
-            info = repo.lookup_snapshot(snap)
-            created = info.written_at.strftime("%Y-%m-%dT%H:%M:%SZ") if info.written_at else None
-            out.append(VersionInfo(v, f"tag {tag_name(v)} ({snap})", created, v == names[-1]))
-        return out
-    url, so = _zarr_location(target, storage_options)
-    for v in _archived(url, so):
-        old = published_attrs(f"{url}{VERSIONS_SUFFIX}/{v}", so) or {}
-        out.append(VersionInfo(v, f"{url}{VERSIONS_SUFFIX}/{v}", old.get("arcoforge:created")))
-    attrs = published_attrs(url, so)
-    if attrs is not None:
-        cur = format_version(str(attrs.get(VERSION_KEY) or "1.0"))
-        out = [i for i in out if i.version != cur]
-        out.append(VersionInfo(cur, url, attrs.get("arcoforge:created"), True))
-    return out
+    return resolve_target(target, storage_options).versions()
+
+
+def version_url(target: Any, version: str, storage_options: Mapping[str, Any] | None = None
+                ) -> str:
+    """Where version ``version`` of ``target`` is (for plain Zarr, the URL to open)."""
+    wanted = format_version(version)
+    tgt = resolve_target(target, storage_options)
+    listed = tgt.versions()
+    for info in listed:
+        if info.version == wanted:
+            return info.location
+    raise NotFoundError(f"{tgt.url} has no version {wanted!r}; available: "
+                        f"{[v.version for v in listed] or 'none'} (older minor versions are "
+                        "removed by retention)")
+
+
+def published_attrs(target: Any, storage_options: Mapping[str, Any] | None = None
+                    ) -> dict[str, Any] | None:
+    """Root attributes of the latest version published at ``target`` (None if there is none)."""
+    return resolve_target(target, storage_options).published_attrs()
+
+
+def published_version(target: Any, storage_options: Mapping[str, Any] | None = None
+                      ) -> str | None:
+    """The latest published version (a store built before versions counts as ``1.0``)."""
+    listed = list_versions(target, storage_options)
+    return listed[-1].version if listed else None
+
+
+def published_fingerprint(target: Any, storage_options: Mapping[str, Any] | None = None
+                          ) -> str | None:
+    """The plan fingerprint recorded by the latest publish, if any."""
+    attrs = published_attrs(target, storage_options) or {}
+    fp = attrs.get(FINGERPRINT)
+    return str(fp) if fp else None
 
 
 # -- publishing --------------------------------------------------------------------------------
@@ -278,49 +193,34 @@ def list_versions(target: Any, storage_options: Mapping[str, Any] | None = None
 def begin_publish(target: Any, bump: str = "minor", fingerprint: str | None = None,
                   keep_minors: int = 1, version: str | None = None) -> dict[str, str]:
     """Call just before ``target.finalize``: the attributes to add (``arcoforge:version``, and
-    ``arcoforge:fingerprint`` when given).  For plain Zarr, the store now published is archived
-    under ``<url>.versions/`` if retention will keep it."""
+    ``arcoforge:fingerprint`` when given).  The version published now is kept (archived, for
+    targets that :attr:`~arcoforge.forge.targets.base.Target.archives_old_versions`) when
+    retention will keep it."""
     if bump not in BUMPS:
-        raise ValueError(f"version_bump must be one of {BUMPS}, got {bump!r}")
-    extra = {FINGERPRINT_KEY: fingerprint} if fingerprint else {}
-    repo = _icechunk_repo(target)
-    if repo is not None:
-        return {VERSION_KEY: next_version(icechunk_versions(repo), bump, version), **extra}
-    url, so = _zarr_location(target, storage_options=None)
-    current = published_version(url, so)
-    existing = _archived(url, so) + ([current] if current else [])
+        raise ConfigError(f"version_bump must be one of {BUMPS}, got {bump!r}")
+    tgt = resolve_target(target)
+    existing = [v.version for v in tgt.versions()]
     new = next_version(existing, bump, version)
-    if current and current in retained([*existing, new], keep_minors):
-        _archive(url, so, current)
-    return {VERSION_KEY: new, **extra}
+    current = existing[-1] if existing else None
+    if current and current != new and current in retained([*existing, new], keep_minors):
+        tgt.keep_version(current)
+    extra = {FINGERPRINT: fingerprint} if fingerprint else {}
+    return {VERSION: new, **extra}
 
 
-def end_publish(target: Any, keep_minors: int = 1) -> None:
-    """Call after ``target.finalize``: apply retention."""
-    apply_retention(target, keep_minors)
+def end_publish(target: Any, keep_minors: int = 1) -> list[str]:
+    """Call after ``target.finalize``: apply retention (once); returns the removed versions."""
+    return apply_retention(target, keep_minors)
 
 
 def apply_retention(target: Any, keep_minors: int = 1) -> list[str]:
     """Remove versions that retention does not keep; returns the removed versions."""
-    repo = _icechunk_repo(target)
-    removed: list[str] = []
-    if repo is not None:
-        names = icechunk_versions(repo)
-        keep = retained(names, keep_minors)
-        for v in names:
-            if v not in keep:
-                repo.delete_tag(tag_name(v))
-                removed.append(v)
-    else:
-        url, so = _zarr_location(target, storage_options=None)
-        archived = _archived(url, so)
-        current = published_version(url, so)
-        keep = retained(archived + ([current] if current else []), keep_minors)
-        fs, path = fsspec.core.url_to_fs(url + VERSIONS_SUFFIX, **so)
-        for v in archived:
-            if v not in keep or v == current:
-                fs.rm(f"{path}/{v}", recursive=True)
-                removed.append(v)
+    tgt = resolve_target(target)
+    names = [v.version for v in tgt.versions()]
+    keep = retained(names, keep_minors)
+    removed = [v for v in names if v not in keep]
+    for v in removed:
+        tgt.drop_version(v)
     if removed:
-        log.info("retention removed versions %s of %s", removed, getattr(target, "url", target))
+        log.info("retention removed versions %s of %s", removed, tgt.url)
     return removed

@@ -12,7 +12,7 @@ the runner (Dataflow, Flink, Spark, ...), not only its store tasks.  The default
 in-process ``FnApiRunner``; ``pipeline_options`` (``["runner=FlinkRunner", ...]`` or a dict) go
 unchanged into ``PipelineOptions``.
 
-Targets with a single committer (Icechunk: ``fork_for_workers()`` / ``merge(forks)``) are
+Targets with a single committer (``target.single_committer``: Icechunk) are
 prepared and finalized here, in the launching process: the pipeline's store tasks write into
 forks and return them, and this process merges them and commits.  That needs a runner whose
 results come back to this process (the in-process runners).
@@ -163,7 +163,7 @@ def run(plan: Any, progress: bool = True,
         runner = FnApiRunner()
     token = uuid.uuid4().hex
     pipeline = beam.Pipeline(runner=runner, options=options)
-    forked = hasattr(plan.target, "fork_for_workers")
+    forked = plan.target.single_committer
     if forked:
         plan.prepare()
         (pipeline

@@ -1,8 +1,8 @@
 """What every engine shares: the retry policy and single-committer forks.
 
-Targets with a single committer (Icechunk) expose ``fork_for_workers()`` / ``merge(forks)``:
-workers write each store task into their own copy of a fork and return it; the coordinator
-merges the returned forks before ``finalize`` commits.
+Targets with a single committer (``target.single_committer``, e.g. Icechunk): workers write each
+store task into their own copy of a fork (``target.fork_for_workers()``) and return it; the
+coordinator merges the returned forks (``target.merge(forks)``) before ``finalize`` commits.
 """
 
 from __future__ import annotations
@@ -39,5 +39,6 @@ def fork_of(plan: Any) -> bytes | None:
     """The pickled worker fork of ``plan``'s target, if it is a single-committer target."""
     import pickle
 
-    fork = getattr(plan.target, "fork_for_workers", None)
-    return pickle.dumps(fork()) if fork is not None else None
+    if not plan.target.single_committer:
+        return None
+    return pickle.dumps(plan.target.fork_for_workers())

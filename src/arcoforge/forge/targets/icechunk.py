@@ -1,16 +1,18 @@
 """Icechunk target: a build is a transaction on a build branch, published as ONE commit on main.
 
-Lifecycle of a build (``branch`` is ``"main"`` unless told otherwise)::
+Implements :class:`~arcoforge.forge.targets.base.Target`.  Lifecycle of a build (``branch`` is
+``"main"`` unless told otherwise)::
 
     prepare    create branch ``arcoforge-build`` at main's tip (the *base*), write the template
-               (metadata, static variables) in a writable session and commit it: commit B
+               (metadata, static variables) -- or, for an append, grow main's arrays -- in a
+               writable session and commit it: commit B
     store      tasks write chunks into the session; every ``checkpoint_tasks`` finished tasks or
                ``checkpoint_seconds`` the session is *amended* into B, with the finished task keys
                in B's commit metadata -- a task marker is committed with its chunks or not at all
     finalize   add the provenance attributes, amend B a last time (metadata: provenance, status
                ``finished``), move main from the base to B (``reset_branch(..., from_snapshot_id=
-               base)``: fails if someone else moved main), tag ``v<MAJOR.MINOR>``, delete the build
-               branch
+               base)``: fails if someone else moved main), tag ``v<MAJOR.MINOR>`` (the version
+               given in the attributes), delete the build branch
 
 Because B is amended rather than followed by new commits, main gains exactly one commit per build,
 whose parent is the previous version.  Readers of main see the previous version until the reset.
@@ -31,29 +33,36 @@ import os
 import threading
 import time
 from collections.abc import Iterable, Iterator, Mapping
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import xarray as xr
 import zarr
 
-from arcoforge.errors import SingleCommitterError
+from arcoforge.errors import NotFoundError, SingleCommitterError, TargetError
 from arcoforge.forge.schema import TargetSchema, attrs_to_json
+from arcoforge.forge.targets.base import ICECHUNK_SCHEME, LOCK_SUFFIX
+from arcoforge.forge.targets.zarr import (
+    grow_group,
+    layout_encoding,
+    template_dataset,
+)
+from arcoforge.forge.versions import VersionInfo, icechunk_versions, tag_name
+from arcoforge.provenance import ATTR_TYPES, BASE, BUILD, DONE, FINGERPRINT, RECIPE_HASH, VERSION
 
-__all__ = ["IcechunkTarget", "SingleCommitterError", "open_raw", "open_repository",
-           "BUILD_BRANCH"]
+__all__ = ["IcechunkTarget", "SingleCommitterError", "open_repository", "BUILD_BRANCH"]
 
 log = logging.getLogger("arcoforge.forge.targets.icechunk")
 
 BUILD_BRANCH = "arcoforge-build"
-SCHEME = "icechunk://"
+SCHEME = ICECHUNK_SCHEME
 
 # commit metadata keys
-_STATUS = "arcoforge:build"
-_FP = "arcoforge:fingerprint"
-_BASE = "arcoforge:base"
-_DONE = "arcoforge:done"
-VERSION_KEY = "arcoforge:version"
+_STATUS = BUILD
+_FP = FINGERPRINT
+_BASE = BASE
+_DONE = DONE
+VERSION_KEY = VERSION
 
 
 def open_repository(target: Any, create: bool = False) -> Any:
@@ -68,7 +77,7 @@ def open_repository(target: Any, create: bool = False) -> Any:
     if create:
         return icechunk.Repository.open_or_create(storage)
     if not icechunk.Repository.exists(storage):
-        raise FileNotFoundError(f"no Icechunk repository at {url}")
+        raise TargetError(f"no Icechunk repository at {url}")
     return icechunk.Repository.open(storage)
 
 
@@ -125,12 +134,17 @@ class _RWLock:
 class IcechunkTarget:
     """Build into an Icechunk repository (``icechunk://<local path>`` or a ``Repository``)."""
 
-    kind = "icechunk"
+    #: workers in other processes write into forks that the coordinator merges
+    single_committer: ClassVar[bool] = True
+    #: a build is one commit on main; readers of an older snapshot keep reading it
+    transactional: ClassVar[bool] = True
+    #: versions are tags in the repository's history: nothing to archive
+    archives_old_versions: ClassVar[bool] = False
+    media_type: ClassVar[str] = "application/vnd.zarr+icechunk"
 
     def __init__(self, target: Any, storage_options: Mapping[str, Any] | None = None, *,
                  branch: str = "main", build_branch: str = BUILD_BRANCH,
-                 checkpoint_tasks: int = 16, checkpoint_seconds: float = 10.0,
-                 version_bump: str = "minor") -> None:
+                 checkpoint_tasks: int = 16, checkpoint_seconds: float = 10.0) -> None:
         if isinstance(target, str | os.PathLike):
             url = os.fspath(target)
             self.url = url if url.startswith(SCHEME) else SCHEME + url
@@ -143,7 +157,6 @@ class IcechunkTarget:
         self.build_branch = build_branch
         self.checkpoint_tasks = int(checkpoint_tasks)
         self.checkpoint_seconds = float(checkpoint_seconds)
-        self.version_bump = version_bump
         self._init_runtime(copy=False)
 
     def _init_runtime(self, copy: bool) -> None:
@@ -173,7 +186,7 @@ class IcechunkTarget:
             "repo": self._repo_arg, "url": self.url, "storage_options": self.storage_options,
             "branch": self.branch, "build_branch": self.build_branch,
             "checkpoint_tasks": self.checkpoint_tasks,
-            "checkpoint_seconds": self.checkpoint_seconds, "version_bump": self.version_bump,
+            "checkpoint_seconds": self.checkpoint_seconds,
             "state": (self._mode, self._fp, self._base, sorted(self._done)),
             "fork": self._fork, "fork_done": sorted(self._fork_done),
         }
@@ -186,7 +199,6 @@ class IcechunkTarget:
         self.build_branch = state["build_branch"]
         self.checkpoint_tasks = state["checkpoint_tasks"]
         self.checkpoint_seconds = state["checkpoint_seconds"]
-        self.version_bump = state["version_bump"]
         self._init_runtime(copy=True)
         self._mode, self._fp, self._base, done = state["state"]
         self._done = set(done)
@@ -254,7 +266,7 @@ class IcechunkTarget:
         with self._mutex:
             if self._session is None:
                 if self._mode != "building":
-                    raise RuntimeError(f"{self.url}: no build in progress; call prepare() first")
+                    raise TargetError(f"{self.url}: no build in progress; call prepare() first")
                 self._new_session()
             if self._group is None:
                 self._group = zarr.open_group(self._session.store, mode="r+", zarr_format=3)
@@ -277,15 +289,38 @@ class IcechunkTarget:
         return len(list(itertools.islice(self.repo.ancestry(snapshot_id=main), 2))) > 1
 
     def prepared_fingerprint(self) -> str | None:
-        """Fingerprint of a build in progress (or of the version already published)."""
-        self._ensure_loaded()
+        """Fingerprint of a build in progress, or of a publish that stopped half-way (main
+        moved, but the version tag or the build branch's removal is missing).  Read from the
+        repository again unless this object is writing a build that is still there (another
+        process may have finished or discarded it meanwhile)."""
+        with self._mutex:
+            if not self._copy and (self._session is None
+                                   or self.build_branch not in self.repo.list_branches()):
+                self._session = None
+                self._group = None
+                self._load_state()
+        if self._mode == "published":
+            return self._fp if self._publish_incomplete() else None
         return self._fp if self._mode != "none" else None
 
-    def prepare(self, schema: TargetSchema, static: Mapping[str, np.ndarray],
-                chunks: Mapping[str, int], fingerprint: str) -> bool:
-        """Start a build on the build branch; False when resuming one of the same plan."""
-        from arcoforge.forge.targets.zarr import template_dataset
+    def _publish_incomplete(self) -> bool:
+        main = self._tip(self.branch)
+        if main is None:
+            return False
+        version = self._metadata(main).get(VERSION_KEY)
+        return (self.build_branch in self.repo.list_branches()
+                or (bool(version) and tag_name(str(version)) not in self.repo.list_tags()))
 
+    def unfinished_location(self) -> str | None:
+        """The build branch, when an unfinished build left one."""
+        if self.build_branch in self.repo.list_branches():
+            return f"branch {self.build_branch!r} of {self.url}"
+        return None
+
+    def prepare(self, schema: TargetSchema, static: Mapping[str, np.ndarray],
+                chunks: Mapping[str, int], fingerprint: str, *, grow: bool = False) -> bool:
+        """Start a build on the build branch (from main's tip; with ``grow``, main's arrays
+        grown to ``schema``'s shapes); False when resuming one of the same plan."""
         with self._rw.exclusive(), self._mutex:
             self._load_state()
             if self._mode in ("building", "finished") and self._fp == fingerprint:
@@ -296,20 +331,17 @@ class IcechunkTarget:
                 self.repo.delete_branch(self.build_branch)
             base = self._tip(self.branch)
             if base is None:
-                raise ValueError(f"{self.url} has no branch {self.branch!r}")
+                raise TargetError(f"{self.url} has no branch {self.branch!r}")
             self.repo.create_branch(self.build_branch, base)
             self._mode, self._fp, self._base, self._done = "building", fingerprint, base, set()
             self._new_session()
-            encoding: dict[str, dict[str, Any]] = {}
-            for name, var in schema.variables.items():
-                encoding[name] = {
-                    "chunks": tuple(chunks.get(d, n) for d, n in zip(var.dims, var.shape)),
-                }
-                if "_FillValue" not in var.attrs:
-                    encoding[name]["_FillValue"] = None
-            template = template_dataset(schema, static, chunks)
-            template.to_zarr(self._session.store, mode="w", compute=False, zarr_format=3,
-                             consolidated=False, encoding=encoding)
+            if grow:
+                grow_group(zarr.open_group(self._session.store, mode="r+", zarr_format=3),
+                           schema, static)
+            else:
+                template = template_dataset(schema, static, chunks)
+                template.to_zarr(self._session.store, mode="w", compute=False, zarr_format=3,
+                                 consolidated=False, encoding=layout_encoding(schema, chunks))
             self._session.commit("arcoforge: build started",
                                  metadata=self._build_metadata("in-progress"))
             self._new_session()
@@ -380,14 +412,14 @@ class IcechunkTarget:
         clone.__setstate__({**self.__getstate__(), "fork": fork, "fork_done": []})
         return clone
 
-    def merge(self, workers: Iterable[IcechunkTarget], checkpoint: bool = True) -> None:
+    def merge(self, forks: Iterable[IcechunkTarget], checkpoint: bool = True) -> None:
         """Merge forks returned by workers into the build session (and checkpoint)."""
         with self._rw.exclusive(), self._mutex:
             if self._session is None:
                 self._new_session()
-            for w in workers:
+            for w in forks:
                 if w._fork is None:
-                    raise ValueError("merge() takes targets made by fork_for_workers()")
+                    raise TargetError("merge() takes targets made by fork_for_workers()")
                 self._session.merge(w._fork)
                 self._done |= w._fork_done
                 self._pending += len(w._fork_done)
@@ -396,12 +428,11 @@ class IcechunkTarget:
 
     # -- publish -----------------------------------------------------------------------------
     def finalize(self, attrs: Mapping[str, Any], attr_types: Mapping[str, Any]) -> None:
-        """Record provenance in one last amend, move main to it, tag the version."""
-        from arcoforge.forge import versions
-
+        """Record provenance in one last amend, move main to it, tag the version
+        (``attrs["arcoforge:version"]``, numbered by :mod:`arcoforge.forge.versions`)."""
         with self._rw.exclusive(), self._mutex:
             self._ensure_loaded()
-            if self._mode == "published":
+            if self._mode == "published":  # completes a publish that stopped half-way
                 snap = self._tip(self.branch)
                 assert snap is not None
                 self._complete_publish(snap, self._metadata(snap).get(VERSION_KEY))
@@ -412,19 +443,19 @@ class IcechunkTarget:
                 self._complete_publish(snap, self._metadata(snap).get(VERSION_KEY))
                 return
             if self._mode != "building":
-                raise RuntimeError(f"{self.url}: nothing to finalize (no build in progress)")
-            attrs = dict(attrs)
+                raise TargetError(f"{self.url}: nothing to finalize (no build in progress); "
+                                  "run the build again")
             if not attrs.get(VERSION_KEY):
-                attrs[VERSION_KEY] = versions.next_version(
-                    versions.icechunk_versions(self.repo), self.version_bump)
+                raise TargetError(f"{self.url}: finalize needs the version to publish "
+                                  f"({VERSION_KEY!r}, from arcoforge.forge.versions)")
             json_attrs, _ = attrs_to_json(attrs)
             if self._session is None:
                 self._new_session()
             group = zarr.open_group(self._session.store, mode="r+", zarr_format=3)
-            group.attrs.update({**json_attrs, "arcoforge:attr_types": dict(attr_types)})
+            group.attrs.update({**json_attrs, ATTR_TYPES: dict(attr_types)})
             version = str(json_attrs[VERSION_KEY])
             message = (f"arcoforge: version {version} "
-                       f"(recipe {str(json_attrs.get('arcoforge:recipe_hash', ''))[:12]})")
+                       f"(recipe {str(json_attrs.get(RECIPE_HASH, ''))[:12]})")
             snap = self._session.amend(message, metadata=self._build_metadata("finished",
                                                                               json_attrs))
             self._session = None
@@ -433,29 +464,26 @@ class IcechunkTarget:
             self._complete_publish(snap, version)
 
     def _complete_publish(self, snap: str, version: str | None) -> None:
-        from arcoforge.forge import versions
-
         main = self._tip(self.branch)
         if main != snap:
             if main != self._base:
-                raise RuntimeError(
+                raise TargetError(
                     f"{self.url}: branch {self.branch!r} moved during the build (it is at {main}, "
                     f"the build started from {self._base}); nothing was published. Run the build "
                     "again to rebuild on top of the new version."
                 )
             self.repo.reset_branch(self.branch, snap, from_snapshot_id=self._base)
         if version:
-            tag = versions.tag_name(version)
+            tag = tag_name(version)
             if tag not in self.repo.list_tags():
                 self.repo.create_tag(tag, snap)
         if self.build_branch in self.repo.list_branches():
             self.repo.delete_branch(self.build_branch)
         self._mode = "published"
         log.info("published %s version %s (snapshot %s)", self.url, version, snap)
-        versions.apply_retention(self)
 
     def discard(self) -> None:
-        """Forget an unfinished build (delete the build branch)."""
+        """Forget an unfinished build (delete the build branch); main is untouched."""
         with self._rw.exclusive(), self._mutex:
             if self.build_branch in self.repo.list_branches():
                 self.repo.delete_branch(self.build_branch)
@@ -463,22 +491,51 @@ class IcechunkTarget:
             self._group = None
             self._loaded = False
 
+    # -- what is published -------------------------------------------------------------------
+    def published_attrs(self) -> dict[str, Any] | None:
+        """Root attributes of main (None when nothing is published)."""
+        if not self.exists():
+            return None
+        session = self.repo.readonly_session(branch=self.branch)
+        return dict(zarr.open_group(session.store, mode="r", zarr_format=3).attrs)
 
-def open_raw(target: Any, version: str | None = None, chunks: Any = None,
-             branch: str = "main") -> xr.Dataset:
-    """The raw (undecoded) dataset of ``branch`` or of version tag ``v<version>``."""
-    from arcoforge.forge.versions import tag_name
+    def versions(self) -> list[VersionInfo]:
+        """The version tags ``v<MAJOR.MINOR>``, oldest first."""
+        names = icechunk_versions(self.repo)
+        out = []
+        for v in names:
+            snap = self.repo.lookup_tag(tag_name(v))
+            info = self.repo.lookup_snapshot(snap)
+            created = info.written_at.strftime("%Y-%m-%dT%H:%M:%SZ") if info.written_at else None
+            out.append(VersionInfo(v, f"tag {tag_name(v)} ({snap})", created, v == names[-1]))
+        return out
 
-    repo = target.repo if isinstance(target, IcechunkTarget) else open_repository(target)
-    if version is not None:
-        tag = tag_name(version)
-        if tag not in repo.list_tags():
-            from arcoforge.forge.versions import icechunk_versions
+    def keep_version(self, version: str) -> None:
+        """Nothing to do: the version's tag keeps it."""
 
-            raise KeyError(f"{target} has no version {version!r}; it has "
-                           f"{icechunk_versions(repo) or 'none'}")
-        session = repo.readonly_session(tag=tag)
-    else:
-        session = repo.readonly_session(branch=branch)
-    return xr.open_zarr(session.store, decode_cf=False, consolidated=False, zarr_format=3,
-                        chunks=chunks)
+    def drop_version(self, version: str) -> None:
+        """Delete the version's tag (its snapshot goes with the next garbage collection)."""
+        if tag_name(version) in self.repo.list_tags():
+            self.repo.delete_tag(tag_name(version))
+
+    def open(self, version: str | None = None, chunks: Any = None) -> xr.Dataset:
+        """The raw (undecoded) dataset of main, or of version tag ``v<version>``."""
+        repo = self.repo
+        if version is not None:
+            tag = tag_name(version)
+            if tag not in repo.list_tags():
+                raise NotFoundError(f"{self.url} has no version {version!r}; it has "
+                                    f"{icechunk_versions(repo) or 'none'}")
+            session = repo.readonly_session(tag=tag)
+        else:
+            session = repo.readonly_session(branch=self.branch)
+        return xr.open_zarr(session.store, decode_cf=False, consolidated=False, zarr_format=3,
+                            chunks=chunks)
+
+    # -- locking -----------------------------------------------------------------------------
+    def lock_location(self) -> tuple[str, dict[str, Any]] | None:
+        """``<path>.arcoforge-lock`` for a repository on a local disk; None for a repository
+        object (its storage has no place this process may put a lock file)."""
+        if not isinstance(self._repo_arg, str):
+            return None
+        return self._repo_arg[len(SCHEME):].rstrip("/") + LOCK_SUFFIX, {}
