@@ -1,20 +1,30 @@
 # The two commands of the README: `make demo` and `make test`.
 # Both create .venv (Python >= 3.12) at the repository root when it is missing.
+# `make demo` installs only the base dependencies (about 0.4 GB; the demo needs no extra), and
+# `make test` everything the test suite needs (`.[test]`: torch, tensorflow, beam, ... about 8 GB).
+# Each install has its own stamp, so `make demo` never waits for the test extras.
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+DEMO_STAMP := $(VENV)/.installed-demo
 
-.PHONY: demo test lint bench-bake bench-batches venv services clean
+.PHONY: demo test lint bench-bake bench-batches bench-imports venv services clean
 
-$(STAMP): pyproject.toml constraints.txt
-	@test -x $(PY) || { PYBIN=$$(bash scripts/find-python.sh) && $$PYBIN -m venv $(VENV); }
+$(PY):
+	@PYBIN=$$(bash scripts/find-python.sh) && $$PYBIN -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
+
+$(STAMP): pyproject.toml constraints.txt | $(PY)
 	$(PY) -m pip install -q -c constraints.txt -e '.[test]'
-	@touch $(STAMP)
+	@touch $(STAMP) $(DEMO_STAMP)
+
+$(DEMO_STAMP): pyproject.toml constraints.txt | $(PY)
+	$(PY) -m pip install -q -c constraints.txt -e .
+	@touch $(DEMO_STAMP)
 
 venv: $(STAMP)
 
-demo: $(STAMP)
+demo: $(DEMO_STAMP)
 	$(VENV)/bin/arcoforge demo
 
 services:
@@ -33,6 +43,9 @@ bench-bake: $(STAMP)
 
 bench-batches: $(STAMP)
 	$(PY) benchmarks/batches.py
+
+bench-imports: $(DEMO_STAMP)
+	$(PY) benchmarks/imports.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache

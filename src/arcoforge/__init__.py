@@ -5,20 +5,60 @@ Forge::
     pattern = af.FilePattern(make_url, af.ConcatDim("time", keys=dates, nitems_per_file=1))
     af.bake(af.ZarrRecipe(pattern, target_chunks={"time": 12}), target="ersst.zarr")
     ds = af.open_dataset("ersst.zarr")
+
+The public names below are imported on first use (module ``__getattr__``): ``import arcoforge``
+and ``import arcoforge.batch`` load neither the forge (network, credentials, recipe validation)
+nor the catalog, so that every DataLoader worker, which imports the package again, starts fast.
+Importing the package registers the ``ds.arcoforge`` accessor (cheaply; its methods import what
+they need when called).
 """
 
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
 import arcoforge.accessor  # noqa: F401  (registers the ds.arcoforge accessor)
-from arcoforge.batch import BatchGenerator, SampleStream, reassemble
-from arcoforge.forge.bake import BuildResult, Plan, bake, compile_plan
-from arcoforge.forge.feedstock import bake_feedstock, lint, load_meta, test_feedstock
-from arcoforge.forge.io.fetch import Auth, SourceError, SourceOptions
-from arcoforge.forge.io.readers import SourceReadError
-from arcoforge.forge.patterns import ConcatDim, FilePattern, MergeDim, pattern_from_file_sequence
-from arcoforge.forge.recipes import ZarrRecipe
-from arcoforge.forge.schema import SchemaError
-from arcoforge.open import open_dataset
+from arcoforge.errors import SchemaError, SourceError, SourceReadError
+
+if TYPE_CHECKING:  # what type checkers and IDEs see; at run time the names load on first use
+    from arcoforge.batch import BatchGenerator, SampleStream, reassemble
+    from arcoforge.forge.bake import BuildResult, Plan, bake, compile_plan
+    from arcoforge.forge.feedstock import bake_feedstock, lint, load_meta, test_feedstock
+    from arcoforge.forge.io.fetch import Auth, SourceOptions
+    from arcoforge.forge.patterns import (
+        ConcatDim,
+        FilePattern,
+        MergeDim,
+        pattern_from_file_sequence,
+    )
+    from arcoforge.forge.recipes import ZarrRecipe
+    from arcoforge.open import open_dataset
 
 __version__ = "0.1.0"
+
+#: public name -> module that defines it (imported on first access)
+_LAZY: dict[str, str] = {
+    "BatchGenerator": "arcoforge.batch",
+    "SampleStream": "arcoforge.batch",
+    "reassemble": "arcoforge.batch",
+    "BuildResult": "arcoforge.forge.bake",
+    "Plan": "arcoforge.forge.bake",
+    "bake": "arcoforge.forge.bake",
+    "compile_plan": "arcoforge.forge.bake",
+    "bake_feedstock": "arcoforge.forge.feedstock",
+    "lint": "arcoforge.forge.feedstock",
+    "load_meta": "arcoforge.forge.feedstock",
+    "test_feedstock": "arcoforge.forge.feedstock",
+    "Auth": "arcoforge.forge.io.fetch",
+    "SourceOptions": "arcoforge.forge.io.fetch",
+    "ConcatDim": "arcoforge.forge.patterns",
+    "FilePattern": "arcoforge.forge.patterns",
+    "MergeDim": "arcoforge.forge.patterns",
+    "pattern_from_file_sequence": "arcoforge.forge.patterns",
+    "ZarrRecipe": "arcoforge.forge.recipes",
+    "open_dataset": "arcoforge.open",
+}
 
 __all__ = [
     "Auth",
@@ -44,3 +84,18 @@ __all__ = [
     "reassemble",
     "test_feedstock",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    """Import a public name's module on first access and cache the name in this module."""
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value  # later lookups skip __getattr__
+    return value
+
+
+def __dir__() -> list[str]:
+    """Module attributes plus the lazily imported public names (for ``dir()`` and completion)."""
+    return sorted(set(globals()) | set(_LAZY))

@@ -57,9 +57,15 @@ __all__ = [
 
 
 def __getattr__(name: str) -> Any:
+    """Import the torch / tensorflow adapters on first use (they need the extras)."""
     if name in _LAZY:
         import importlib
 
         module = importlib.import_module(f"{__name__}.{_LAZY[name]}")
         return getattr(module, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    """Module attributes plus the lazily imported adapters."""
+    return sorted(set(globals()) | set(_LAZY))

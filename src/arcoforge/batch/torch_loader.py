@@ -7,6 +7,10 @@
   pair it with :class:`ChunkShuffleSampler` for chunk-aware shuffled order.
 * :func:`make_dataloader` builds a ``DataLoader`` with a fork-free worker start method
   (``forkserver``): forking after dask threads or Icechunk's runtime started can deadlock.
+  Such workers run the main script again; a dataset sent to them from the script's top level,
+  outside ``if __name__ == "__main__":``, raises a clear
+  :class:`~arcoforge.errors.ConfigError` at once instead of crashing the workers
+  (see :mod:`arcoforge._guard`).
 
 ``inputs``/``targets`` select variables and stack them on a channel axis (axis 1 of a batch,
 axis 0 of a sample) under the keys ``"input"`` and ``"target"``. Import requires torch.
@@ -15,9 +19,12 @@ axis 0 of a sample) under the keys ``"input"`` and ``"target"``. Import requires
 from __future__ import annotations
 
 from collections.abc import Hashable, Iterator, Sequence
-from typing import Any
+from multiprocessing.context import get_spawning_popen
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+from arcoforge._guard import ensure_main_guarded
 
 from ._optional import require
 from .assembly import cut
@@ -25,8 +32,12 @@ from .caches import LRUCache
 from .samplers import Shard, current_shard, make_plan
 from .stream import SampleStream
 
-torch = require("torch")
-tud = torch.utils.data
+if TYPE_CHECKING:
+    import torch
+    import torch.utils.data as tud
+else:
+    torch = require("torch")
+    tud = torch.utils.data
 
 __all__ = ["ChunkShuffleSampler", "TorchIterableDataset", "TorchMapDataset", "make_dataloader"]
 
@@ -52,7 +63,18 @@ def _group(arrays: dict[str, np.ndarray], inputs: Sequence[Hashable] | None,
     return out
 
 
-class TorchIterableDataset(tud.IterableDataset):
+class _MainGuard:
+    """Refuses to be pickled for a spawn/forkserver worker from unguarded top-level code."""
+
+    def __getstate__(self) -> Any:
+        popen = get_spawning_popen()  # set while multiprocessing pickles a new process
+        if popen is not None:
+            ensure_main_guarded("a torch DataLoader with num_workers > 0",
+                                getattr(popen, "method", "spawn"))
+        return super().__getstate__()
+
+
+class TorchIterableDataset(_MainGuard, tud.IterableDataset):
     """Batches from a :class:`SampleStream` as dicts of tensors (see module docstring)."""
 
     def __init__(self, stream: SampleStream, inputs: Sequence[Hashable] | None = None,
@@ -78,7 +100,7 @@ class TorchIterableDataset(tud.IterableDataset):
             yield _group(batch, self.inputs, self.targets, axis=1)
 
 
-class TorchMapDataset(tud.Dataset):
+class TorchMapDataset(_MainGuard, tud.Dataset):
     """Single samples by index; blocks are read once and kept in a per-process LRU."""
 
     def __init__(self, stream: SampleStream, inputs: Sequence[Hashable] | None = None,

@@ -8,7 +8,7 @@ of a worker that dies; a task that raises is resubmitted up to
 permanent failure cancels the remaining tasks and is raised with the task's key added, before
 anything is published.
 
-Targets with a single committer (Icechunk) expose ``fork_for_workers()`` / ``merge(forks)``: each
+Targets with a single committer (``target.single_committer``: Icechunk): each
 store task then writes into its own copy of the fork and returns it, and the coordinator merges
 the returned forks into its session before ``finalize`` commits.
 """
@@ -49,6 +49,9 @@ def _client(client: Any, scheduler: str | None, workers: int | None, threads_per
         with Client(scheduler) as c:
             yield c
         return
+    from arcoforge._guard import dask_start_method, ensure_main_guarded  # fail fast, clearly
+
+    ensure_main_guarded("engine='dask' (a local Dask cluster)", dask_start_method())
     with LocalCluster(n_workers=workers or 2, processes=True,
                       threads_per_worker=threads_per_worker, memory_limit=memory_limit,
                       dashboard_address=None) as cluster, Client(cluster) as c:
