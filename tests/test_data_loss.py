@@ -104,3 +104,36 @@ def test_a_dataset_id_that_looks_like_a_version_is_an_id(tmp_path: Path) -> None
     assert by_id.sizes["time"] == 2
     with pytest.raises(KeyError, match="no dataset '1.0'"):
         af.open_dataset(str(catalog), "1.0")
+
+
+def test_a_build_and_an_append_print_no_library_chatter(tmp_path: Path, shared_data: Path) -> None:
+    """Icechunk's Rust WARN lines and zarr's expected warnings stay off the terminal; with
+    ARCOFORGE_DEBUG=1 they are shown."""
+    import os
+    import subprocess
+    import sys
+    import textwrap
+
+    files = [str(shared_data / "godas-ssh" / f"sshg.{y}.nc") for y in (2019, 2020)]
+    script = tmp_path / "build.py"
+    script.write_text(textwrap.dedent(f"""
+        import arcoforge as af
+        from arcoforge.forge.append import append
+        if __name__ == "__main__":
+            files = {files!r}
+            for target in ("icechunk://{tmp_path}/repo", "{tmp_path}/z.zarr"):
+                af.bake(af.ZarrRecipe(af.pattern_from_file_sequence(files[:1], "time")), target,
+                        progress=False)
+                append(af.ZarrRecipe(af.pattern_from_file_sequence(files, "time")), target)
+            print("done")
+    """))
+    env = {k: v for k, v in os.environ.items() if k not in ("ICECHUNK_LOG", "ARCOFORGE_DEBUG")}
+    run = subprocess.run([sys.executable, "-W", "default", str(script)], capture_output=True,
+                         text=True, env=env, timeout=300)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.strip() == "done"
+    assert "WARN" not in run.stderr and "Warning" not in run.stderr, run.stderr
+    noisy = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                           env={**env, "ARCOFORGE_DEBUG": "1"}, timeout=300, cwd=tmp_path)
+    assert noisy.returncode == 0, noisy.stderr
+    assert "WARN" in noisy.stderr  # asked for: shown

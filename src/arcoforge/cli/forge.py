@@ -89,7 +89,8 @@ def _cmd_bake(args: argparse.Namespace) -> int:
     if args.append:
         from arcoforge.forge.append import append
 
-        print(append(recipe, args.target, wait_lock=args.wait_lock))
+        print(append(recipe, args.target, wait_lock=args.wait_lock, engine=args.engine,
+                     progress=not args.no_progress, **_engine_options(args)))
         return 0
     result = af.bake(recipe, args.target, engine=args.engine, progress=not args.no_progress,
                      version_bump=args.version_bump, wait_lock=args.wait_lock,

@@ -102,7 +102,8 @@ def scan_pattern(pattern: FilePattern, options: SourceOptions, workdir: str,
         index, url = item
         local = fetch(url, options, workdir)
         schema = scan_file(index, local.url, local.path, local.size, local.sha256, cdim,
-                           pattern.file_type, pattern.open_kwargs)
+                           pattern.file_type, pattern.open_kwargs,
+                           cache_dir=side_file_dir(workdir))
         schema.fetch_url = url
         return schema
 
@@ -118,17 +119,24 @@ def scan_pattern(pattern: FilePattern, options: SourceOptions, workdir: str,
 # -- the plan ----------------------------------------------------------------------------------
 
 
+def side_file_dir(workdir: str) -> str | None:
+    """Where readers keep side files (cfgrib's ``.idx`` indexes): the build's local work
+    folder, never beside the sources (None for a remote work folder: a temporary folder)."""
+    return None if "://" in workdir else os.path.join(workdir, "index")
+
+
 class _OpenFiles:
     """A small per-task LRU of opened source files."""
 
-    def __init__(self, maxsize: int = 8) -> None:
+    def __init__(self, maxsize: int = 8, cache_dir: str | None = None) -> None:
         self.maxsize = maxsize
+        self.cache_dir = cache_dir
         self._items: OrderedDict[str, RawFile] = OrderedDict()
 
     def get(self, path: str, engine: str, open_kwargs: Mapping[str, Any], url: str) -> RawFile:
         f = self._items.pop(path, None)
         if f is None:
-            f = RawFile(path, engine, open_kwargs, url)
+            f = RawFile(path, engine, open_kwargs, url, cache_dir=self.cache_dir)
         self._items[path] = f
         while len(self._items) > self.maxsize:
             _, old = self._items.popitem(last=False)
@@ -188,7 +196,7 @@ class Plan:
         their merge group) and the concat coordinate (gathered by the scan)."""
         cdim = self.schema.concat_dim
         out: dict[str, np.ndarray] = {}
-        files = _OpenFiles()
+        files = _OpenFiles(cache_dir=side_file_dir(self.workdir))
         try:
             for name, var in self.schema.variables.items():
                 if cdim is not None and name == cdim and self.schema.concat_values is not None:
@@ -232,7 +240,7 @@ class Plan:
             return stats
         cdim = self.schema.concat_dim
         assert cdim is not None
-        files = _OpenFiles()
+        files = _OpenFiles(cache_dir=side_file_dir(self.workdir))
         try:
             for name in task.variables:
                 var = self.schema.variables[name]
@@ -371,8 +379,11 @@ def is_up_to_date(plan: Plan) -> bool:
 def run_plan(runner: Callable[..., Any], plan: Plan, **options: Any) -> Any:
     """Run ``plan`` with the engine ``runner``; when it fails, the error gets a note saying
     where the resumable state of the build is kept and how to abandon it."""
+    from arcoforge.quiet import expected_warnings
+
     try:
-        return runner(plan, **options)
+        with expected_warnings():
+            return runner(plan, **options)
     except Exception as err:
         where = plan.target.unfinished_location()
         if where is not None:

@@ -49,9 +49,6 @@ def _client(client: Any, scheduler: str | None, workers: int | None, threads_per
         with Client(scheduler) as c:
             yield c
         return
-    from arcoforge._guard import dask_start_method, ensure_main_guarded  # fail fast, clearly
-
-    ensure_main_guarded("engine='dask' (a local Dask cluster)", dask_start_method())
     with LocalCluster(n_workers=workers or 2, processes=True,
                       threads_per_worker=threads_per_worker, memory_limit=memory_limit,
                       dashboard_address=None) as cluster, Client(cluster) as c:
@@ -73,6 +70,11 @@ def run(plan: Any, progress: bool = True, client: Any = None, scheduler: str | N
 
     from arcoforge.forge.bake import TaskStats
 
+    if client is None and scheduler is None:  # a LocalCluster will re-import __main__
+        from arcoforge._guard import dask_start_method, ensure_main_guarded
+
+        # before anything is written: fail fast, clearly, and leave no state behind
+        ensure_main_guarded("engine='dask' (a local Dask cluster)", dask_start_method())
     plan.prepare()
     todo, done = plan.split_done()
     stats: list[Any] = [TaskStats(t.key, skipped=True) for t in done]

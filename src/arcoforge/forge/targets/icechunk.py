@@ -69,6 +69,9 @@ def open_repository(target: Any, create: bool = False) -> Any:
     """The :class:`icechunk.Repository` for an ``icechunk://<path>`` URL or a repository."""
     import icechunk
 
+    from arcoforge.quiet import quiet_icechunk
+
+    quiet_icechunk()  # its Rust WARN lines say nothing a user can act on (ARCOFORGE_DEBUG=1)
     if not isinstance(target, str | os.PathLike):
         return target
     url = os.fspath(target)
