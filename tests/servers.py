@@ -52,8 +52,13 @@ def http_server() -> Iterator[Callable[..., HTTPTestServer]]:
     ``flaky=p`` fails that fraction of requests (seeded by ``seed``) with one of ``fail_modes``:
     ``"503"``, ``"truncate"`` (full Content-Length, half the body, then hang up), ``"drop"``
     (close the connection without a response) or -- only when asked for -- ``"stall"`` (wait
-    ``stall`` seconds, default 2, then answer 503); ``delay`` seconds are slept before each
-    response.  Counters: ``requests``, ``gets``, ``heads``, ``range_requests``,
+    ``stall`` seconds, default 2, then answer 503) or ``"short"`` (no Content-Length, half the
+    body, then hang up); ``delay`` seconds are slept before each response.  Misbehaviour on
+    every request (attributes that may also be changed while the server runs):
+    ``content_length=False`` (the body ends when the connection closes), ``cut_body=0.5`` (send
+    that fraction of each body), ``trickle=50`` (bytes per second, one at a time),
+    ``redirect_loop=True`` (302 to itself), ``declared_length=N`` (announce N bytes).
+    Counters: ``requests``, ``gets``, ``heads``, ``range_requests``,
     ``failures_injected``, ``max_concurrent``, ``paths`` (GETs per path), ``log``.
     """
     servers: list[HTTPTestServer] = []

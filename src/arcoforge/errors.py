@@ -63,7 +63,9 @@ class SourceError(ArcoforgeError):
     problem and what to do.
 
     ``reason`` is a short machine-readable category: ``"not_found"``, ``"auth"``,
-    ``"missing_credentials"``, ``"transient"`` (retries exhausted), ``"empty"``, ``"content"``,
+    ``"missing_credentials"``, ``"transient"`` (retries exhausted, or the deadline passed),
+    ``"empty"``, ``"content"`` (HTML instead of data, a file still truncated after retries),
+    ``"too_large"`` (over ``SourceOptions.max_bytes``), ``"no_space"`` (the cache's disk),
     ``"http"``, ``"config"`` or ``"io"``.  Only ``"transient"`` and ``"io"`` are worth retrying.
     """
 

@@ -3,6 +3,9 @@
 Used by ``arcoforge demo`` (which serves the bundled NOAA files to itself) and by the test suite.
 Python's ``http.server`` answers ``Range`` requests with the whole file; this one answers them
 with 206 and ``Content-Range``, so range-reading clients (fsspec, obstore) work against it.
+It can also misbehave on purpose, as real servers do: no ``Content-Length`` (``content_length=
+False``), bodies cut short (``cut_body``, fail mode ``"short"``), one byte at a time
+(``trickle``), a redirect loop (``redirect_loop``), a false size (``declared_length``).
 
 >>> server = start_http_server("/some/dir")       # doctest: +SKIP
 >>> server.url + "/file.nc"                       # doctest: +SKIP
@@ -48,6 +51,12 @@ class HTTPTestServer:
     delay: float = 0.0
     fail_modes: tuple[str, ...] = ("503", "truncate", "drop")
     stall: float = 2.0  # seconds a "stall" failure waits before answering
+    # misbehaving servers (each off by default; attributes may be changed while it runs)
+    content_length: bool = True  # False: no Content-Length, the body ends when the connection closes
+    cut_body: float | None = None  # send only this fraction of each file's body, then hang up
+    trickle: float = 0.0  # > 0: send bodies one byte at a time at this many bytes per second
+    redirect_loop: bool = False  # answer every request with a redirect to itself
+    declared_length: int | None = None  # a Content-Length to announce instead of the real one
     url: str = ""
     host: str = "127.0.0.1"
     port: int = 0
@@ -164,7 +173,20 @@ class _Handler(BaseHTTPRequestHandler):
         if mode == "stall":  # answer too late: the client should have timed out
             time.sleep(s.stall)
             mode = "503"
-        if mode == "503":
+        if mode == "short" and (path is None or self.command == "HEAD"):
+            mode = "503"
+        if mode == "short":  # no Content-Length, half the body, hang up: a clean-looking EOF
+            assert path is not None
+            data = path.read_bytes()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/octet-stream")
+            self.send_header("Connection", "close")
+            self.end_headers()
+            self.wfile.write(data[: len(data) // 2])
+            self.wfile.flush()
+            self.close_connection = True
+            self._record(-200)
+        elif mode == "503":
             self._plain(503, "try again later (injected)")
         elif mode == "drop":
             self.close_connection = True
@@ -214,6 +236,9 @@ class _Handler(BaseHTTPRequestHandler):
                 time.sleep(s.delay)
             if not self._authorized(parse_qs(parts.query)):
                 return
+            if s.redirect_loop:
+                self._plain(302, "see elsewhere", {"Location": self.path})
+                return
             path = self._resolve(parts.path)
             if self._inject_failure(path):
                 return
@@ -252,25 +277,40 @@ class _Handler(BaseHTTPRequestHandler):
                 with s.lock:
                     s.range_requests += 1
         length = end - start + 1 if size else 0
+        send = length if s.cut_body is None else int(length * s.cut_body)
         self.send_response(status)
         self.send_header("Content-Type", "application/octet-stream")
-        self.send_header("Content-Length", str(length))
+        if s.content_length:
+            declared = length if s.declared_length is None else s.declared_length
+            self.send_header("Content-Length", str(declared))
+        else:  # the body ends when the connection closes
+            self.send_header("Connection", "close")
+            self.close_connection = True
         self.send_header("Last-Modified", email.utils.formatdate(stat.st_mtime, usegmt=True))
         self.send_header("ETag", f'"{size:x}-{stat.st_mtime_ns:x}"')
         self.send_header("Accept-Ranges", "bytes" if s.range else "none")
         if status == 206:
             self.send_header("Content-Range", f"bytes {start}-{end}/{size}")
         self.end_headers()
-        if self.command != "HEAD" and length:
+        if self.command != "HEAD" and send:
             with open(path, "rb") as f:
                 f.seek(start)
-                remaining = length
+                remaining = send
+                piece = 1 if s.trickle > 0 else 1 << 16
                 while remaining:
-                    chunk = f.read(min(1 << 16, remaining))
+                    chunk = f.read(min(piece, remaining))
                     if not chunk:
                         break
                     self.wfile.write(chunk)
                     remaining -= len(chunk)
+                    if s.trickle > 0:
+                        self.wfile.flush()
+                        time.sleep(1.0 / s.trickle)
+        if send != length or s.declared_length not in (None, length):
+            self.wfile.flush()
+            self.close_connection = True  # a short body: hang up so that the client sees it
+            self._record(-status)
+            return
         self._record(status)
 
 

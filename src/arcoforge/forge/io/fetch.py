@@ -14,25 +14,39 @@ Robustness:
 * transient failures (HTTP 5xx and 429, connection resets, timeouts, truncated bodies) are
   retried with exponential backoff and jitter, at most ``SourceOptions.retries`` times;
 * 404/410 and 401/403 are not retried, and become a :class:`SourceError` that says what to do;
+* nothing unchecked enters the cache: a download shorter than its ``Content-Length``, or shorter
+  than its own NetCDF3/HDF5 header says (:func:`arcoforge.forge.io.readers.check_complete`,
+  which catches bodies without ``Content-Length`` that end early), is retried and never cached;
+  ``.part`` files left by killed downloads are removed when the cache is next used;
+* every download ends: ``SourceOptions.deadline`` bounds one URL's whole fetch (all attempts),
+  ``min_rate`` / ``rate_window`` fail a server that trickles, ``timeout`` bounds each read;
+* the disk is not filled by accident: a declared size is checked against the cache's free space
+  and ``SourceOptions.max_bytes`` before the body is read, and while it streams;
 * a per-URL lock makes two threads that want the same URL download it once;
 * a per-host semaphore (module-level, keyed by scheme, host and port) bounds how many requests
   this process sends to one server at a time.
 
 Secrets: credentials are *named* by :class:`Auth` (environment variable names) and read at call
 time.  Their values never appear in exceptions, log messages, sidecars, ``LocalSource.url`` or
-file names; :func:`redact` strips userinfo and secret-looking query values from URLs.
+file names; :func:`redact` strips userinfo and every query value whose name is not known to be
+harmless (:data:`SAFE_QUERY_PARAMS`); :func:`redact_log_handlers` puts the same redaction on
+log handlers.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import ftplib
 import hashlib
 import json
 import logging
+import math
 import os
 import random
 import re
+import shutil
+import socket
 import tempfile
 import threading
 import time
@@ -40,7 +54,7 @@ import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Literal, NoReturn
-from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, quote, unquote, unquote_plus, urlencode, urlsplit, urlunsplit
 from urllib.request import url2pathname
 
 import requests
@@ -54,7 +68,11 @@ __all__ = [
     "SourceError",
     "fetch",
     "redact",
+    "redact_log_handlers",
+    "clean_stale_parts",
     "checksum",
+    "SAFE_QUERY_PARAMS",
+    "SECRET_QUERY_PARAMS",
 ]
 
 logger = logging.getLogger("arcoforge.forge.io.fetch")
@@ -91,9 +109,29 @@ SECRET_QUERY_PARAMS = frozenset(
         "googleaccessid",
         "awsaccesskeyid",
         "credential",
+        "pw",
+        "pass",
+        "pin",
+        "otp",
+        "jwt",
     }
 )
-_SECRET_PARAM_PATTERN = re.compile(r"(token|secret|passw|signature|api[-_]?key)", re.IGNORECASE)
+_SECRET_PARAM_PATTERN = re.compile(
+    r"(token|secret|passw|signature|api[-_]?key|access[-_]?key|credential|session|auth)",
+    re.IGNORECASE,
+)
+
+#: query parameter names (compared lower-case) whose values :func:`redact` keeps: the few that
+#: name *what* is asked for in data services (WMS/WCS, THREDDS, OPeNDAP, ERDDAP-style APIs) and
+#: never carry a secret.  Every other value is replaced: a secret hides under any name
+#: (``?tok=``, ``?access_key=``, ``?k=``).  Keep this list short.
+SAFE_QUERY_PARAMS = frozenset(
+    {
+        "format", "version", "service", "request", "layers", "styles", "crs", "bbox",
+        "width", "height", "x", "y", "date", "time", "day", "month", "year", "start", "end",
+        "north", "south", "east", "west", "variable", "var", "dataset", "file",
+    }
+)
 # query parameter names (lower-case) that an Auth of kind "query" has used in this process
 _AUTH_QUERY_PARAMS: set[str] = set()
 _REDACTED = "REDACTED"
@@ -136,12 +174,25 @@ class Auth:
 
 @dataclass(frozen=True)
 class SourceOptions:
-    """How to fetch sources: retries, timeouts, concurrency, credentials, cache."""
+    """How to fetch sources: retries, time limits, size limits, concurrency, credentials, cache.
+
+    Time limits: ``timeout`` bounds each wait for the server (connecting, each read);
+    ``deadline`` bounds the whole fetch of one URL, all attempts and back-off included
+    (``None``: 10 minutes plus the declared size at 128 KiB/s, or 2 hours when the server does
+    not declare a size; ``math.inf``: no deadline); ``min_rate`` fails an attempt whose rate
+    over the last ``rate_window`` seconds is below it (bytes/s; 0 turns it off), so that a server
+    that trickles is retried and then given up.  ``max_bytes`` caps one source's size (``None``:
+    no cap besides the cache directory's free space, checked against the declared size first).
+    """
 
     retries: int = 5  # attempts after the first, for transient failures
     backoff: float = 0.5  # first delay in s, doubling, with jitter
     max_backoff: float = 20.0
-    timeout: float = 60.0  # per request
+    timeout: float = 60.0  # per wait for the server: connect, each read
+    deadline: float | None = None  # s for one URL, all attempts; None = scaled from the size
+    min_rate: float = 1024.0  # bytes/s, averaged over rate_window; 0 = no minimum
+    rate_window: float = 60.0  # s
+    max_bytes: int | None = None  # the largest source accepted; None = only the free space
     max_concurrency_per_host: int = 4  # per process, across threads
     auth: Auth | None = None
     cache: str | None = None  # local dir or any fsspec URL; None = a per-build work dir
@@ -179,37 +230,97 @@ def _is_secret_param(name: str, extra: Iterable[str] = ()) -> bool:
     return bool(_SECRET_PARAM_PATTERN.search(low))
 
 
-def redact(url: str, extra_params: Iterable[str] = ()) -> str:
-    """Return ``url`` without userinfo and with secret-looking query values replaced.
+def _split_userinfo(url: str) -> tuple[str | None, str]:
+    """``(userinfo, url without it)``; userinfo is ``None`` when the URL has none.
 
-    Secret-looking query parameters are the usual names (``token``, ``key``, ``sig``,
-    ``signature``, ``password``, ``access_token``, ``X-Amz-Signature``, ...), any name containing
-    token/secret/password/signature/apikey, any parameter an :class:`Auth` of kind ``"query"``
-    has used in this process, and ``extra_params``.
+    Unlike :func:`urllib.parse.urlsplit` this also finds a password that contains ``/`` (as
+    object-store secret keys do: ``s3://KEYID:abc/def@bucket/key``), which would otherwise be
+    read as the start of the path and printed.
+    """
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        return None, url
+    end = len(rest)
+    for ch in "?#":
+        pos = rest.find(ch)
+        if pos >= 0:
+            end = min(end, pos)
+    head = rest[:end]
+    authority = head.split("/", 1)[0]
+    if "@" in authority:
+        at = authority.rfind("@")
+    elif ":" in authority and "@" in head and not authority.rsplit(":", 1)[1].isdigit():
+        at = head.find("@")  # "user:pass/with/slashes@host/...": not a host and port
+    else:
+        return None, url
+    return rest[:at], f"{scheme}://{rest[at + 1:]}"
+
+
+def _redact_pairs(text: str, extra: list[str]) -> str:
+    pieces = []
+    for piece in text.split("&"):
+        raw_name, eq, value = piece.partition("=")
+        name = unquote_plus(raw_name).strip()
+        if not eq or not value or value.startswith(_REDACTED) or (
+            name.lower() in SAFE_QUERY_PARAMS and not _is_secret_param(name, extra)
+        ):  # (a value redacted already stays as it is: redacting twice changes nothing)
+            pieces.append(piece)
+        elif _is_secret_param(name, extra):
+            pieces.append(f"{raw_name}={_REDACTED}")
+        else:  # an unknown name: hide the value, but keep distinct URLs distinct
+            digest = hashlib.sha256(unquote_plus(value).encode()).hexdigest()[:8]
+            pieces.append(f"{raw_name}={_REDACTED}-{digest}")
+    return "&".join(pieces)
+
+
+def redact(url: str, extra_params: Iterable[str] = ()) -> str:
+    """Return ``url`` without userinfo and with every query value that may be a secret replaced.
+
+    Kept as they are: local paths, and the values of the harmless parameters listed in
+    :data:`SAFE_QUERY_PARAMS` (``format``, ``time``, ``bbox``, ``var``, ...).  Replaced by
+    ``REDACTED``: the usual secret names (``token``, ``key``, ``sig``, ``password``,
+    ``X-Amz-Signature``, ...), names containing token/secret/password/signature/apikey/
+    access_key/credential/session/auth, any parameter an :class:`Auth` of kind ``"query"`` has
+    used in this process, and ``extra_params``.  Replaced by ``REDACTED-<8 hex digits>`` (a digest,
+    so that URLs that differ only there stay distinct in provenance): every other value.  The
+    userinfo (``user:password@``, ``KEYID:SECRET@``) is dropped entirely.
     """
     try:
-        parts = urlsplit(url)
+        scheme = urlsplit(url).scheme
     except ValueError:
         return "<unparseable URL>"
-    if not parts.scheme or len(parts.scheme) == 1:  # a local path (or a Windows drive)
+    if not scheme or len(scheme) == 1:  # a local path (or a Windows drive)
         return url
-    netloc = parts.netloc
-    if "@" in netloc:
-        netloc = netloc.rsplit("@", 1)[1]
-    query = parts.query
+    _, url = _split_userinfo(url)
+    rest, hashmark, fragment = url.partition("#")
+    base, qmark, query = rest.partition("?")
+    extra = list(extra_params)
     if query:
-        extra = list(extra_params)
-        pairs = parse_qsl(query, keep_blank_values=True)
-        if any(_is_secret_param(k, extra) for k, _ in pairs):
-            query = urlencode(
-                [(k, _REDACTED if _is_secret_param(k, extra) else v) for k, v in pairs],
-                safe="/:,",
-            )
-    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+        query = _redact_pairs(query, extra)
+    if "=" in fragment:  # e.g. "#access_token=..." of OAuth redirects
+        fragment = _redact_pairs(fragment, extra)
+    return base + qmark + query + hashmark + fragment
 
 
 # --------------------------------------------------------------------------------------------
 # secrets: resolution from the environment and scrubbing of any text that leaves this module
+
+
+#: secret values read in this process (credentials from the environment, secrets written into
+#: source URLs): :func:`redact_log_handlers`' filter removes them from every log line it sees
+_KNOWN_SECRETS: set[str] = set()
+#: object stores whose URL user name is an access key id: never printed either
+_KEY_ID_PROTOCOLS = frozenset({"s3", "s3a", "gs", "gcs", "az", "abfs", "abfss", "adl", "oss"})
+
+
+def _scrub_known(text: str, secrets: Iterable[str]) -> str:
+    for secret in sorted(secrets, key=len, reverse=True):
+        if secret:
+            text = text.replace(secret, "***")
+            quoted = quote(secret, safe="")
+            if quoted != secret:
+                text = text.replace(quoted, "***")
+    return text
 
 
 @dataclass
@@ -220,31 +331,66 @@ class _Credentials:
     query_param: str | None = None
     env_names: tuple[str, ...] = ()
     secrets: list[str] = field(default_factory=list)
+    #: what the URL itself carries: "userinfo" (user:password@) and secret-looking query names
+    in_url: list[str] = field(default_factory=list)
+    #: other query parameters that are not known to be harmless (they may carry a secret)
+    unknown_query: list[str] = field(default_factory=list)
 
     def scrub(self, text: str) -> str:
-        for secret in sorted(self.secrets, key=len, reverse=True):
-            if secret:
-                text = text.replace(secret, "***")
-                quoted = quote(secret, safe="")
-                if quoted != secret:
-                    text = text.replace(quoted, "***")
-        return text
+        return _scrub_known(text, self.secrets)
 
     def describe(self) -> str:
-        if not self.env_names:
-            return "no credentials were configured"
-        names = ", ".join(f"${n}" for n in self.env_names)
-        return f"credentials were read from the environment variable(s) {names}"
+        if self.env_names:
+            names = ", ".join(f"${n}" for n in self.env_names)
+            return f"credentials were read from the environment variable(s) {names}"
+        if "userinfo" in self.in_url:
+            return "the user name and password written in the URL were refused"
+        if self.in_url:
+            return f"the {', '.join(self.in_url)} given in the URL's query were refused"
+        if self.unknown_query:
+            return ("no credentials were configured (unless the URL's query parameter(s) "
+                    f"{', '.join(self.unknown_query)} carry them: then they were refused)")
+        return "no credentials were configured"
+
+    def rejected_hint(self) -> str:
+        if self.env_names:
+            return "Check that those variables hold valid credentials for this server"
+        if self.in_url or self.unknown_query:
+            return ("Check them; better, keep secrets out of URLs: set SourceOptions.auth "
+                    "(Auth.basic / Auth.bearer / Auth.query) naming environment variables")
+        return ("This server needs credentials: set SourceOptions.auth "
+                "(Auth.basic / Auth.bearer / Auth.query) naming environment variables")
+
+
+def _remember_secrets(secrets: Iterable[str]) -> None:
+    with _registry_lock:
+        _KNOWN_SECRETS.update(s for s in secrets if s and len(s) >= 4)
 
 
 def _resolve_credentials(url: str, safe_url: str, auth: Auth | None) -> _Credentials:
     creds = _Credentials()
-    parts = urlsplit(url)
-    # secrets embedded in the URL itself: userinfo password, secret-looking query values
-    if parts.password:
-        creds.secrets += [parts.password, unquote(parts.password)]
-    for k, v in parse_qsl(parts.query, keep_blank_values=True):
-        if v and _is_secret_param(k):
+    # secrets embedded in the URL itself: userinfo, secret-looking query values
+    userinfo, bare = _split_userinfo(url)
+    if userinfo is not None:
+        user, colon, password = userinfo.partition(":")
+        if colon:
+            creds.secrets += [password, unquote(password)]
+            creds.in_url.append("userinfo")
+        if user and _protocol(bare) in _KEY_ID_PROTOCOLS:  # an access key id
+            creds.secrets += [user, unquote(user)]
+    for k, v in parse_qsl(urlsplit(bare).query, keep_blank_values=True):
+        if not v:
+            continue
+        if _is_secret_param(k):
+            creds.secrets.append(v)
+            creds.in_url.append(k)
+        elif k.lower() not in SAFE_QUERY_PARAMS:
+            creds.unknown_query.append(k)
+    # values of unknown names are scrubbed from this fetch's errors, not from every log line
+    # (``?dataset_name=temperature`` would mangle them all)
+    _remember_secrets(creds.secrets)
+    for k, v in parse_qsl(urlsplit(bare).query, keep_blank_values=True):
+        if k in creds.unknown_query and len(v) >= 6:
             creds.secrets.append(v)
     if auth is None:
         return creds
@@ -270,12 +416,15 @@ def _resolve_credentials(url: str, safe_url: str, auth: Auth | None) -> _Credent
         creds.username = os.environ[auth.username_env or ""]
         creds.password = os.environ[auth.password_env or ""]
         creds.secrets.append(creds.password)
+        if _protocol(url) in _KEY_ID_PROTOCOLS:  # Auth.basic for S3 is (key id, secret key)
+            creds.secrets.append(creds.username)
     else:
         creds.token = os.environ[auth.token_env or ""]
         creds.secrets.append(creds.token)
         if auth.kind == "query":
             creds.query_param = auth.query_param
             _AUTH_QUERY_PARAMS.add((auth.query_param or "").lower())
+    _remember_secrets(creds.secrets)
     return creds
 
 
@@ -284,19 +433,28 @@ def _config_error(safe_url: str, problem: str) -> NoReturn:
 
 
 class _UrlRedactingFilter(logging.Filter):
-    """Redacts secret query values from URLs that urllib3 logs at DEBUG level."""
+    """Redacts URLs (userinfo, query values) and known secret values in every record it sees."""
 
-    _url = re.compile(r"(?:https?://[^\s\"']+|/[^\s\"']*\?[^\s\"']*)")
+    _url = re.compile(r"(?:[A-Za-z][A-Za-z0-9+.-]*://[^\s\"'<>]+|/[^\s\"'<>]*\?[^\s\"'<>]*)")
 
     def filter(self, record: logging.LogRecord) -> bool:
         try:
             message = record.getMessage()
         except Exception:  # pragma: no cover - a broken record is not ours to fix
             return True
-        if "?" in message:
-            redacted = self._url.sub(lambda m: _redact_fragment(m.group(0)), message)
-            if redacted != message:
-                record.msg, record.args = redacted, ()
+        redacted = message
+        if "://" in message or "?" in message:
+            redacted = self._url.sub(lambda m: _redact_fragment(m.group(0)), redacted)
+        with _registry_lock:
+            secrets = list(_KNOWN_SECRETS)
+        redacted = _scrub_known(redacted, secrets)
+        if redacted != message:
+            record.msg, record.args = redacted, ()
+        if record.exc_info and not record.exc_text:  # tracebacks may quote URLs too
+            record.exc_text = logging.Formatter().formatException(record.exc_info)
+        if record.exc_text:
+            text = self._url.sub(lambda m: _redact_fragment(m.group(0)), record.exc_text)
+            record.exc_text = _scrub_known(text, secrets)
         return True
 
 
@@ -307,7 +465,22 @@ def _redact_fragment(text: str) -> str:
     return redact(text)
 
 
-logging.getLogger("urllib3.connectionpool").addFilter(_UrlRedactingFilter())
+_LOG_FILTER = _UrlRedactingFilter()
+
+
+def redact_log_handlers(logger: logging.Logger | None = None) -> None:
+    """Put arcoforge's URL and secret redaction on the handlers of ``logger`` (default: the root
+    logger) and of the ``arcoforge`` logger, so that what other libraries log (urllib3, fsspec,
+    botocore quote URLs) is redacted too.  Idempotent; :func:`fetch` calls it before downloading,
+    so handlers that the command line or an application installed are covered."""
+    loggers = [logger or logging.getLogger(), logging.getLogger("arcoforge")]
+    for each in loggers:
+        for handler in each.handlers:
+            if _LOG_FILTER not in handler.filters:
+                handler.addFilter(_LOG_FILTER)
+
+
+logging.getLogger("urllib3.connectionpool").addFilter(_LOG_FILTER)
 
 
 # --------------------------------------------------------------------------------------------
@@ -384,6 +557,76 @@ def cache_name(url: str) -> str:
     return f"{digest}-{base}"
 
 
+#: a download's temporary file: ``<target>.<host tag>-<pid>.<thread>.<random>.part`` (older
+#: versions wrote ``<target>.<pid>.<thread>.<random>.part`` and ``<target>.<pid>.<random>.part``)
+_PART_NAME = re.compile(
+    r"\.(?:(?P<host>[0-9a-f]{8})-)?(?P<pid>\d+)\.(?:\d+\.)?[0-9a-f]{8}\.(?:part|tmp)$"
+)
+#: a ``.part`` file that has not grown for this long belongs to a download that was killed
+#: (a live one writes every few seconds: ``min_rate`` and ``timeout`` end it otherwise)
+STALE_PART_SECONDS = 600.0
+_HOST_TAG = hashlib.sha256(socket.gethostname().encode()).hexdigest()[:8]
+_cleaned: dict[str, float] = {}  # cache dir -> monotonic time of its last cleaning
+
+
+def _part_path(target: str) -> str:
+    return (f"{target}.{_HOST_TAG}-{os.getpid()}.{threading.get_ident()}."
+            f"{uuid.uuid4().hex[:8]}.part")
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OSError):
+        return True  # it exists (another user's), or we cannot tell: keep its file
+    return True
+
+
+def clean_stale_parts(directory: str, *, force: bool = False) -> list[str]:
+    """Remove the ``.part`` (and sidecar ``.tmp``) files that killed downloads left in the cache
+    ``directory``; return the paths removed.
+
+    A file is stale when the process that wrote it is gone (same host, pid no longer running),
+    or when it belongs to another process and has not changed for :data:`STALE_PART_SECONDS`
+    (another host sharing the cache, or an old name without a host).  This process's own files
+    are never touched.  Runs at most once every few minutes per directory unless ``force``.
+    """
+    now = time.monotonic()
+    key = os.path.abspath(directory)
+    with _registry_lock:
+        last = _cleaned.get(key)
+        if not force and last is not None and now - last < STALE_PART_SECONDS / 4:
+            return []
+        _cleaned[key] = now
+    removed: list[str] = []
+    try:
+        entries = list(os.scandir(directory))
+    except OSError:
+        return removed
+    wall = time.time()
+    for entry in entries:
+        match = _PART_NAME.search(entry.name)
+        if match is None or not entry.is_file(follow_symlinks=False):
+            continue
+        pid, host = int(match["pid"]), match["host"]
+        if pid == os.getpid() and host in (None, _HOST_TAG):
+            continue
+        try:
+            age = wall - entry.stat(follow_symlinks=False).st_mtime
+        except OSError:
+            continue
+        dead = host == _HOST_TAG and not _pid_alive(pid)
+        if dead or age > STALE_PART_SECONDS:
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(entry.path)
+                removed.append(entry.path)
+                logger.info("removed %s, left by a download that was killed (%s)", entry.path,
+                            "its process is gone" if dead else f"unchanged for {age:.0f} s")
+    return removed
+
+
 # --------------------------------------------------------------------------------------------
 # fetch
 
@@ -403,7 +646,17 @@ def fetch(url: str, options: SourceOptions | None = None, workdir: str | None = 
     if protocol in _LOCAL_PROTOCOLS:
         return _fetch_local(url, safe_url)
 
+    _check_limits(options, safe_url)
     creds = _resolve_credentials(url, safe_url, options.auth)
+    if protocol in _KEY_ID_PROTOCOLS and _split_userinfo(url)[0] is not None:
+        raise SourceError(
+            safe_url,
+            f"the URL carries credentials (KEYID:SECRET@), which {protocol}:// cannot use",
+            "Remove them from the URL: put them in environment variables and name those with "
+            "SourceOptions.auth=Auth.basic(KEY_ID_VAR, SECRET_VAR), or use the protocol's own "
+            "variables (AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY for s3://)",
+            reason="config",
+        )
     cache = options.cache
     remote_cache: str | None = None
     if cache is not None and _protocol(cache) not in _LOCAL_PROTOCOLS:
@@ -414,6 +667,7 @@ def fetch(url: str, options: SourceOptions | None = None, workdir: str | None = 
     else:
         local_dir = workdir or _fallback_workdir()
     os.makedirs(local_dir, exist_ok=True)
+    clean_stale_parts(local_dir)
 
     name = cache_name(url)
     target = os.path.join(local_dir, name)
@@ -429,6 +683,21 @@ def fetch(url: str, options: SourceOptions | None = None, workdir: str | None = 
         if remote_cache is not None:
             _push_remote_cache(remote_cache, name, target, safe_url, options, creds)
         return result
+
+
+def _check_limits(options: SourceOptions, safe_url: str) -> None:
+    if options.deadline is not None and not options.deadline > 0:
+        _config_error(safe_url, f"SourceOptions.deadline={options.deadline!r} must be a number "
+                      "of seconds > 0 (None: automatic, math.inf: no deadline)")
+    if not options.min_rate >= 0:
+        _config_error(safe_url, f"SourceOptions.min_rate={options.min_rate!r} must be >= 0 "
+                      "bytes/s (0: no minimum)")
+    if not options.rate_window > 0:
+        _config_error(safe_url, f"SourceOptions.rate_window={options.rate_window!r} must be > 0 "
+                      "seconds")
+    if options.max_bytes is not None and not options.max_bytes > 0:
+        _config_error(safe_url, f"SourceOptions.max_bytes={options.max_bytes!r} must be > 0 "
+                      "(None: no cap)")
 
 
 def _fetch_local(url: str, safe_url: str) -> LocalSource:
@@ -461,7 +730,7 @@ def _read_sidecar(path: str) -> dict[str, Any] | None:
 
 
 def _write_json_atomic(path: str, data: dict[str, Any]) -> None:
-    tmp = f"{path}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
+    tmp = f"{path}.{_HOST_TAG}-{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
     with open(tmp, "w", encoding="utf-8") as f:
         json.dump(data, f, indent=1, sort_keys=True)
     os.replace(tmp, path)
@@ -483,6 +752,15 @@ def _reuse_local(target: str, safe_url: str) -> LocalSource | None:
         logger.warning("cached copy of %s is corrupted (sha256 mismatch); downloading again",
                        safe_url)
         return None
+    try:  # a copy cached before downloads were checked may be cut short, checksum and all
+        _check_structure(target, safe_url, size)
+    except _Truncated as short:
+        logger.warning("cached copy of %s is unusable (%s); downloading again", safe_url,
+                       short.problem)
+        for stale in (target, _sidecar_path(target)):
+            with contextlib.suppress(OSError):
+                os.remove(stale)
+        return None
     logger.debug("reusing cached %s -> %s", safe_url, target)
     return LocalSource(url=safe_url, path=target, size=size, sha256=digest)
 
@@ -494,9 +772,24 @@ class _Fatal(Exception):
 
 
 class _Transient(Exception):
-    def __init__(self, problem: str, retry_after: float | None = None):
+    def __init__(self, problem: str, retry_after: float | None = None, hint: str | None = None):
         super().__init__(problem)
-        self.problem, self.retry_after = problem, retry_after
+        self.problem, self.retry_after, self.hint = problem, retry_after, hint
+
+
+class _Truncated(_Transient):
+    """The body ended before the file's own header says it should (checked before caching)."""
+
+    def __init__(self, received: int, expected: int | None, detail: str):
+        what = f"{expected:,} bytes" if expected is not None else "more"
+        super().__init__(
+            f"the download is truncated: received {received:,} bytes, but the file's header "
+            f"says it has {what}{detail}",
+            hint="The server sends an incomplete file (its own copy may be cut short, or "
+            "the connection ends early without a Content-Length); nothing was cached. Try "
+            "again later, or tell the data provider",
+        )
+        self.received, self.expected = received, expected
 
 
 @dataclass
@@ -507,58 +800,301 @@ class _Downloaded:
     last_modified: str | None = None
 
 
+def _fmt_bytes(n: float) -> str:
+    for unit in ("bytes", "KiB", "MiB", "GiB", "TiB"):
+        if abs(n) < 1024 or unit == "TiB":
+            return f"{n:,.0f} {unit}" if unit == "bytes" else f"{n:,.1f} {unit}"
+        n /= 1024
+    return f"{n:,.1f} PiB"  # pragma: no cover - the loop returns
+
+
+#: the automatic deadline: a base plus the declared size at a slow but honest rate
+_DEADLINE_BASE = 600.0
+_DEADLINE_RATE = 128 * 1024.0
+_DEADLINE_UNKNOWN_SIZE = 7200.0
+
+
+def _auto_deadline(size: int | None) -> float:
+    if size is None:
+        return _DEADLINE_UNKNOWN_SIZE
+    return _DEADLINE_BASE + size / _DEADLINE_RATE
+
+
+class _Guard:
+    """Bounds one URL's download, all attempts together: the deadline, the minimum rate, the
+    size cap and the free space of the cache directory.  ``update`` is called as bytes arrive."""
+
+    def __init__(self, safe_url: str, target: str, options: SourceOptions):
+        self.safe_url, self.target, self.options = safe_url, target, options
+        self.cache_dir = os.path.dirname(os.path.abspath(target))
+        self.started: float | None = None
+        self.limit = math.inf
+        self.expected: int | None = None
+        self.received = 0
+        self._window_start = 0.0
+        self._window_bytes = 0
+
+    # -- time
+
+    def _deadline_value(self) -> float:
+        d = self.options.deadline
+        return _auto_deadline(self.expected) if d is None else float(d)
+
+    def start_attempt(self) -> None:
+        now = time.monotonic()
+        if self.started is None:
+            self.started = now
+            self.limit = now + self._deadline_value()
+        self.check_deadline()
+        self.received, self.expected = 0, None
+        self._window_start, self._window_bytes = now, 0
+
+    def remaining(self) -> float:
+        return self.limit - time.monotonic()
+
+    def read_timeout(self) -> float:
+        """The socket timeout for this attempt: ``timeout``, or less when the deadline is near."""
+        return max(0.05, min(self.options.timeout, self.remaining()))
+
+    def deadline_error(self, last_problem: str = "") -> _Fatal:
+        elapsed = time.monotonic() - (self.started or time.monotonic())
+        size = f"of {self.expected:,} " if self.expected is not None else ""
+        d = self.options.deadline
+        which = (f"SourceOptions.deadline={d:g} s" if d is not None
+                 else f"the automatic deadline of {self._deadline_value():.0f} s")
+        problem = (f"gave up after {elapsed:.1f} s ({which}): received {self.received:,} "
+                   f"bytes {size}so far")
+        if last_problem:
+            problem += f"; last problem: {last_problem}"
+        return _Fatal(problem, "The server is too slow or keeps failing; try again later, or "
+                      "raise SourceOptions.deadline (math.inf: no deadline)", reason="transient")
+
+    def check_deadline(self) -> None:
+        if time.monotonic() > self.limit:
+            raise self.deadline_error()
+
+    # -- sizes
+
+    def expect(self, size: int | None) -> None:
+        """The size the server declared (``None``: not declared); checked before any byte."""
+        self.expected = size
+        if self.started is not None and self.options.deadline is None:
+            self.limit = self.started + self._deadline_value()
+        if size is None:
+            return
+        cap = self.options.max_bytes
+        if cap is not None and size > cap:
+            raise _Fatal(
+                f"the source is {_fmt_bytes(size)} ({size:,} bytes), more than "
+                f"SourceOptions.max_bytes={cap:,}",
+                "Check the URL; if the file really is that large, raise SourceOptions.max_bytes",
+                reason="too_large",
+            )
+        try:
+            free = shutil.disk_usage(self.cache_dir).free
+        except OSError:
+            return
+        if size > free:
+            raise _Fatal(
+                f"the source is {_fmt_bytes(size)} ({size:,} bytes) but the cache directory "
+                f"{self.cache_dir} has only {_fmt_bytes(free)} free",
+                "Free space there, or point SourceOptions.cache (or the work directory) at a "
+                "larger disk; if the size is wrong, check the URL",
+                reason="no_space",
+            )
+
+    def update(self, n: int) -> None:
+        """Count ``n`` more bytes received; raise when a limit is passed."""
+        self.received += n
+        cap = self.options.max_bytes
+        if cap is not None and self.received > cap:
+            raise _Fatal(
+                f"the download passed SourceOptions.max_bytes={cap:,} (received "
+                f"{self.received:,} bytes so far, the server declared no size)"
+                if self.expected is None else
+                f"the download passed SourceOptions.max_bytes={cap:,} (received "
+                f"{self.received:,} bytes, the server declared {self.expected:,})",
+                "Check the URL; if the file really is that large, raise SourceOptions.max_bytes",
+                reason="too_large",
+            )
+        now = time.monotonic()
+        if now > self.limit:
+            raise self.deadline_error()
+        window = now - self._window_start
+        if self.options.min_rate > 0 and window >= self.options.rate_window:
+            rate = (self.received - self._window_bytes) / window
+            if rate < self.options.min_rate:
+                raise _Transient(
+                    f"too slow: {rate:,.0f} bytes/s over the last {window:.1f} s, below "
+                    f"SourceOptions.min_rate={self.options.min_rate:g} (received "
+                    f"{self.received:,} bytes so far)",
+                    hint="The server trickles; try again later, or lower SourceOptions.min_rate "
+                    "(0: no minimum) or lengthen SourceOptions.rate_window",
+                )
+            self._window_start, self._window_bytes = now, self.received
+
+    # -- local writes
+
+    def write_error(self, exc: OSError, path: str) -> _Fatal:
+        """A precise error for a failed local write (a full disk names the cache directory)."""
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            what = "no space left" if exc.errno == errno.ENOSPC else "disk quota exceeded"
+            return _Fatal(
+                f"{what} in the cache directory {self.cache_dir} while writing {self.target} "
+                f"({self.received:,} bytes received so far)",
+                "Free space there, or point SourceOptions.cache (or the work directory) at a "
+                "larger disk",
+                reason="no_space",
+            )
+        if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+            return _Fatal(
+                f"cannot write into the cache directory {self.cache_dir} "
+                f"({exc.strerror or type(exc).__name__})",
+                "Check its permissions, or point SourceOptions.cache (or the work directory) "
+                "at a writable directory",
+                reason="config",
+            )
+        return _Fatal(f"could not write {path} ({type(exc).__name__}: {exc.strerror or exc})",
+                      reason="io")
+
+
+class _PartFile:
+    """The ``.part`` file a download streams into: every local write error becomes a precise
+    :class:`_Fatal`, and every write is counted by the guard (deadline, rate, size cap)."""
+
+    def __init__(self, path: str, guard: _Guard, count: bool = True):
+        self.path, self.guard, self.count = path, guard, count
+        try:
+            self._f = open(path, "wb")  # noqa: SIM115 - closed by close() / __exit__
+        except OSError as exc:
+            raise guard.write_error(exc, path) from None
+
+    def write(self, data: bytes) -> int:
+        try:
+            self._f.write(data)
+        except OSError as exc:
+            raise self.guard.write_error(exc, self.path) from None
+        if self.count:
+            self.guard.update(len(data))
+        return len(data)
+
+    # fsspec's get_file takes any object with read/tell/close as its local file
+    def read(self, *_: Any) -> bytes:  # pragma: no cover - never read
+        raise OSError(errno.EBADF, "a download's part file is write-only")
+
+    def tell(self) -> int:
+        return self._f.tell()
+
+    def close(self) -> None:
+        if self._f.closed:
+            return
+        try:
+            self._f.close()  # flushing may be where the disk turns out to be full
+        except OSError as exc:
+            raise self.guard.write_error(exc, self.path) from None
+
+    def __enter__(self) -> _PartFile:
+        return self
+
+    def __exit__(self, exc_type: Any, *_: Any) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            with contextlib.suppress(Exception):
+                self._f.close()
+
+
+def _check_structure(tmp: str, safe_url: str, size: int) -> None:
+    """Raise :class:`_Truncated` when ``tmp`` is shorter than its own header says."""
+    from arcoforge.errors import TruncatedFileError
+    from arcoforge.forge.io.readers import check_complete
+
+    try:
+        check_complete(tmp, safe_url)
+    except TruncatedFileError as short:
+        text = str(short)
+        expected = getattr(short, "expected", None)
+        if not isinstance(expected, int):
+            m = re.search(r"should hold ([\d,]+) bytes", text)
+            expected = int(m.group(1).replace(",", "")) if m else None
+        detail = "" if expected is not None else " (it ends inside its own header)"
+        raise _Truncated(size, expected, detail) from None
+
+
 def _download(
     url: str, safe_url: str, target: str, options: SourceOptions, creds: _Credentials
 ) -> LocalSource:
+    redact_log_handlers()
     protocol = _protocol(url)
+    guard = _Guard(safe_url, target, options)
     if protocol in ("http", "https"):
         attempt: Callable[[str, int], _Downloaded] = lambda tmp, i: _http_attempt(  # noqa: E731
-            url, tmp, options, creds
+            url, tmp, options, creds, guard
         )
-        classify = _classify_http_error
+        classify: Callable[[Exception], _Fatal | _Transient] = _classify_http_error
     else:
-        attempt = lambda tmp, i: _fsspec_attempt(url, tmp, options, creds, fresh=i > 0)  # noqa: E731
+        attempt = lambda tmp, i: _fsspec_attempt(  # noqa: E731
+            url, tmp, options, creds, guard, fresh=i > 0
+        )
         classify = _classify_fsspec_error
 
     semaphore = host_semaphore(url, options.max_concurrency_per_host)
-    tmp = f"{target}.{os.getpid()}.{threading.get_ident()}.{uuid.uuid4().hex[:8]}.part"
+    tmp = _part_path(target)
     attempts = max(0, options.retries) + 1
     failure: _Fatal | None = None
-    last_problem = ""
-    started = time.monotonic()
+    last: _Transient | None = None
     logger.info("downloading %s", safe_url)
     try:
         for i in range(attempts):
             retry_after: float | None = None
             try:
                 with semaphore:
+                    guard.start_attempt()
                     got = attempt(tmp, i)
+                    _check_structure(tmp, safe_url, got.size)
                 failure = None
                 break
             except _Fatal as exc:
                 failure = exc
                 break
             except _Transient as exc:
-                last_problem, retry_after = exc.problem, exc.retry_after
+                last, retry_after = exc, exc.retry_after
+            except OSError as exc:
+                if exc.errno in (errno.ENOSPC, errno.EDQUOT):  # a library wrote the file itself
+                    failure = guard.write_error(exc, tmp)
+                    break
+                classified = classify(exc)
+                if isinstance(classified, _Fatal):
+                    failure = classified
+                    break
+                last = classified
             except Exception as exc:
                 classified = classify(exc)
                 if isinstance(classified, _Fatal):
                     failure = classified
                     break
-                last_problem = classified.problem
-            last_problem = creds.scrub(last_problem)
+                last = classified
+            assert last is not None
+            last_problem = creds.scrub(last.problem)
             if i + 1 >= attempts:
-                failure = _Fatal(
-                    f"failed after {attempts} attempt(s): {last_problem}",
-                    "The server or network looks unreliable; try again later or raise "
-                    "SourceOptions.retries / timeout",
-                    reason="transient",
-                )
+                if isinstance(last, _Truncated):
+                    failure = _Fatal(f"{last_problem} (after {attempts} attempt(s))", last.hint,
+                                     reason="content")
+                else:
+                    failure = _Fatal(
+                        f"failed after {attempts} attempt(s): {last_problem}",
+                        last.hint or "The server or network looks unreliable; try again later "
+                        "or raise SourceOptions.retries / timeout",
+                        reason="transient",
+                    )
                 break
             delay = min(options.max_backoff, options.backoff * (2**i))
             delay *= random.uniform(0.5, 1.0)
             if retry_after is not None:
                 delay = max(delay, min(retry_after, options.max_backoff))
+            if delay >= guard.remaining():
+                failure = guard.deadline_error(last_problem)
+                break
             logger.warning(
                 "%s: %s; retrying in %.2f s (attempt %d of %d)",
                 safe_url, last_problem, delay, i + 2, attempts,
@@ -591,7 +1127,7 @@ def _download(
     _write_json_atomic(_sidecar_path(target), meta)
     logger.info(
         "downloaded %s (%d bytes, %.2f s) -> %s", safe_url, got.size,
-        time.monotonic() - started, target,
+        time.monotonic() - (guard.started or time.monotonic()), target,
     )
     return LocalSource(url=safe_url, path=target, size=got.size, sha256=got.sha256)
 
@@ -648,7 +1184,7 @@ def _retry_after(value: str | None) -> float | None:
 
 
 def _http_attempt(
-    url: str, tmp: str, options: SourceOptions, creds: _Credentials
+    url: str, tmp: str, options: SourceOptions, creds: _Credentials, guard: _Guard
 ) -> _Downloaded:
     so = options.storage_options
     headers = {"Accept-Encoding": "identity", **dict(so.get("headers") or {})}
@@ -663,12 +1199,13 @@ def _http_attempt(
     kwargs: dict[str, Any] = {}
     if "verify" in so:
         kwargs["verify"] = so["verify"]
+    timeout = guard.read_timeout()
     with _session().get(
         request_url,
         headers=headers,
         auth=auth,
         stream=True,
-        timeout=(options.timeout, options.timeout),
+        timeout=(timeout, timeout),
         **kwargs,
     ) as resp:
         status = resp.status_code
@@ -681,10 +1218,7 @@ def _http_attempt(
         if status in (401, 403):
             raise _Fatal(
                 f"credentials rejected (HTTP {status}); {creds.describe()}",
-                "Check that those variables hold valid credentials for this server"
-                if creds.env_names
-                else "This server needs credentials: set SourceOptions.auth "
-                "(Auth.basic / Auth.bearer / Auth.query) naming environment variables",
+                creds.rejected_hint(),
                 reason="auth",
             )
         if status == 429 or status >= 500:
@@ -692,20 +1226,25 @@ def _http_attempt(
                 f"HTTP {status} {resp.reason or ''}".strip(),
                 _retry_after(resp.headers.get("Retry-After")),
             )
-        if status >= 400 or status == 206:
+        if status >= 400 or status == 206 or 300 <= status < 400:
             raise _Fatal(f"unexpected HTTP {status} {resp.reason or ''}".strip(), reason="http")
         encoding = resp.headers.get("Content-Encoding", "identity").lower()
         length = resp.headers.get("Content-Length")
         expected = int(length) if length and length.isdigit() and encoding == "identity" else None
+        guard.expect(expected)
         digest = hashlib.sha256()
-        received = 0
-        with open(tmp, "wb") as out:
-            for chunk in resp.iter_content(_CHUNK):
-                out.write(chunk)
+        with _PartFile(tmp, guard) as out:
+            while True:
+                # read1: whatever has arrived (up to _CHUNK), so that the limits are checked
+                # as bytes trickle in, not once per megabyte
+                chunk = resp.raw.read1(_CHUNK, decode_content=True)
+                if not chunk:
+                    break
                 digest.update(chunk)
-                received += len(chunk)
+                out.write(chunk)
+        received = guard.received
         if expected is not None and received != expected:
-            raise _Transient(f"truncated body: received {received} of {expected} bytes")
+            raise _Transient(f"truncated body: received {received:,} of {expected:,} bytes")
         return _Downloaded(
             size=received,
             sha256=digest.hexdigest(),
@@ -715,8 +1254,19 @@ def _http_attempt(
 
 
 def _classify_http_error(exc: Exception) -> _Fatal | _Transient:
+    import urllib3.exceptions
+
     name = type(exc).__name__
-    if isinstance(exc, requests.exceptions.SSLError):
+    if isinstance(exc, requests.exceptions.TooManyRedirects):
+        where = getattr(getattr(exc, "response", None), "url", None)
+        last = f" (the last one to {redact(where)})" if where else ""
+        return _Fatal(
+            f"redirect loop: the server redirected more than 30 times{last}",
+            "Check the URL; a server that redirects to a login page or back to itself may "
+            "need credentials (SourceOptions.auth) or a different URL",
+            reason="http",
+        )
+    if isinstance(exc, (requests.exceptions.SSLError, urllib3.exceptions.SSLError)):
         return _Fatal(
             f"TLS error ({name}: {exc})",
             "Check the server certificate, or storage_options={'verify': <CA bundle>}",
@@ -726,16 +1276,19 @@ def _classify_http_error(exc: Exception) -> _Fatal | _Transient:
                         requests.exceptions.InvalidSchema)):
         return _Fatal(f"invalid URL ({name})", "Check the recipe's format function",
                       reason="config")
-    if isinstance(exc, requests.exceptions.Timeout):
-        return _Transient(f"timed out ({name})")
+    if isinstance(exc, (requests.exceptions.Timeout, urllib3.exceptions.TimeoutError,
+                        TimeoutError)):
+        return _Transient(f"timed out ({name}: no data for SourceOptions.timeout)")
     if isinstance(exc, (requests.exceptions.ConnectionError,
                         requests.exceptions.ChunkedEncodingError,
                         requests.exceptions.ContentDecodingError,
-                        ConnectionError, TimeoutError)):
+                        urllib3.exceptions.HTTPError,
+                        ConnectionError)):
         return _Transient(f"connection failed ({name}: {exc})")
-    if isinstance(exc, OSError):
-        return _Fatal(f"could not write the download ({name}: {exc})",
-                      "Check free space and permissions of the cache directory", reason="io")
+    if isinstance(exc, requests.exceptions.RequestException):
+        return _Fatal(f"HTTP request failed ({name}: {exc})", reason="http")
+    if isinstance(exc, OSError):  # local file errors are mapped by _PartFile: this is the network
+        return _Transient(f"I/O error ({name}: {exc})")
     return _Fatal(f"unexpected error ({name}: {exc})", reason="io")
 
 
@@ -761,13 +1314,15 @@ def _fsspec_kwargs(url: str, options: SourceOptions, creds: _Credentials) -> dic
 
 
 def _fsspec_attempt(
-    url: str, tmp: str, options: SourceOptions, creds: _Credentials, fresh: bool
+    url: str, tmp: str, options: SourceOptions, creds: _Credentials, guard: _Guard, fresh: bool
 ) -> _Downloaded:
     import fsspec  # type: ignore[import-untyped]
+    from fsspec.asyn import AsyncFileSystem  # type: ignore[import-untyped]
+    from fsspec.callbacks import Callback  # type: ignore[import-untyped]
 
     kwargs = _fsspec_kwargs(url, options, creds)
     if _protocol(url) == "ftp":
-        kwargs.setdefault("timeout", options.timeout)
+        kwargs.setdefault("timeout", guard.read_timeout())
     if fresh:  # after a failure, do not reuse a possibly broken cached connection
         kwargs["skip_instance_cache"] = True
     fs, path = fsspec.core.url_to_fs(url, **kwargs)
@@ -775,16 +1330,26 @@ def _fsspec_attempt(
         info = fs.info(path)
         if info.get("type") == "directory":
             raise _Fatal("is a directory, not a file", "Check the URL", reason="not_found")
-        fs.get_file(path, tmp)
+        expected = info.get("size")
+        guard.expect(expected if isinstance(expected, int) else None)
+        if isinstance(fs, AsyncFileSystem):
+            # the implementation writes the local file itself: it reports progress to the guard
+            class _Progress(Callback):  # type: ignore[misc]
+                def relative_update(self, inc: int = 1) -> None:
+                    guard.update(inc)
+
+            fs.get_file(path, tmp, callback=_Progress())
+        else:  # FTP and other blocking file systems write into a file object we give them
+            with _PartFile(tmp, guard) as out:
+                fs.get_file(path, out)
     finally:
         connection = getattr(fs, "ftp", None)  # FTP file systems are not cached: hang up now
         if connection is not None:
             with contextlib.suppress(Exception):
                 connection.close()
     size = os.path.getsize(tmp)
-    expected = info.get("size")
     if isinstance(expected, int) and size != expected:
-        raise _Transient(f"truncated transfer: received {size} of {expected} bytes")
+        raise _Transient(f"truncated transfer: received {size:,} of {expected:,} bytes")
     etag = info.get("ETag") or info.get("etag")
     modified = info.get("LastModified") or info.get("mtime") or info.get("modify")
     return _Downloaded(
@@ -844,7 +1409,7 @@ def _pull_remote_cache(
         if not fs.exists(side):
             return None
         meta = json.loads(fs.cat_file(side))
-        tmp = f"{target}.{os.getpid()}.{uuid.uuid4().hex[:8]}.part"
+        tmp = _part_path(target)
         fs.get_file(f"{root}/{name}", tmp)
     except Exception as exc:  # the cache is an optimisation: fall back to the source
         logger.warning("cannot read remote cache %s for %s (%s); downloading from the source",
@@ -855,6 +1420,12 @@ def _pull_remote_cache(
         if size != meta.get("size") or digest != meta.get("sha256"):
             logger.warning("remote cache copy of %s does not match its sidecar; "
                            "downloading from the source", safe_url)
+            return None
+        try:
+            _check_structure(tmp, safe_url, size)
+        except _Truncated as short:
+            logger.warning("remote cache copy of %s is unusable (%s); downloading from the "
+                           "source", safe_url, short.problem)
             return None
         os.replace(tmp, target)
     finally:
