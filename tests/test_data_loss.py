@@ -137,3 +137,25 @@ def test_a_build_and_an_append_print_no_library_chatter(tmp_path: Path, shared_d
                            env={**env, "ARCOFORGE_DEBUG": "1"}, timeout=300, cwd=tmp_path)
     assert noisy.returncode == 0, noisy.stderr
     assert "WARN" in noisy.stderr  # asked for: shown
+
+
+def test_merged_files_on_different_grids_are_refused(shared_data: Path, tmp_path: Path) -> None:
+    """Files of two merge keys that disagree on a shared coordinate (lat) would keep one grid
+    and put the other variable on it silently."""
+    import xarray as xr
+
+    months = ["201901", "201902"]
+    for m in months:
+        with xr.open_dataset(shared_data / "ersst-v5" / f"ersst.v5.{m}.nc",
+                             decode_cf=False) as src:
+            src[["sst"]].to_netcdf(tmp_path / f"sst.{m}.nc")
+            shifted = src[["ssta"]].assign_coords(lat=src.lat + 1.0)
+            shifted.to_netcdf(tmp_path / f"ssta.{m}.nc")
+    pattern = af.FilePattern(lambda variable, time: str(tmp_path / f"{variable}.{time}.nc"),
+                             af.MergeDim("variable", ["sst", "ssta"]),
+                             af.ConcatDim("time", months, nitems_per_file=1))
+    target = tmp_path / "m.zarr"
+    with pytest.raises(SchemaError, match=r"coordinate 'lat' differs between .*sst\.201901\.nc "
+                                          r"and .*ssta\.201901\.nc"):
+        af.bake(af.ZarrRecipe(pattern), str(target), progress=False)
+    assert not target.exists()

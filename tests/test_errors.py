@@ -67,3 +67,14 @@ def test_cli_lets_a_real_bug_show_its_traceback(tmp_path) -> None:
     recipe.write_text("raise ZeroDivisionError('a bug in the recipe module')\n")
     with pytest.raises(ZeroDivisionError):
         main(["bake", str(recipe), "--target", str(tmp_path / "t.zarr")])
+
+
+def test_credentials_in_a_target_url_are_refused_without_echoing_them(tmp_path) -> None:
+    from arcoforge.errors import ConfigError
+    from arcoforge.forge.targets.base import resolve_target
+
+    with pytest.raises(ConfigError) as info:
+        resolve_target("s3://AKIAEXAMPLEKEY:s3cr3t/value@bucket/out.zarr")
+    text = str(info.value)
+    assert "AKIAEXAMPLEKEY" not in text and "s3cr3t" not in text
+    assert "s3://bucket/out.zarr" in text and "environment" in text

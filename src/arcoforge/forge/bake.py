@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from arcoforge.errors import SchemaError
 from arcoforge.forge.io.fetch import SourceOptions, fetch
 from arcoforge.forge.io.readers import RawFile, detect_engine, scan_file
 from arcoforge.forge.patterns import FilePattern, Index
@@ -208,9 +209,30 @@ class Plan:
                     first = self.schema.group_files[group][0][0]
                     raw, _ = self._open(files, first)
                     out[name] = raw.read(name, ())
+                    self._check_shared(files, name, group, out[name])
         finally:
             files.close()
         return out
+
+    def _check_shared(self, files: _OpenFiles, name: str, group: Any,
+                      values: np.ndarray) -> None:
+        """A coordinate that the files of several merge keys hold must be the same in all of
+        them: the store keeps one copy, so a difference would be lost silently."""
+        first = self.schema.files[self.schema.group_files[group][0][0]]
+        for other, members in self.schema.group_files.items():
+            pos = members[0][0]
+            if other == group or name not in self.schema.files[pos].variables:
+                continue
+            raw, f = self._open(files, pos)
+            theirs = raw.read(name, ())
+            same = theirs.shape == values.shape and bool(
+                np.array_equal(theirs, values, equal_nan=values.dtype.kind in "fc"))
+            if not same:
+                raise SchemaError(
+                    f"coordinate {name!r} differs between {first.url} and {f.url}, files of "
+                    "two merge keys; merged files must share their coordinates (the store keeps "
+                    "one copy). Regrid or subset the files to the same grid first."
+                )
 
     # -- the three steps -------------------------------------------------------------------
     def prepare(self) -> bool:

@@ -26,7 +26,7 @@ import os
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol, runtime_checkable
 
-from arcoforge.errors import TargetError
+from arcoforge.errors import ConfigError, TargetError
 
 if TYPE_CHECKING:
     import numpy as np
@@ -180,6 +180,7 @@ def resolve_target(target: Any, storage_options: Mapping[str, Any] | None = None
         return target
     if isinstance(target, str | os.PathLike):
         url = os.fspath(target)
+        _refuse_credentials_in(url)
         if url.startswith(ICECHUNK_SCHEME):
             from arcoforge.forge.targets.icechunk import IcechunkTarget
 
@@ -197,6 +198,23 @@ def resolve_target(target: Any, storage_options: Mapping[str, Any] | None = None
         f"cannot use {target!r} as a target: expected a path or URL of a Zarr store, an "
         f"icechunk:// URL, an icechunk.Repository or an object implementing "
         f"arcoforge.forge.targets.base.Target (it lacks {', '.join(missing) or 'nothing'})"
+    )
+
+
+def _refuse_credentials_in(url: str) -> None:
+    """Credentials never travel in a target URL (they would be printed, logged and published as
+    the store's address): ``s3://KEY:SECRET@bucket/x`` is refused without echoing either part."""
+    scheme, sep, rest = url.partition("://")
+    head = rest.split("?", 1)[0]
+    if not sep or len(scheme) < 2 or "@" not in head or ":" not in head.rsplit("@", 1)[0]:
+        return
+    # user:secret@host (a secret may hold '/', so no URL parser is trusted with it)
+    safe = f"{scheme}://{head.rsplit('@', 1)[1]}"
+    raise ConfigError(
+        f"the target URL {safe} carries credentials before '@'; arcoforge never puts secrets in "
+        "URLs (they would end up in logs, provenance and the catalog). Give them through the "
+        "environment (e.g. AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY) or storage_options read "
+        "from it."
     )
 
 
