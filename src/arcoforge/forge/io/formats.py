@@ -1,0 +1,326 @@
+"""What a source file is and whether this installation can read it: the format from the first
+bytes (NetCDF3, HDF5/NetCDF4, GRIB; HDF4 recognised and refused with what to do), the xarray engine
+for it, HDF5 filter plugins (hdf5plugin), cfgrib and its index files, and NetCDF-4 user-defined
+types that cannot be stored faithfully (compound, enum, vlen).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import importlib.util
+import os
+import re
+import sys
+import tempfile
+import threading
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import xarray as xr
+
+from arcoforge.errors import (
+    ArcoforgeError,
+    ConfigError,
+    MissingDependencyError,
+    SourceReadError,
+    TruncatedFileError,
+)
+from arcoforge.forge.io.integrity import _HDF4_MAGIC, _hdf5_superblock_at
+
+__all__ = ["detect_engine"]
+
+_MAGIC = {
+    b"CDF\x01": "netcdf4",
+    b"CDF\x02": "netcdf4",
+    b"CDF\x05": "netcdf4",
+    b"\x89HDF": "netcdf4",
+    b"GRIB": "cfgrib",
+}
+
+_FILE_TYPE_ENGINE = {"netcdf4": "netcdf4", "netcdf3": "netcdf4", "hdf5": "h5netcdf", "grib": "cfgrib"}
+
+
+# HDF5 (and so netCDF4) is not thread-safe: every open, metadata read, slice read and close that
+# arcoforge makes goes through this one lock.  Threads still overlap reads with compression and
+# writes; processes (``processes=True``) read in parallel.
+_OPEN_LOCK = threading.RLock()
+
+_REFETCH = "delete the cached copy and download it again, or remove it from the pattern"
+
+
+# -- HDF5 filter plugins -----------------------------------------------------------------------
+
+#: HDF5 filters built into every HDF5 library: deflate, shuffle, fletcher32, szip, nbit,
+#: scaleoffset (szip only where the library was built with it: checked like a plugin)
+_BUILTIN_FILTERS = {1, 2, 3, 5, 6}
+_FILTER_NAMES = {
+    1: "deflate", 2: "shuffle", 3: "fletcher32", 4: "szip", 5: "nbit", 6: "scaleoffset",
+    307: "bzip2", 32000: "lzf", 32001: "blosc", 32004: "lz4", 32008: "bitshuffle",
+    32013: "zfp", 32015: "zstd", 32017: "sz", 32018: "fcidecomp", 32024: "sz3",
+    32026: "blosc2",
+}
+
+
+def _package_dir(name: str) -> str | None:
+    spec = importlib.util.find_spec(name)
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    return str(list(spec.submodule_search_locations)[0])
+
+
+def _use_hdf5plugin() -> bool:
+    """Import hdf5plugin when it is installed, so HDF5 files compressed with its filters (lz4,
+    bitshuffle, blosc2, zfp, ...) just work; True when netCDF4's HDF5 library sees them too.
+
+    h5py gets the filters by the import.  netCDF4's own HDF5 library reads ``HDF5_PLUGIN_PATH``
+    once, when netCDF4 is imported: so the path is set here, before arcoforge imports netCDF4
+    (keeping netCDF4's own plugin folder on it).
+    """
+    plugin_pkg = _package_dir("hdf5plugin")
+    if plugin_pkg is None:
+        return False
+    plugins = os.path.join(plugin_pkg, "plugins")
+    path = os.environ.get("HDF5_PLUGIN_PATH")
+    if "netCDF4" not in sys.modules:
+        parts = [p for p in (path or "").split(os.pathsep) if p]
+        if path is None:  # netCDF4 would have pointed it at its own plugins: keep them
+            nc_pkg = _package_dir("netCDF4")
+            if nc_pkg and os.path.isdir(os.path.join(nc_pkg, "plugins")):
+                parts.append(os.path.join(nc_pkg, "plugins"))
+        if plugins not in parts:
+            parts.insert(0, plugins)
+        os.environ["HDF5_PLUGIN_PATH"] = os.pathsep.join(parts)
+        seen_by_netcdf4 = True
+    else:
+        seen_by_netcdf4 = plugins in (path or "").split(os.pathsep)
+    try:
+        importlib.import_module("hdf5plugin")
+    except Exception:  # noqa: BLE001 - a broken optional install: files needing it are refused
+        return False
+    return seen_by_netcdf4
+
+
+_HDF5PLUGIN_IN_NETCDF4 = _use_hdf5plugin()
+
+
+def _netcdf4_filters() -> set[int]:
+    """HDF5 filter ids that the netCDF4 library can decode here."""
+    import netCDF4
+
+    ids = set(_BUILTIN_FILTERS)
+    for flag, fid in (("__has_szip_support__", 4), ("__has_zstandard_support__", 32015),
+                      ("__has_bzip2_support__", 307), ("__has_blosc_support__", 32001)):
+        if getattr(netCDF4, flag, False):
+            ids.add(fid)
+    return ids
+
+
+def _filter_label(fid: int, stored: bytes | str) -> str:
+    if fid in _FILTER_NAMES:
+        return _FILTER_NAMES[fid]
+    text = stored.decode("utf-8", "replace") if isinstance(stored, bytes) else str(stored)
+    word = re.split(r"[\s;:,(]", text.strip(), maxsplit=1)[0] if text.strip() else ""
+    return word or f"id {fid}"
+
+
+_FILTER_CACHE: dict[tuple[str, int, int], list[tuple[str, int, str]]] = {}
+
+
+def _hdf5_plugin_filters(path: str, group: str | None = None) -> list[tuple[str, int, str]]:
+    """(variable, filter id, filter name) for every dataset of an HDF5 file (under ``group``)
+    that uses a filter outside the built-in set; read from metadata only, cached per file."""
+    st = os.stat(path)
+    key = (os.path.abspath(path), st.st_size, st.st_mtime_ns)
+    if key not in _FILTER_CACHE:
+        importlib.import_module("netCDF4")  # first: h5py then sees netCDF4's plugin path
+        import h5py  # type: ignore[import-untyped]
+
+        found: list[tuple[str, int, str]] = []
+
+        def visit(name: str, obj: Any) -> None:
+            if isinstance(obj, h5py.Dataset):
+                plist = obj.id.get_create_plist()
+                for i in range(plist.get_nfilters()):
+                    fid, _flags, _values, stored = plist.get_filter(i)
+                    if fid not in _BUILTIN_FILTERS:
+                        found.append((name, int(fid), _filter_label(int(fid), stored)))
+
+        with _OPEN_LOCK, h5py.File(path, "r") as h5:
+            h5.visititems(visit)
+        _FILTER_CACHE[key] = found
+    found = _FILTER_CACHE[key]
+    if group:
+        prefix = group.strip("/") + "/"
+        found = [f for f in found if f[0].startswith(prefix)]
+    return found
+
+
+def _reader_for_filters(path: str, engine: str, url: str, group: str | None) -> str:
+    """The engine that can decode every filter of ``path``: ``engine``, or h5netcdf when only
+    h5py has a filter's plugin; raises :class:`SourceReadError` naming the variable, the filter
+    and the fix when no reader has it."""
+    if engine not in ("netcdf4", "h5netcdf") or _hdf5_superblock_offset(path) is None:
+        return engine
+    try:
+        filters = _hdf5_plugin_filters(path, group)
+    except ArcoforgeError:
+        raise
+    except Exception:  # noqa: BLE001 - h5py cannot read it: opening it will say why
+        return engine
+    if not filters:
+        return engine
+    import h5py  # type: ignore[import-untyped]
+
+    nc_ids = _netcdf4_filters()
+    switch = False
+    for name, fid, label in filters:
+        in_h5py = bool(h5py.h5z.filter_avail(fid))
+        in_nc = fid in nc_ids or (_HDF5PLUGIN_IN_NETCDF4 and in_h5py)
+        if not (in_h5py if engine == "h5netcdf" else in_nc or in_h5py):
+            raise SourceReadError(_missing_filter_message(url, name, label, fid))
+        if engine == "netcdf4" and not in_nc:
+            switch = True  # only h5py has this filter: read the file through h5netcdf
+    return "h5netcdf" if switch else engine
+
+
+def _missing_filter_message(url: str, variable: str, label: str, fid: int) -> str:
+    return (
+        f"cannot read {url}: variable {variable!r} is compressed with the HDF5 {label} filter "
+        f"(filter id {fid}), whose plugin is not installed. Install the filter plugins: pip install hdf5plugin "
+        "(arcoforge imports it by itself; in your own code, `import hdf5plugin` before opening "
+        "the file)."
+    )
+
+
+# -- GRIB --------------------------------------------------------------------------------------
+
+_GRIB_HINT = "reading GRIB needs cfgrib and eccodes: pip install 'arcoforge[grib]'"
+
+
+def _require_cfgrib(url: str) -> None:
+    """Raise :class:`MissingDependencyError` when cfgrib (or the ecCodes library) is missing."""
+    if importlib.util.find_spec("cfgrib") is None:
+        raise MissingDependencyError(f"{url} is a GRIB file; {_GRIB_HINT}")
+    try:
+        importlib.import_module("cfgrib")
+    except Exception as err:  # noqa: BLE001 - cfgrib raises RuntimeError without ecCodes
+        raise MissingDependencyError(
+            f"{url} is a GRIB file, and cfgrib cannot load the ecCodes library ({err}); "
+            f"{_GRIB_HINT}"
+        ) from err
+
+
+def _grib_index_path(path: str, cache_dir: str | None) -> str:
+    """Where cfgrib keeps its ``.idx`` index for ``path``: in ``cache_dir`` (or a temporary
+    folder), never beside the source, which may be read-only or shared."""
+    folder = os.path.join(cache_dir or tempfile.gettempdir(), "arcoforge-grib-index")
+    os.makedirs(folder, exist_ok=True)
+    digest = hashlib.sha256(os.path.abspath(path).encode()).hexdigest()[:16]
+    base = re.sub(r"[^A-Za-z0-9._-]+", "_", os.path.basename(path))[-64:]
+    return os.path.join(folder, f"{digest}-{base}.{{short_hash}}.idx")
+
+
+# -- format detection --------------------------------------------------------------------------
+
+
+def _hdf5_superblock_offset(path: str) -> int | None:
+    try:
+        size = os.path.getsize(path)
+        with open(path, "rb") as fh:
+            head = fh.read(4)
+    except OSError:
+        return None
+    if head[:3] == b"CDF" or head == b"GRIB":
+        return None
+    return _hdf5_superblock_at(path, size)
+
+
+def detect_engine(path: str, file_type: str = "auto", url: str | None = None) -> str:
+    """The xarray engine for ``path``: from ``file_type``, or from the file's first bytes."""
+    if file_type != "auto":
+        try:
+            return _FILE_TYPE_ENGINE[file_type]
+        except KeyError:
+            raise ConfigError(
+                f"unknown file_type {file_type!r}; use one of {sorted(_FILE_TYPE_ENGINE)} or 'auto'"
+            ) from None
+    with open(path, "rb") as fh:
+        head = fh.read(8)
+    for magic, engine in _MAGIC.items():
+        if head.startswith(magic):
+            return engine
+    name = url or path
+    if head.startswith(_HDF4_MAGIC):
+        raise SourceReadError(
+            f"{name} is an HDF4 file; arcoforge reads NetCDF3/4, HDF5 and GRIB. Convert it "
+            "first, e.g. with the HDF Group's h4toh5 (h4toh5 in.hdf out.h5) or with GDAL "
+            "(gdal_translate -of netCDF in.hdf out.nc, one subdataset at a time), and build "
+            "from the converted files; a netCDF-C library built with HDF4 support (nccopy -k "
+            "nc4 in.hdf out.nc) converts it too."
+        )
+    if _hdf5_superblock_offset(path) is not None:  # HDF5 behind a user block
+        return "netcdf4"
+    if not head:
+        raise TruncatedFileError(
+            f"{name} is empty (0 bytes): the download or copy did not finish. Fetch it again: "
+            f"{_REFETCH}."
+        )
+    if len(head) < 8 and any(m.startswith(head[:len(m)]) for m in (*_MAGIC, _HDF4_MAGIC)):
+        raise TruncatedFileError(
+            f"{name} is truncated: it has only {len(head)} bytes, the start of a format "
+            f"signature ({head!r}). The file is cut short (an interrupted download or copy): "
+            f"fetch it again: {_REFETCH}."
+        )
+    raise SourceReadError(
+        f"{name} is not a NetCDF, HDF5 or GRIB file (it starts with {head[:8]!r}); it may be "
+        "an error page saved in its place, or another format. Check the URL (and credentials), "
+        "or delete the cached copy so it is downloaded again."
+    )
+
+
+
+# -- NetCDF-4 user-defined types ---------------------------------------------------------------
+
+
+def _user_type_error(url: str, name: str, kind: str, type_name: str | None) -> SourceReadError:
+    label = f"{kind} type {type_name!r}" if type_name else f"{kind} type"
+    if kind == "enum":
+        why = ("its labels would be lost (Zarr has no enum type); convert it to its integer "
+               "base type with CF flag_values/flag_meanings attributes, or")
+    else:
+        why = "Zarr cannot store it faithfully;"
+    return SourceReadError(
+        f"variable {name!r} in {url} has the NetCDF-4 {label}: {why} drop it with "
+        f"open_kwargs={{'drop_variables': [{name!r}]}}."
+    )
+
+
+def _check_netcdf4_type(var: Any, name: str, url: str) -> None:
+    import netCDF4
+
+    dt = var.datatype
+    if isinstance(dt, netCDF4.CompoundType):
+        raise _user_type_error(url, name, "compound", dt.name)
+    if isinstance(dt, netCDF4.EnumType):
+        raise _user_type_error(url, name, "enum", dt.name)
+    if isinstance(dt, netCDF4.VLType):
+        raise _user_type_error(url, name, "variable-length (vlen)", dt.name)
+
+
+def _check_xarray_type(var: xr.Variable, name: str, url: str) -> None:
+    declared = var.encoding.get("dtype")
+    for dt in (var.dtype, declared):
+        if not isinstance(dt, np.dtype):
+            continue
+        meta: Mapping[str, Any] = dt.metadata or {}
+        if "enum" in meta:
+            raise _user_type_error(url, name, "enum", meta.get("enum_name"))
+        if dt.kind == "V":
+            raise _user_type_error(url, name, "compound", None)
+        vlen = meta.get("vlen")
+        if vlen is not None and vlen not in (str, bytes):
+            raise _user_type_error(url, name, "variable-length (vlen)", None)
+
+
