@@ -553,6 +553,6 @@ def _attr_diff(where: str, a: Mapping[str, Any], b: Mapping[str, Any]) -> str:
 def _check_complete(path: str, url: str) -> None:
     """Raise :class:`TruncatedFileError` when the file at ``path`` is shorter than its own
     header says (NetCDF3 record counts, HDF5 end-of-file address)."""
-    from arcoforge.forge.io.readers import check_complete
+    from arcoforge.forge.io.integrity import check_complete
 
     check_complete(path, url)

@@ -21,7 +21,7 @@ def checksum(path: str) -> str:
 
 def _check_structure(tmp: str, safe_url: str, size: int) -> None:
     """Raise :class:`_Truncated` when ``tmp`` is shorter than its own header says."""
-    from arcoforge.forge.io.readers import check_complete
+    from arcoforge.forge.io.integrity import check_complete
 
     try:
         check_complete(tmp, safe_url)
