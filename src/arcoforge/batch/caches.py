@@ -2,30 +2,49 @@
 
 A cache maps a string key to a numpy array. Values are stored as raw array bytes plus
 dtype/shape metadata — never pickles — so a cache can be shared between processes and
-machines safely. Keys come from :func:`cache_key`, which hashes the dataset identity, the
+machines safely. Keys come from :func:`cache_key`, which hashes the dataset token, the
 variable, the selection and the user's preprocessing version: change any of them and the old
-entries are simply never looked up again (invalidation by construction).
+entries are simply never looked up again (invalidation by construction). The dataset token
+(:func:`dataset_token`) includes the dataset's published identity
+(:func:`~arcoforge.batch.identity.dataset_identity`: Icechunk snapshot id, arcoforge version +
+fingerprint, else sizes and mtimes of the files), so a new version published at the same path
+gets new keys.
+
+The persistent caches (Zarr, Redis) store a checksum of each entry's dtype, shape and bytes
+and verify it on every read: by default xxh3-128 when ``xxhash`` is installed, else zlib's
+CRC-32 (both detect accidental damage at several GB/s; ``algorithm="sha256"`` or
+``"blake2b"`` on request; the algorithm is recorded with each entry). An entry whose bytes,
+dtype or shape changed, or whose chunk file is gone, is never served: it counts as a miss
+(and in ``damaged``) and is dropped. Each cache counts ``hits``, ``misses`` and ``damaged``.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import threading
+import zlib
 from collections import OrderedDict
 from collections.abc import Hashable, Mapping
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
+from arcoforge.errors import ConfigError, MissingDependencyError
+
 from ._optional import require
+from .identity import dataset_identity, stored_in_zarr
 
 __all__ = [
+    "CHECKSUMS",
     "ArrayCache",
     "LRUCache",
     "RedisCache",
     "ZarrCache",
     "cache_key",
+    "checksum",
+    "dataset_identity",
     "dataset_token",
 ]
 
@@ -63,14 +82,17 @@ def _jsonable(sel: Any) -> Any:
 
 
 def dataset_token(ds: Any, variables: list[Hashable] | None = None) -> str:
-    """Identity of a dataset for cache keys: source, schema, coordinates and (lazy) data ids.
+    """Identity of a dataset for cache keys: published identity, source, schema, coordinates
+    and (lazy) data ids.
 
-    In-memory numpy variables are hashed by content; lazily opened ones by their source path
-    and encoding (no data is read), else by their dask graph name (stable within a process).
-    A store rewritten in place keeps its path: pass an explicit ``dataset_id`` (e.g. an
-    Icechunk snapshot id) for persistent caches over mutable stores.
+    The published identity (:func:`~arcoforge.batch.identity.dataset_identity`) changes with
+    every version published at a path, Icechunk snapshot, or rewrite of the files of another
+    store. In-memory numpy variables are hashed by content; lazily opened ones by their source
+    path and encoding (no data is read), else by their dask graph name (stable within a
+    process). ``ArraySource(dataset_id=...)`` replaces this token by the caller's own.
     """
     h = hashlib.sha256()
+    h.update(dataset_identity(ds).encode())
     enc = getattr(ds, "encoding", {}) or {}
     source = enc.get("source")
     h.update(repr(source or "").encode())
@@ -83,7 +105,7 @@ def dataset_token(ds: Any, variables: list[Hashable] | None = None) -> str:
         data = var._data  # noqa: SLF001 - identity only, never mutated
         if isinstance(data, np.ndarray):
             h.update(np.ascontiguousarray(data).view(np.uint8).ravel().data)
-        elif source:
+        elif source or stored_in_zarr(var):  # the store is named by dataset_identity
             h.update(repr(sorted((str(k), str(v)) for k, v in var.encoding.items())).encode())
         elif hasattr(data, "dask") and hasattr(data, "name"):
             h.update(str(data.name).encode())
@@ -107,6 +129,7 @@ class LRUCache:
         self._lock = threading.Lock()
         self.hits = 0
         self.misses = 0
+        self.damaged = 0  # in-process arrays are read-only: never damaged, kept for one API
 
     def get(self, key: str) -> np.ndarray | None:
         with self._lock:
@@ -155,18 +178,115 @@ class LRUCache:
         self.__init__(state["max_bytes"])  # type: ignore[misc]
 
 
+#: checksum algorithms an entry may be written with (the default is the first available of
+#: xxh3_128 and crc32: fast, for accidental damage; sha256 and blake2b on request)
+CHECKSUMS = ("xxh3_128", "crc32", "sha256", "blake2b")
+
+
+class _Crc32:
+    """zlib's CRC-32 behind the hashlib interface."""
+
+    def __init__(self) -> None:
+        self.value = 0
+
+    def update(self, data: Any) -> None:
+        self.value = zlib.crc32(data, self.value)
+
+    def hexdigest(self) -> str:
+        return f"{self.value:08x}"
+
+
+@functools.cache
+def _xxhash() -> Any | None:
+    """The xxhash module, or None (looked up once: a failed import is not cached by Python)."""
+    try:
+        import xxhash  # type: ignore[import-not-found, unused-ignore]
+    except ImportError:
+        return None
+    return xxhash
+
+
+def _hasher(algorithm: str | None = None) -> tuple[str, Any] | None:
+    """(name, new hash object) for ``algorithm`` (default: xxh3_128 if ``xxhash`` is
+    installed, else crc32); None when this process cannot compute ``algorithm``."""
+    xxhash = _xxhash()
+    if algorithm is None:
+        algorithm = "xxh3_128" if xxhash is not None else "crc32"
+    if algorithm == "xxh3_128":
+        return None if xxhash is None else ("xxh3_128", xxhash.xxh3_128())
+    if algorithm == "crc32":
+        return "crc32", _Crc32()
+    if algorithm == "sha256":
+        return "sha256", hashlib.sha256()
+    if algorithm == "blake2b":
+        return "blake2b", hashlib.blake2b(digest_size=16)
+    return None
+
+
+def check_algorithm(algorithm: str | None) -> str | None:
+    """``algorithm`` if entries can be written with it here (None: the default), else a
+    :class:`~arcoforge.errors.ConfigError` or :class:`~arcoforge.errors.MissingDependencyError`."""
+    if algorithm is None:
+        return None
+    if algorithm not in CHECKSUMS:
+        raise ConfigError(f"unknown checksum algorithm {algorithm!r}; choose one of "
+                          f"{', '.join(CHECKSUMS)} (or None for the fastest available)")
+    if algorithm == "xxh3_128" and _xxhash() is None:
+        raise MissingDependencyError("checksum algorithm 'xxh3_128' needs the xxhash package; "
+                                     "install it with `pip install xxhash`, or use 'crc32'")
+    return algorithm
+
+
+def checksum(value: np.ndarray, algorithm: str | None = None) -> str | None:
+    """``"<algorithm>:<hex>"`` over the dtype, shape and bytes of ``value`` (C order).
+
+    ``algorithm`` is one of :data:`CHECKSUMS`; the default is ``"xxh3_128"`` when ``xxhash``
+    is installed, else ``"crc32"`` (zlib). None when it cannot be computed here (an entry
+    checked with it is a miss).
+    """
+    made = _hasher(algorithm)
+    if made is None:
+        return None
+    name, h = made
+    value = np.ascontiguousarray(value)
+    h.update(json.dumps([value.dtype.str, list(value.shape)]).encode())
+    h.update(value.reshape(-1).view(np.uint8).data if value.size else b"")
+    return f"{name}:{h.hexdigest()}"
+
+
+def _verified(value: np.ndarray, expected: Any) -> bool:
+    """Whether ``value`` has the checksum ``expected`` (an entry without one never passes)."""
+    if not isinstance(expected, str) or ":" not in expected:
+        return False
+    return checksum(value, expected.split(":", 1)[0]) == expected
+
+
+def _refuse_objects(value: np.ndarray) -> None:
+    if value.dtype.hasobject:
+        raise ConfigError(f"arrays of dtype {value.dtype} hold Python objects and cannot be "
+                          "cached (only plain array bytes are stored); convert them to a "
+                          "numeric or fixed-width string dtype in preprocess")
+
+
 class ZarrCache:
     """Cache entries as Zarr arrays (one uncompressed-chunk array per key) under any URL.
 
     ``url`` is a local directory or any fsspec URL (``s3://bucket/prefix``, ``memory://x``).
-    Zarr's own metadata carries dtype and shape.
+    Each array's attributes record the entry's dtype, shape and checksum, written after its
+    data (a half-written entry is never served). A read checks the chunk file exists, the
+    dtype and shape match and the checksum of the bytes matches; otherwise the entry is a miss
+    (counted in ``misses`` and ``damaged``) and is deleted. ``algorithm`` is the checksum
+    written with new entries (one of :data:`CHECKSUMS`; default: the fastest available).
     """
 
-    def __init__(self, url: str, storage_options: Mapping[str, Any] | None = None) -> None:
+    def __init__(self, url: str, storage_options: Mapping[str, Any] | None = None, *,
+                 algorithm: str | None = None) -> None:
         self.url = str(url)
         self.storage_options = dict(storage_options or {})
+        self.algorithm = check_algorithm(algorithm)
         self.hits = 0
         self.misses = 0
+        self.damaged = 0
 
     def _store(self) -> Any:
         import zarr.storage
@@ -180,28 +300,64 @@ class ZarrCache:
     def get(self, key: str) -> np.ndarray | None:
         import zarr
 
+        store = self._store()
+        # zarr >= 3.4 raises on a missing chunk instead of serving the fill value
+        strict = zarr.config.get("array.read_missing_chunks", None) is not None
+        options: dict[str, Any] = {"config": {"read_missing_chunks": False}} if strict else {}
         try:
-            arr = zarr.open_array(self._store(), path=key, mode="r")
+            arr = zarr.open_array(store, path=key, mode="r", **options)
         except (FileNotFoundError, KeyError, zarr.errors.ArrayNotFoundError,
-                zarr.errors.NodeTypeValidationError):
+                zarr.errors.NodeNotFoundError):
             self.misses += 1
             return None
-        if not arr.attrs.get("complete", False):
+        except Exception:  # noqa: BLE001 - unreadable metadata: a damaged entry
+            return self._damaged(store, key)
+        attrs: dict[str, Any] = dict(arr.attrs)
+        if not attrs.get("complete", False):  # still being written (or never finished)
             self.misses += 1
             return None
+        try:
+            dtype = np.dtype(attrs["dtype"])
+            shape = tuple(int(n) for n in attrs["shape"])
+            if arr.shape != shape or np.dtype(arr.dtype).newbyteorder("=") != \
+                    dtype.newbyteorder("="):
+                return self._damaged(store, key)
+            if not strict and arr.nchunks_initialized < arr.nchunks:
+                return self._damaged(store, key)
+            value = np.ascontiguousarray(np.asarray(arr[...]), dtype=dtype).reshape(shape)
+        except Exception:  # noqa: BLE001 - missing chunk, wrong size, bad attrs: damaged
+            return self._damaged(store, key)
+        if not _verified(value, attrs.get("checksum")):
+            return self._damaged(store, key)
         self.hits += 1
-        return np.asarray(arr[...])
+        return value
+
+    def _damaged(self, store: Any, key: str) -> np.ndarray | None:
+        """Count a damaged entry as a miss and delete it (best effort)."""
+        from zarr.core.sync import sync
+
+        self.misses += 1
+        self.damaged += 1
+        try:
+            sync(store.delete_dir(key))
+        except Exception:  # noqa: BLE001 - read-only or gone: it stays a miss either way
+            pass
+        return None
 
     def put(self, key: str, value: np.ndarray) -> None:
         import zarr
 
         value = np.ascontiguousarray(value)
+        _refuse_objects(value)
         arr = zarr.create_array(
             self._store(), name=key, shape=value.shape, dtype=value.dtype,
-            chunks=value.shape or (1,), compressors=None, overwrite=True,
+            chunks=tuple(max(1, n) for n in value.shape) or (1,), compressors=None,
+            overwrite=True, config={"write_empty_chunks": True},
         )
         arr[...] = value
-        arr.attrs["complete"] = True  # written last: a half-written entry is never served
+        # written last: a half-written entry is never served
+        arr.attrs.update({"dtype": value.dtype.str, "shape": list(value.shape),
+                          "checksum": checksum(value, self.algorithm), "complete": True})
 
     def clear(self) -> None:
         import zarr
@@ -212,16 +368,27 @@ class ZarrCache:
 
 
 class RedisCache:
-    """Cache in a Redis server: one hash per key with fields ``dtype``, ``shape``, ``data``."""
+    """Cache in a Redis server: one hash per key with fields ``dtype``, ``shape``, ``data`` and
+    ``checksum``.
+
+    A read checks the fields are all there, the bytes fit the dtype and shape, and the
+    checksum matches; otherwise the entry is a miss (counted in ``misses`` and ``damaged``)
+    and is deleted. ``algorithm`` is the checksum written with new entries (one of
+    :data:`CHECKSUMS`; default: the fastest available).
+    """
+
+    FIELDS = ("dtype", "shape", "data", "checksum")
 
     def __init__(self, url: str = "redis://localhost:6379/0", prefix: str = "arcoforge:batch:",
-                 ttl: int | None = None) -> None:
+                 ttl: int | None = None, *, algorithm: str | None = None) -> None:
         self.url = url
         self.prefix = prefix
         self.ttl = ttl
+        self.algorithm = check_algorithm(algorithm)
         self._client: Any = None
         self.hits = 0
         self.misses = 0
+        self.damaged = 0
 
     @property
     def client(self) -> Any:
@@ -232,23 +399,37 @@ class RedisCache:
         return self._client
 
     def get(self, key: str) -> np.ndarray | None:
-        got = self.client.hmget(self.prefix + key, ["dtype", "shape", "data"])
-        if any(v is None for v in got):
+        name = self.prefix + key
+        got = self.client.hmget(name, list(self.FIELDS))
+        if all(v is None for v in got):
             self.misses += 1
             return None
+        try:
+            dtype_s, shape_s, data, expected = got
+            dtype = np.dtype(dtype_s.decode())
+            shape = tuple(int(n) for n in json.loads(shape_s))
+            if dtype.hasobject or len(data) != dtype.itemsize * int(np.prod(shape)):
+                raise ValueError("bytes do not fit dtype and shape")
+            value = np.frombuffer(data, dtype=dtype).reshape(shape)
+            ok = _verified(value, expected.decode())
+        except Exception:  # noqa: BLE001 - a field missing or garbled: a damaged entry
+            ok = False
+        if not ok:
+            self.misses += 1
+            self.damaged += 1
+            self.client.delete(name)
+            return None
         self.hits += 1
-        dtype, shape, data = got
-        shp = tuple(json.loads(shape))
-        return np.frombuffer(data, dtype=np.dtype(dtype.decode())).reshape(shp)
+        return value
 
     def put(self, key: str, value: np.ndarray) -> None:
         value = np.ascontiguousarray(value)
-        if value.dtype.hasobject:
-            raise TypeError("object arrays cannot be cached (only plain array bytes are stored)")
+        _refuse_objects(value)
         name = self.prefix + key
         pipe = self.client.pipeline()
         pipe.hset(name, mapping={"dtype": value.dtype.str, "shape": json.dumps(value.shape),
-                                 "data": value.tobytes()})
+                                 "data": value.tobytes(),
+                                 "checksum": checksum(value, self.algorithm)})
         if self.ttl:
             pipe.expire(name, self.ttl)
         pipe.execute()
@@ -259,7 +440,8 @@ class RedisCache:
             self.client.delete(*keys)
 
     def __getstate__(self) -> dict[str, Any]:
-        return {"url": self.url, "prefix": self.prefix, "ttl": self.ttl}
+        return {"url": self.url, "prefix": self.prefix, "ttl": self.ttl,
+                "algorithm": self.algorithm}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__init__(**state)  # type: ignore[misc]
