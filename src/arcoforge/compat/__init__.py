@@ -1,0 +1,8 @@
+"""Drop-in layouts of peer projects, run on arcoforge's engine.
+
+* :mod:`arcoforge.compat.xbatcher` — xbatcher 0.4's public names (``BatchGenerator``,
+  ``BatchSchema``, the ``batch``/``torch``/``tf`` accessors, ``loaders.torch``,
+  ``loaders.keras``): ``import arcoforge.compat.xbatcher as xbatcher``.
+
+Nothing is imported here: each compat package is loaded only when asked for.
+"""

@@ -1,0 +1,1 @@
+"""xbatcher's ``util`` package: :func:`print_versions.show_versions`."""

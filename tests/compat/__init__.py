@@ -1,0 +1,1 @@
+"""Tests of arcoforge.compat (drop-in layouts of peer projects)."""
