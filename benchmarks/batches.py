@@ -5,7 +5,10 @@
 Cases: (a) in-memory dataset, 32x32 patches, compared with a plain numpy copy of the same
 bytes; (b) compressed Zarr on disk with chunks holding 32 patches; (c) whole fields (time as
 the sample axis, chunks of 16 steps, shuffled, batch 32). Prints samples/s, MB/s and the
-ratios the feed targets are stated in.
+ratios the feed targets are stated in. Case (d) is arcoforge issue 15's workload: the labeled,
+xbatcher-compatible ``BatchGenerator`` (input_dims lat/lon 32, batch_dims time 8) over a zstd
+Zarr store with (8, 128, 128) chunks, against xbatcher's own generator and ``stream`` over the
+same store, in MB/s (a batch holds 8 samples).
 
 Methodology (the same rule for every row, arcoforge included):
 
@@ -185,6 +188,42 @@ def case_c(quick: bool, tmp: Path) -> None:
             lambda b: b.shape[0], sb, budget_s=1.0 if quick else 2.0)
 
 
+def case_d(quick: bool, tmp: Path) -> None:
+    from arcoforge.batch import BatchGenerator
+
+    t, n, p = (16, 256, 32) if quick else (128, 512, 32)
+    base = grid(t, n, seed=3).rename({"y": "lat", "x": "lon"})
+    path = tmp / "d.zarr"
+    write_zarr(base, path, {"time": 8, "lat": 128, "lon": 128})
+    del base
+    kw = {"input_dims": {"lat": p, "lon": p}, "batch_dims": {"time": 8}}
+    bb = 8 * p * p * 4  # one labeled batch: (time 8, lat 32, lon 32) float32
+    print(f"(d) issue 15: labeled batches {t}x{n}x{n}, zstd chunks 8x128x128, "
+          f"input_dims lat/lon {p}, batch_dims time 8 (MB/s compare)")
+
+    def n_batch(b: object) -> int:
+        return 1
+
+    measure("d", "arcoforge BatchGenerator", lambda: BatchGenerator(xr.open_zarr(path), **kw),
+            n_batch, bb)
+
+    def xb() -> Iterable:
+        import xbatcher
+
+        return xbatcher.BatchGenerator(xr.open_zarr(path), **kw)
+
+    measure("d", "xbatcher BatchGenerator", xb, n_batch, bb, budget_s=1.0 if quick else 3.0)
+    measure("d", "arcoforge stream (numpy)",
+            lambda: SampleStream(xr.open_zarr(path), {"lat": p, "lon": p}, batch_size=256,
+                                 sampling="sequential"), n_of, p * p * 4)
+
+
+def mb_ratio(case: str, a: str, b: str) -> float:
+    """Ratio of median MB/s (rows whose samples differ in size, as in case d)."""
+    rates = {(r[0], r[1]): r[2] * r[5] for r in ROWS}
+    return rates[(case, a)] / rates[(case, b)]
+
+
 def ratio(case: str, a: str, b: str) -> float:
     rates = {(r[0], r[1]): r[2] for r in ROWS}
     return rates[(case, a)] / rates[(case, b)]
@@ -193,7 +232,7 @@ def ratio(case: str, a: str, b: str) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="smaller data, fewer passes")
-    parser.add_argument("--cases", default="abc", help="which cases to run (default: abc)")
+    parser.add_argument("--cases", default="abcd", help="which cases to run (default: abcd)")
     args = parser.parse_args()
     if args.quick:
         REPS.update(min_reps=3, min_time=0.2, max_time=3.0)
@@ -204,6 +243,8 @@ def main() -> None:
             case_b(args.quick, Path(tmp))
         if "c" in args.cases:
             case_c(args.quick, Path(tmp))
+        if "d" in args.cases:
+            case_d(args.quick, Path(tmp))
     print("\n| case | loader | samples/s (median) | MB/s (median) | min–max samples/s | passes |"
           "\n|---|---|---:|---:|---:|---:|")
     for c, n, r, lo, hi, sb, k in ROWS:
@@ -220,9 +261,16 @@ def main() -> None:
         ("(c) arcoforge / insitubatch first epoch (>= 1)",
          ("c", "arcoforge chunk_shuffle", "insitubatch (first epoch)"), 1.0),
     ]
-    for label, (c, a, b), target in checks:
+    mb_checks = [
+        ("(d) BatchGenerator / xbatcher, MB/s (>= 10)",
+         ("d", "arcoforge BatchGenerator", "xbatcher BatchGenerator"), 10.0),
+        ("(d) BatchGenerator / stream, MB/s (>= 0.5)",
+         ("d", "arcoforge BatchGenerator", "arcoforge stream (numpy)"), 0.5),
+    ]
+    for (label, (c, a, b), target), rate in [(chk, ratio) for chk in checks] + \
+            [(chk, mb_ratio) for chk in mb_checks]:
         if (c, a) in have and (c, b) in have:
-            value = ratio(c, a, b)
+            value = rate(c, a, b)
             print(f"  {label:<50} {value:8.2f}  {'ok' if value >= target else 'MISSED'}")
 
 

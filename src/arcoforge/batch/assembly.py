@@ -30,6 +30,7 @@ from collections.abc import Callable, Hashable, Mapping, Sequence
 import numpy as np
 from numpy.lib.stride_tricks import as_strided, sliding_window_view
 
+from ..errors import ConfigError
 from . import _kernels
 
 __all__ = ["cut", "cut_grid", "grid_plan", "output_dims"]
@@ -114,7 +115,7 @@ def cut(
     is given the samples are written into it (shape must match) and it is returned.
     """
     if not var_dims:
-        raise ValueError("0-d variables cannot be cut into samples")
+        raise ConfigError("0-d variables cannot be cut into samples")
     idx = tuple(np.asarray(local_starts[d]) for d in var_dims)
     n = int(np.broadcast_shapes(*[i.shape for i in idx])[0]) if idx[0].ndim else 1
     whole = _cut_whole(block, var_dims, idx, n, windows, out_order, out)
@@ -278,7 +279,7 @@ def cut_grid(
     samples are written into it (shape must match) and it is returned.
     """
     if not var_dims:
-        raise ValueError("0-d variables cannot be cut into samples")
+        raise ConfigError("0-d variables cannot be cut into samples")
     counts = tuple(int(count[d]) for d in grid_dims)
     n = int(np.prod(counts))
     if n and KERNEL["enabled"] and all(d in grid_dims for d in var_dims):

@@ -1,29 +1,48 @@
-"""``BatchGenerator``: xbatcher's API and batches, each storage chunk read once per batch.
+"""``BatchGenerator``: xbatcher's API and batches, each storage chunk read once per pass.
 
 Labeled batches (``gen[i]``) are identical to xbatcher 0.4's (dims, coords, order, values,
-``len``). Patch arithmetic is pure numpy (:class:`~arcoforge.batch.indexing.BatchPlan`); a
-batch's bounding box is selected and loaded once and its patches are cut from that in-memory
-block. Beyond xbatcher: ``partial_last_batch``, ``dim_order``, numpy integer indices,
+attrs, ``len``). Patch arithmetic is pure numpy (:class:`~arcoforge.batch.indexing.BatchPlan`).
+With ``preload_batch=True`` (the default) batches are grouped into storage-aligned blocks
+(:class:`~arcoforge.batch.indexing.BatchBlocks`): iterating, or asking ``gen[i]`` in order,
+decodes each block once through the direct Zarr reader the stream uses
+(:class:`~arcoforge.batch.source.ArraySource`), keeps it while its batches are handed out, and
+cuts every batch from it (a copy: batches never share memory). ``gen[i]`` out of order reads
+just its own box. While iterating, up to two blocks ahead are decoded in the background (at most
+three blocks, each of at most ``block_bytes``, are held).
+
+The labeled object is built from a *skeleton* of the data (lazy variables replaced by
+zero-strided placeholders, lazy coordinates loaded once): it is ``skeleton.isel(box)`` with the
+values filled in, built by :class:`~arcoforge.batch.zarr_direct.LabelBuilder` (which reuses each
+sliced coordinate and index, and checks its first batch against xarray's own ``isel``).
+
+Beyond xbatcher: ``partial_last_batch``, ``dim_order``, ``block_bytes``, numpy integer indices,
 :meth:`BatchGenerator.numpy_batch` (arrays without building xarray objects) and
 :meth:`BatchGenerator.stream` (the shuffled, prefetched, shardable fast path).
 """
 
 from __future__ import annotations
 
+import threading
 import warnings
+from collections import OrderedDict
 from collections.abc import Hashable, Iterator, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
 import xarray as xr
 
-from .indexing import BatchPlan
-from .source import ArraySource
+from ..errors import ConfigError
+from .indexing import BatchBlocks, BatchPlan, VarExtent
+from .source import ArraySource, as_dataset
+from .zarr_direct import LabelBuilder
 
 __all__ = ["BatchGenerator"]
 
 XrObj = xr.Dataset | xr.DataArray
 SUFFIX = "_input"
+DEFAULT_BLOCK_BYTES = 256 << 20
+_AHEAD = 2  # blocks decoded ahead while iterating
 
 
 def _to_input_dims(obj: XrObj, input_dims: Sequence[Hashable]) -> XrObj:
@@ -50,6 +69,209 @@ def _stack_samples(obj: XrObj, input_dims: Sequence[Hashable]) -> XrObj:
     return obj.stack(sample=rest).transpose("sample", *input_dims)
 
 
+class _Block:
+    """The decoded values of one block: ``arrays[v]`` covers ``lo``..``hi`` of the sliced dims."""
+
+    __slots__ = ("arrays", "index", "lo_list")
+
+    def __init__(self, index: int, lo: np.ndarray, arrays: dict[Hashable, np.ndarray]) -> None:
+        self.index = index
+        self.lo_list = [int(x) for x in lo]
+        self.arrays = arrays
+
+
+class _BlockReader:
+    """Reads the lazy variables of a generator's data block by block (module docstring).
+
+    Holds the skeleton, the :class:`ArraySource` over the lazy data variables, the block
+    grouping and a small cache of decoded blocks. Not pickled: rebuilt where it is used.
+    """
+
+    def __init__(self, gen: BatchGenerator) -> None:
+        obj = gen.ds
+        dset = as_dataset(obj)
+        names = list(dset.data_vars)
+        self.is_array = isinstance(obj, xr.DataArray)
+        self.names = names
+        lazy_probe = ArraySource(dset, names)
+        self.lazy = [v for v in names if lazy_probe.backend_kind(v) != "numpy"]
+        self.source = ArraySource(dset, self.lazy) if self.lazy else None
+        self.dims = {v: tuple(dset[v].dims) for v in names}
+        self.sliced = tuple(gen.plan.sliced_dims)
+        self.skeleton = self._skeleton(obj, dset)
+        self.builder = LabelBuilder(self.skeleton, self.sliced, self.lazy,
+                                    array_key=names[0] if self.is_array else None)
+        lo, hi = gen.plan.batch_boxes()
+        self.batch_lo, self.batch_hi = lo, hi
+        chunks = self.source.chunks() if self.source is not None else {}
+        extents = []
+        for v in self.lazy:
+            var = dset[v]
+            rest = int(np.prod([var.sizes[d] for d in var.dims if d not in self.sliced],
+                               dtype=np.int64))
+            extents.append(VarExtent(tuple(d in var.dims for d in self.sliced),
+                                     int(var.dtype.itemsize) * rest))
+        self.blocks = BatchBlocks.build(
+            lo, hi, [int(chunks.get(d, dset.sizes[d])) for d in self.sliced], extents,
+            gen.block_bytes)
+        biggest = int(self.blocks.nbytes.max()) if len(self.blocks) else 0
+        self.keep = 1 if self.blocks.contiguous else \
+            int(max(1, min(8, gen.block_bytes // max(1, biggest))))
+        self.ahead = _AHEAD if biggest <= gen.block_bytes // 4 else 1
+        self.cache: OrderedDict[int, _Block] = OrderedDict()
+        self.current: _Block | None = None  # the block used last (read without the lock)
+        self.lo_list, self.hi_list = lo.tolist(), hi.tolist()
+        self.block_list = self.blocks.block_of.tolist()
+        self.axes = {v: [self.sliced.index(d) if d in self.sliced else None
+                         for d in self.dims[v]] for v in self.lazy}
+        # variables without some sliced dim: their boxes recur across blocks, keep them
+        self.partial = {v for v in self.lazy if any(d not in self.dims[v] for d in self.sliced)}
+        self.var_cache: OrderedDict[tuple, np.ndarray] = OrderedDict()
+        self.var_bytes = 0
+        self.budget = gen.block_bytes
+        self.last_block: int | None = None
+        self.lock = threading.Lock()
+        self.pending: dict[int, Future[_Block]] = {}
+        self.pool: ThreadPoolExecutor | None = None
+
+    def _skeleton(self, obj: XrObj, dset: xr.Dataset) -> XrObj:
+        """``obj`` with lazy data variables as zero-strided placeholders, coordinates loaded."""
+        def dummy(v: Hashable) -> np.ndarray:
+            var = dset[v]
+            return np.broadcast_to(np.zeros((), dtype=var.dtype), var.shape)
+
+        if isinstance(obj, xr.DataArray):
+            skel = obj.copy(deep=False, data=dummy(self.names[0])) if self.lazy else \
+                obj.copy(deep=False)
+            for name in skel.coords:
+                skel.coords[name].variable.load()
+            return skel
+        data = {v: dummy(v) if v in self.lazy else obj[v].data for v in self.names}
+        skel = obj.copy(deep=False, data=data)
+        for name in skel.coords:
+            skel.variables[name].load()
+        return skel
+
+    # -- blocks ----------------------------------------------------------------------------------
+    def _box(self, v: Hashable, lo: np.ndarray, hi: np.ndarray) -> dict[Hashable, slice]:
+        return {d: slice(int(a), int(b)) for d, a, b in zip(self.sliced, lo, hi, strict=True)
+                if d in self.dims[v]}
+
+    def _read_block(self, b: int) -> _Block:
+        assert self.source is not None
+        lo, hi = self.blocks.lo[b], self.blocks.hi[b]
+        arrays: dict[Hashable, np.ndarray] = {}
+        todo = []
+        for v in self.lazy:
+            hit = None
+            if v in self.partial:
+                with self.lock:
+                    hit = self.var_cache.get((v, self._box_key(v, lo, hi)))
+            if hit is not None:
+                arrays[v] = hit
+            else:
+                todo.append(v)
+        if len(todo) == len(self.lazy) and not self.partial:
+            box = {d: slice(int(a), int(z)) for d, a, z in zip(self.sliced, lo, hi, strict=True)}
+            return _Block(b, lo, self.source.read_many(box))
+        for v in todo:
+            arrays[v] = self.source.read(v, self._box(v, lo, hi))
+            if v in self.partial:
+                self._remember(v, self._box_key(v, lo, hi), arrays[v])
+        return _Block(b, lo, arrays)
+
+    def _box_key(self, v: Hashable, lo: np.ndarray, hi: np.ndarray) -> tuple:
+        return tuple((int(a), int(z)) for d, a, z in zip(self.sliced, lo, hi, strict=True)
+                     if d in self.dims[v])
+
+    def _remember(self, v: Hashable, key: tuple, arr: np.ndarray) -> None:
+        """Keep a variable's box that later blocks share (it lacks some sliced dims)."""
+        with self.lock:
+            self.var_cache[(v, key)] = arr
+            self.var_bytes += arr.nbytes
+            while self.var_bytes > self.budget // 2 and len(self.var_cache) > 1:
+                _, old = self.var_cache.popitem(last=False)
+                self.var_bytes -= old.nbytes
+
+    def _block(self, i: int, sequential: bool) -> _Block | None:
+        """The decoded block of batch ``i`` if it is cached or worth reading whole, else None."""
+        b = self.block_list[i]
+        current = self.current
+        if current is not None and current.index == b:  # the common case, without the lock
+            return current
+        with self.lock:
+            block = self.cache.get(b)
+            if block is not None:
+                self.cache.move_to_end(b)
+                self.last_block = b
+                self.current = block
+                return block
+            last = self.last_block
+            self.last_block = b
+            fut = self.pending.pop(b, None)
+            if fut is None and not (sequential or b == last or (last is not None and b == last + 1)
+                                    or int(self.blocks.first[b]) == i):
+                return None
+        block = fut.result() if fut is not None else self._read_block(b)
+        with self.lock:
+            self.cache[b] = block
+            while len(self.cache) > self.keep:
+                self.cache.popitem(last=False)
+            self.current = block
+        return block
+
+    def prefetch(self, b: int) -> None:
+        """Start decoding block ``b`` in the background (iteration reads one block ahead)."""
+        if not 0 <= b < len(self.blocks):
+            return
+        with self.lock:
+            if b in self.cache or b in self.pending:
+                return
+            if self.pool is None:
+                self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="arcoforge-gen")
+            self.pending[b] = self.pool.submit(self._read_block, b)
+
+    def close(self) -> None:
+        """Drop cached blocks and stop the background reader."""
+        with self.lock:
+            for fut in self.pending.values():
+                fut.cancel()
+            self.pending.clear()
+            self.cache.clear()
+            self.current = None
+            self.var_cache.clear()
+            self.var_bytes = 0
+            pool, self.pool = self.pool, None
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
+
+    # -- values of one batch -----------------------------------------------------------------
+    def values(self, i: int, sequential: bool = False) -> dict[Hashable, np.ndarray]:
+        """Values of the lazy variables inside batch ``i``'s box (new arrays, var dim order)."""
+        if not self.lazy:
+            return {}
+        block = self._block(i, sequential)
+        lo, hi = self.lo_list[i], self.hi_list[i]
+        out = {}
+        if block is None:
+            assert self.source is not None
+            for v in self.lazy:
+                out[v] = self.source.read(v, self._box(v, self.batch_lo[i], self.batch_hi[i]))
+            return out
+        blo = block.lo_list
+        for v in self.lazy:
+            key = tuple(slice(None) if k is None else slice(lo[k] - blo[k], hi[k] - blo[k])
+                        for k in self.axes[v])
+            out[v] = np.array(block.arrays[v][key])
+        return out
+
+    def labeled(self, i: int, sequential: bool = False) -> XrObj:
+        """Batch ``i``'s bounding box as a loaded labeled object (``ds.isel(box).load()``)."""
+        box = {d: slice(a, b) for d, a, b in zip(self.sliced, self.lo_list[i], self.hi_list[i],
+                                                  strict=True)}
+        return self.builder.build(box, self.values(i, sequential))
+
+
 class BatchGenerator:
     """Iterate over an xarray Dataset/DataArray in batches (xbatcher-compatible).
 
@@ -66,11 +288,14 @@ class BatchGenerator:
     concat_input_dims:
         Concatenate the patches of a batch along ``input_batch`` (stacked into ``sample``).
     preload_batch:
-        Load each batch into memory before reshaping.
+        Load each batch into memory before reshaping (and read it through the block cache;
+        with False batches stay lazy, as in xbatcher).
     partial_last_batch:
         Keep a final, shorter batch along ``batch_dims`` that do not divide the dim length.
     dim_order:
         Transpose each labeled batch to this dim order (dims a batch lacks are ignored).
+    block_bytes:
+        Most bytes of decoded values one block may hold (module docstring; default 256 MiB).
     """
 
     def __init__(
@@ -84,6 +309,7 @@ class BatchGenerator:
         *,
         partial_last_batch: bool = False,
         dim_order: Sequence[Hashable] | None = None,
+        block_bytes: int = DEFAULT_BLOCK_BYTES,
     ) -> None:
         self.ds = ds
         self.input_dims = dict(input_dims)
@@ -93,6 +319,9 @@ class BatchGenerator:
         self.preload_batch = bool(preload_batch)
         self.partial_last_batch = partial_last_batch
         self.dim_order = tuple(dim_order) if dim_order is not None else None
+        if block_bytes <= 0:
+            raise ConfigError(f"block_bytes must be positive, got {block_bytes}")
+        self.block_bytes = int(block_bytes)
         dup = {d: n for d, n in self.batch_dims.items() if d in self.input_dims}
         if dup and not self.concat_input_dims:
             warnings.warn(
@@ -104,14 +333,54 @@ class BatchGenerator:
             ds.sizes, self.input_dims, self.input_overlap, self.batch_dims,
             self.concat_input_dims, partial_last_batch=partial_last_batch,
         )
+        self._reader_obj: _BlockReader | None = None
+        self._reader_lock = threading.Lock()
+        # batches without concatenation keep every dim: stacked only if two are not input dims
+        self._stacks = sum(d not in self.input_dims for d in ds.sizes) >= 2
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state["_reader_obj"] = None
+        del state["_reader_lock"]
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._reader_lock = threading.Lock()
+
+    @property
+    def _reader(self) -> _BlockReader:
+        if self._reader_obj is None:
+            with self._reader_lock:
+                if self._reader_obj is None:
+                    self._reader_obj = _BlockReader(self)
+        return self._reader_obj
+
+    @property
+    def blocks(self) -> BatchBlocks:
+        """How batches are grouped into blocks that one pass reads once each."""
+        return self._reader.blocks
 
     # -- sequence protocol --------------------------------------------------------------------
     def __len__(self) -> int:
         return len(self.plan)
 
     def __iter__(self) -> Iterator[XrObj]:
-        for i in range(len(self)):
-            yield self[i]
+        if not self.preload_batch:
+            for i in range(len(self)):
+                yield self[i]
+            return
+        reader = self._reader
+        blocks = reader.blocks
+        try:
+            for i in range(len(self)):
+                b = int(blocks.block_of[i])
+                if i == int(blocks.first[b]) and blocks.contiguous:
+                    for ahead in range(1, reader.ahead + 1):
+                        reader.prefetch(b + ahead)
+                yield self._fast(i, sequential=True)
+        finally:
+            reader.close()
 
     def _index(self, idx: Any) -> int:
         if isinstance(idx, bool) or not isinstance(idx, int | np.integer):
@@ -126,27 +395,52 @@ class BatchGenerator:
         return i
 
     def __getitem__(self, idx: int | np.integer) -> XrObj:
-        return self._labeled(self.ds, self._index(idx), self.preload_batch)
+        i = self._index(idx)
+        if not self.preload_batch:
+            return self._labeled(self.ds, i, False)
+        return self._fast(i)
 
     # -- labeled batches -----------------------------------------------------------------------
-    def _labeled(self, data: XrObj, i: int, preload: bool) -> XrObj:
+    def _check_nonempty(self, i: int) -> np.ndarray:
         patches = self.plan.batches[i]
         if patches.size == 0:
             raise IndexError(f"batch {i} contains no patch (as in xbatcher, it cannot be built)")
+        return patches
+
+    def _fast(self, i: int, sequential: bool = False) -> XrObj:
+        """Batch ``i`` with its values cut from the block cache (``preload_batch=True``)."""
+        self._check_nonempty(i)
+        loaded = self._reader.labeled(i, sequential)
         if not self.concat_input_dims:
-            batch = data.isel(self.plan.selector(int(patches[0])))
+            out = _stack_samples(loaded, list(self.input_dims)) if self._stacks else loaded
+            if self.dim_order is not None:
+                out = out.transpose(*self.dim_order, missing_dims="ignore")
+            return out
+        return self._labeled(loaded, i, False, offset=self._reader.batch_lo[i])
+
+    def _labeled(self, data: XrObj, i: int, preload: bool,
+                 offset: np.ndarray | None = None) -> XrObj:
+        """Batch ``i`` cut from ``data`` with xarray (``offset``: where ``data`` starts)."""
+        patches = self._check_nonempty(i)
+        origin = {d: int(offset[k]) if offset is not None else 0
+                  for k, d in enumerate(self.plan.sliced_dims)}
+        if not self.concat_input_dims:
+            sel = {d: slice(s.start - origin[d], s.stop - origin[d])
+                   for d, s in self.plan.selector(int(patches[0])).items()}
+            batch = data.isel(sel)
             if preload:
                 batch = batch.load()
             out = _stack_samples(batch, list(self.input_dims))
         else:
             box = self.plan.box(patches)
-            block = data.isel(box)
+            block = data.isel({d: slice(s.start - origin[d], s.stop - origin[d])
+                               for d, s in box.items()})
             if preload:
                 block = block.load()
-            offset = {d: box[d].start for d in box}
+            start = {d: box[d].start for d in box}
             pieces = []
             for p in patches:
-                sel = {d: slice(s.start - offset[d], s.stop - offset[d])
+                sel = {d: slice(s.start - start[d], s.stop - start[d])
                        for d, s in self.plan.selector(int(p)).items()}
                 pieces.append(_to_input_dims(block.isel(sel), list(self.input_dims)))
             with warnings.catch_warnings():
@@ -177,7 +471,7 @@ class BatchGenerator:
             return self.ds
         if variable is None:
             if len(self.ds.data_vars) != 1:
-                raise ValueError("name the variable (the dataset has several)")
+                raise ConfigError("name the variable (the dataset has several)")
             variable = next(iter(self.ds.data_vars))
         return self.ds[variable]
 
@@ -185,8 +479,8 @@ class BatchGenerator:
     def numpy_batch(self, idx: int | np.integer) -> dict[str, np.ndarray]:
         """``{var: gen[idx][var].values}`` computed without building xarray objects.
 
-        Implemented directly for ``concat_input_dims=False`` (reads the batch box once); with
-        concatenation the labeled batch is built and its values returned.
+        Implemented directly for ``concat_input_dims=False`` (values cut from the block cache);
+        with concatenation the labeled batch is built and its values returned.
         """
         i = self._index(idx)
         if self.concat_input_dims or self.dim_order is not None:
@@ -194,15 +488,22 @@ class BatchGenerator:
             if isinstance(b, xr.DataArray):
                 return {str(b.name): b.values}
             return {str(k): v.values for k, v in b.data_vars.items()}
+        self._check_nonempty(i)
+        reader = self._reader
         sel = self.plan.selector(int(self.plan.batches[i][0]))
-        src = ArraySource(self.ds)
+        lazy = reader.values(i)
+        dset = as_dataset(self.ds)
         sizes = {d: (sel[d].stop - sel[d].start) if d in sel else n
-                 for d, n in src.ds.sizes.items()}
+                 for d, n in dset.sizes.items()}
         stack = [d for d in self.ds.sizes if d not in self.input_dims]
         out = {}
-        for v in src.variables:
-            arr = src.read(v, sel)
-            dims = list(src.dims_of(v))
+        for v in reader.names:
+            dims = list(reader.dims[v])
+            if v in lazy:
+                arr = lazy[v]
+            else:
+                arr = dset[v].values[
+                    tuple(sel.get(d, slice(None)) for d in dims)]
             if len(stack) >= 2:
                 if any(d in dims for d in stack):
                     add = [d for d in stack if d not in dims]

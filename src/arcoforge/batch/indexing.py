@@ -3,7 +3,8 @@
 Two views of the same windows are computed here, neither touches data:
 
 * :class:`BatchPlan` — the xbatcher-compatible grouping of patches into batches (used by
-  :class:`~arcoforge.batch.BatchGenerator` for labeled batches).
+  :class:`~arcoforge.batch.BatchGenerator` for labeled batches), and :class:`BatchBlocks`, the
+  grouping of those batches into storage-aligned blocks that one pass reads once each.
 * :class:`SampleGrid` — a flat, integer-addressable grid of *samples* (a window over the
   ``input_dims`` at one position along every other dimension), partitioned into storage-aligned
   *blocks* so each chunk is read once per pass (used by the fast streaming path and loaders).
@@ -17,7 +18,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-__all__ = ["BatchPlan", "SampleGrid", "window_starts"]
+from ..errors import ConfigError
+
+__all__ = ["BatchBlocks", "BatchPlan", "SampleGrid", "window_starts"]
 
 
 def window_starts(size: int, window: int, stride: int, partial: bool = False) -> np.ndarray:
@@ -27,9 +30,9 @@ def window_starts(size: int, window: int, stride: int, partial: bool = False) ->
     shorter window covering the remainder is added (its length is ``size - start``).
     """
     if window <= 0 or stride <= 0:
-        raise ValueError(f"window ({window}) and stride ({stride}) must be positive")
+        raise ConfigError(f"window ({window}) and stride ({stride}) must be positive")
     if window > size:
-        raise ValueError(
+        raise ConfigError(
             f"input sample length must be less than or equal to the dimension length, "
             f"but the sample length of {window} is greater than the dimension length of {size}"
         )
@@ -66,10 +69,10 @@ class BatchPlan:
         """Compute patches and their grouping exactly as xbatcher 0.4 does."""
         for dim in [*input_dims, *batch_dims]:
             if dim not in sizes:
-                raise ValueError(f"dimension {dim!r} is not in the data (dims: {list(sizes)})")
+                raise ConfigError(f"dimension {dim!r} is not in the data (dims: {list(sizes)})")
         for dim, ov in input_overlap.items():
             if dim in input_dims and ov >= input_dims[dim]:
-                raise ValueError(
+                raise ConfigError(
                     "input overlap must be less than the input sample length, but the input "
                     f"sample length is {input_dims[dim]} and the overlap is {ov}"
                 )
@@ -80,7 +83,7 @@ class BatchPlan:
         for dim, win in sliced.items():
             ov = int(input_overlap.get(dim, 0))
             if ov >= win:
-                raise ValueError(
+                raise ConfigError(
                     "input overlap must be less than the input sample length, but the input "
                     f"sample length is {win} and the overlap is {ov}"
                 )
@@ -152,6 +155,131 @@ class BatchPlan:
             for d, a, b in zip(self.sliced_dims, self.starts[patch], self.stops[patch], strict=True)
         }
 
+    def batch_boxes(self) -> tuple[np.ndarray, np.ndarray]:
+        """``(lo, hi)``, each ``(n_batches, n_sliced_dims)``: every batch's bounding box.
+
+        A batch without patches gets an empty box (``lo == hi == 0``).
+        """
+        n, k = len(self.batches), len(self.sliced_dims)
+        if all(b.size == 1 for b in self.batches):
+            idx = np.fromiter((int(b[0]) for b in self.batches), dtype=np.int64, count=n)
+            return self.starts[idx].reshape(n, k), self.stops[idx].reshape(n, k)
+        lo = np.zeros((n, k), dtype=np.int64)
+        hi = np.zeros((n, k), dtype=np.int64)
+        for i, b in enumerate(self.batches):
+            if b.size:
+                lo[i] = self.starts[b].min(axis=0)
+                hi[i] = self.stops[b].max(axis=0)
+        return lo, hi
+
+
+@dataclass(frozen=True)
+class VarExtent:
+    """How many bytes one variable takes in a box: ``factor * prod(extent[d] for d in mask)``.
+
+    ``mask`` marks which sliced dims the variable has; ``factor`` is its itemsize times the
+    sizes of its dims that are not sliced (read whole).
+    """
+
+    mask: tuple[bool, ...]
+    factor: int
+
+
+@dataclass(frozen=True)
+class BatchBlocks:
+    """Batches grouped into blocks: the bounding box of a block is read once, then cut.
+
+    ``block_of[i]`` is batch ``i``'s block; ``lo``/``hi`` (``(n_blocks, n_sliced_dims)``) are
+    the blocks' boxes; ``first[b]`` is block ``b``'s first batch. ``depth`` is how many leading
+    sliced dims the grouping keys on (-1: one block per batch); ``contiguous`` says that every
+    block is one run of consecutive batches, so a sequential pass reads each block once.
+    """
+
+    block_of: np.ndarray
+    lo: np.ndarray
+    hi: np.ndarray
+    first: np.ndarray
+    depth: int
+    contiguous: bool
+    nbytes: np.ndarray  # per block
+
+    @classmethod
+    def build(
+        cls,
+        lo: np.ndarray,
+        hi: np.ndarray,
+        chunks: Sequence[int],
+        extents: Sequence[VarExtent],
+        budget: int,
+    ) -> BatchBlocks:
+        """Group batches (boxes ``lo``/``hi``) by the storage chunk their box starts in.
+
+        Batches sharing the chunk index of their start along the first ``depth`` sliced dims
+        form a block. The deepest ``depth`` whose blocks are runs of consecutive batches and
+        fit ``budget`` bytes is chosen (so sequential reading decodes each chunk once and holds
+        one block); failing that, the deepest whose blocks fit; failing that, one block per
+        batch.
+        """
+        n, k = lo.shape
+        chunk = np.maximum(np.asarray(chunks, dtype=np.int64).reshape(k), 1)
+        # batches without patches (never read) take their predecessor's key
+        keyed = lo.copy()
+        empty = np.all(lo == hi, axis=1) if k else np.zeros(n, bool)
+        if n and empty.any():
+            src = np.where(~empty, np.arange(n), 0)
+            np.maximum.accumulate(src, out=src)
+            keyed = lo[src]
+        fallback = None
+        for depth in range(k, -1, -1):
+            key = keyed[:, :depth] // chunk[:depth]
+            if n == 0:
+                return cls._make(np.zeros(0, np.int64), lo, hi, extents, depth, True)
+            _, first_idx, inverse = np.unique(key, axis=0, return_index=True,
+                                              return_inverse=True)
+            # number blocks by first appearance (the order a sequential pass meets them)
+            order = np.argsort(first_idx, kind="stable")
+            rank = np.empty_like(order)
+            rank[order] = np.arange(order.size)
+            block_of = rank[inverse.reshape(-1)]
+            changes = int(np.count_nonzero(block_of[1:] != block_of[:-1]))
+            contiguous = changes == order.size - 1
+            made = cls._make(block_of, lo, hi, extents, depth, contiguous)
+            fits = made.nbytes.size == 0 or int(made.nbytes.max()) <= budget
+            if fits and contiguous:
+                return made
+            if fits and fallback is None:
+                fallback = made
+        if fallback is not None:
+            return fallback
+        return cls._make(np.arange(n, dtype=np.int64), lo, hi, extents, -1, True)
+
+    @classmethod
+    def _make(cls, block_of: np.ndarray, lo: np.ndarray, hi: np.ndarray,
+              extents: Sequence[VarExtent], depth: int, contiguous: bool) -> BatchBlocks:
+        nb = int(block_of.max()) + 1 if block_of.size else 0
+        k = lo.shape[1]
+        big = np.iinfo(np.int64).max
+        blo = np.full((nb, k), big, dtype=np.int64)
+        bhi = np.zeros((nb, k), dtype=np.int64)
+        empty = np.all(lo == hi, axis=1) if k else np.zeros(lo.shape[0], bool)
+        keep = ~empty
+        np.minimum.at(blo, block_of[keep], lo[keep])
+        np.maximum.at(bhi, block_of[keep], hi[keep])
+        blo[blo == big] = 0
+        first = np.full(nb, -1, dtype=np.int64)
+        if block_of.size:
+            rev = np.arange(block_of.size)[::-1]
+            first[block_of[rev]] = rev
+        ext = bhi - blo
+        nbytes = np.zeros(nb, dtype=np.int64)
+        for v in extents:
+            m = np.asarray(v.mask, dtype=bool)
+            nbytes += int(v.factor) * np.prod(ext[:, m], axis=1, dtype=np.int64)
+        return cls(block_of, blo, bhi, first, depth, contiguous, nbytes)
+
+    def __len__(self) -> int:
+        return int(self.lo.shape[0])
+
 
 @dataclass
 class SampleGrid:
@@ -193,13 +321,13 @@ class SampleGrid:
         dims = tuple(dims if dims is not None else sizes)
         for d in input_dims:
             if d not in dims:
-                raise ValueError(f"input dim {d!r} is not a dimension of the data ({dims})")
+                raise ConfigError(f"input dim {d!r} is not a dimension of the data ({dims})")
         window, starts, block_len = [], [], []
         for d in dims:
             w = int(input_dims.get(d, 1))
             ov = int(input_overlap.get(d, 0))
             if ov >= w and d in input_dims:
-                raise ValueError(f"overlap {ov} along {d!r} must be smaller than the window {w}")
+                raise ConfigError(f"overlap {ov} along {d!r} must be smaller than the window {w}")
             window.append(w)
             starts.append(window_starts(int(sizes[d]), w, w - ov if d in input_dims else 1))
             block_len.append(max(1, int(chunks.get(d, sizes[d])) * int(block_chunks.get(d, 1))))

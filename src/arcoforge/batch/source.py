@@ -1,8 +1,9 @@
 """Read boxes of variables from an xarray Dataset as numpy, once, optionally cached.
 
 :class:`ArraySource` is the only place that touches data. It knows the storage chunking, reads
-a bounding box of each variable in one call (dask-backed data is computed with dask's threaded
-scheduler, so codecs decode on several cores), applies the user's preprocessing, and consults a
+a bounding box of each variable in one call (Zarr-backed data through the direct chunk reader of
+:mod:`.zarr_direct`, the one adapter over zarr/xarray internals; other dask-backed data is
+computed with dask's threaded scheduler), applies the user's preprocessing, and consults a
 cache. It pickles cheaply: if built with ``opener`` only the opener travels to DataLoader
 workers, and the dataset is reopened lazily there.
 """
@@ -15,8 +16,9 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
+from ..errors import ConfigError, NotFoundError
 from .caches import ArrayCache, cache_key, dataset_token
-from .zarr_direct import box_reader
+from .zarr_direct import COUNTERS, DirectAccess, direct_access, zarr_backing
 
 __all__ = ["ArraySource", "as_dataset", "storage_chunks", "zarr_backing"]
 
@@ -47,59 +49,6 @@ def storage_chunks(ds: xr.Dataset, variables: Sequence[Hashable]) -> dict[Hashab
             if c:
                 out[d] = max(out.get(d, 0), int(c))
     return out
-
-
-def _unwrap_lazy(data: Any, shape: tuple[int, ...]) -> Any | None:
-    """The zarr array behind xarray's lazy indexing wrappers, if they add nothing to it."""
-    from xarray.core import indexing
-
-    seen = 0
-    while seen < 16:
-        seen += 1
-        if isinstance(data, indexing.LazilyIndexedArray):
-            key = data.key.tuple
-            if not all(isinstance(k, slice) and k == slice(None) for k in key):
-                return None
-            data = data.array
-        elif isinstance(data, indexing.MemoryCachedArray | indexing.CopyOnWriteArray
-                        | indexing.ImplicitToExplicitIndexingAdapter):
-            data = data.array
-        else:
-            break
-    za = getattr(data, "_array", None) if type(data).__name__ == "ZarrArrayWrapper" else None
-    if za is None or tuple(getattr(za, "shape", ())) != tuple(shape):
-        return None
-    return za if hasattr(za, "get_basic_selection") else None
-
-
-def zarr_backing(var: xr.Variable) -> Any | None:
-    """The ``zarr.Array`` whose stored values ``var`` holds unchanged, else None.
-
-    Found through xarray's backend wrappers: a lazily indexed variable, or a dask array whose
-    graph is exactly what ``open_zarr`` built (the backend array plus one getter layer; any
-    later ``isel``, arithmetic or rechunking adds layers and disables this). Variables with CF
-    decoding (masking, scaling, time decoding) carry extra wrappers and are not matched.
-    """
-    data = getattr(var, "_data", None)
-    if data is None or isinstance(data, np.ndarray):
-        return None
-    za = None
-    if var.chunks is None:
-        za = _unwrap_lazy(data, var.shape)
-    else:
-        layers = getattr(getattr(data, "dask", None), "layers", None)
-        if layers is None or len(layers) != 2:
-            return None
-        originals = [lay for name, lay in layers.items() if str(name).startswith("original-")]
-        if len(originals) != 1:
-            return None
-        values = list(dict(originals[0]).values())
-        if len(values) != 1:
-            return None
-        za = _unwrap_lazy(values[0], var.shape)
-    if za is None or np.dtype(za.dtype) != np.dtype(var.dtype) or za.ndim != var.ndim:
-        return None
-    return za
 
 
 class ArraySource:
@@ -133,19 +82,20 @@ class ArraySource:
         dataset_id: str | None = None,
     ) -> None:
         if ds is None and opener is None:
-            raise ValueError("give a dataset or an opener")
+            raise ConfigError("give a dataset or an opener")
         self.opener = opener
         self._ds = as_dataset(ds) if ds is not None else None
         self.variables = list(variables) if variables is not None else list(self.ds.data_vars)
         missing = [v for v in self.variables if v not in self.ds.variables]
         if missing:
-            raise KeyError(f"variables {missing} not in dataset (have {list(self.ds.data_vars)})")
+            raise NotFoundError(f"variables {missing} not in dataset (have {list(self.ds.data_vars)})")
         self.cache = cache
         self.preprocess = preprocess
         self.preprocess_version = str(preprocess_version)
         self._token = dataset_id
         self.bytes_read = 0
         self._meta: dict[Hashable, tuple[tuple[Hashable, ...], str, Any]] | None = None
+        self._access: dict[Hashable, DirectAccess] = {}
 
     # -- dataset, lazily reopened after unpickling ---------------------------------------------
     @property
@@ -159,6 +109,7 @@ class ArraySource:
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
         state["_meta"] = None
+        state["_access"] = {}
         if self.opener is not None:
             state["_ds"] = None
         return state
@@ -167,23 +118,28 @@ class ArraySource:
         """(dims, kind, handle) of a variable; kind is "numpy", "zarr" or "xarray"."""
         if self._meta is None:
             meta = {}
+            self._access = {}
             for v in self.variables:
                 var = self.ds[v].variable
-                data = getattr(var, "_data", None)
-                if isinstance(data, np.ndarray):
-                    meta[v] = (tuple(var.dims), "numpy", data)
-                    continue
-                za = zarr_backing(var)
-                if za is None:
+                acc = direct_access(var)
+                self._access[v] = acc
+                if acc.kind == "numpy":
+                    meta[v] = (tuple(var.dims), "numpy", var._data)
+                elif acc.kind == "xarray":
                     meta[v] = (tuple(var.dims), "xarray", None)
                 else:
-                    meta[v] = (tuple(var.dims), "zarr", (za, box_reader(za)))
+                    meta[v] = (tuple(var.dims), "zarr", (acc.array, acc.reader))
             self._meta = meta
         return self._meta[name]
 
     def backend_kind(self, name: Hashable) -> str:
-        """How ``name`` is read: ``"numpy"`` (direct view), ``"zarr"`` (direct) or ``"xarray"``."""
+        """How ``name`` is read: ``"numpy"`` (view), ``"zarr"`` (zarr array) or ``"xarray"``."""
         return self._backend(name)[1]
+
+    def access(self, name: Hashable) -> DirectAccess:
+        """Whether and how ``name`` is read directly (:func:`~.zarr_direct.direct_access`)."""
+        self._backend(name)
+        return self._access[name]
 
     def in_memory(self) -> bool:
         """True when every variable is a numpy array read as a view (no cache, no preprocess)."""
@@ -265,8 +221,10 @@ class ArraySource:
                     out = np.empty(shape, dtype=direct.dtype)
                 direct.read_into(key_sel, out)
                 return out
+            COUNTERS.add(zarr_boxes=1)
             arr = np.asarray(za.get_basic_selection(key_sel))
         else:
+            COUNTERS.add(xarray_boxes=1)
             arr = np.asarray(self.ds[name].variable[key_sel].values)
         if out is not None:
             np.copyto(out, arr)
@@ -294,6 +252,7 @@ class ArraySource:
 
             keys = [tuple(box.get(d, slice(None)) for d in self.dims_of(v)) for v in lazy]
             vals = dask.compute(*[ds[v].variable[k].data for v, k in zip(lazy, keys, strict=True)])
+            COUNTERS.add(xarray_boxes=len(lazy))
             for v, a in zip(lazy, vals, strict=True):
                 out[v] = np.asarray(a)
                 self.bytes_read += out[v].nbytes
