@@ -149,8 +149,9 @@ def test_provenance(built: dict[str, Any]) -> None:
     assert col["arcoforge:recipe_hash"] == store.attrs["arcoforge:recipe_hash"]
     rels = {ln["rel"]: ln for ln in col["links"]}
     assert rels["via"]["href"] == str(ERSST_FEEDSTOCK)
-    assert rels["describedby"]["href"] == "./provenance.json"
-    with open(os.path.join(built["catalog"], "ersst-v5", "provenance.json")) as f:
+    assert rels["describedby"]["href"] == "./provenance-1.0.json"
+    assert col["assets"]["provenance"]["href"] == "./provenance-1.0.json"
+    with open(os.path.join(built["catalog"], "ersst-v5", "provenance-1.0.json")) as f:
         prov = json.load(f)
     assert prov["recipe_hash"] == store.attrs["arcoforge:recipe_hash"]
     assert [s["url"] for s in prov["sources"]] == ERSST_FILES

@@ -3,24 +3,43 @@
 ``index.html`` lists every dataset with a client-side filter (a few lines of inline JS that only
 show/hide elements); ``<id>.html`` per dataset has a quick-look map of the first time step, a
 time series of the spatial mean, dimension and variable tables, versions, provenance and a
-snippet to open it.  Every text taken from metadata is HTML-escaped.
+snippet to open it.  Every text taken from metadata is HTML-escaped, and plot labels are drawn
+as plain text (a ``$`` in a title or ``long_name`` is not matplotlib mathtext).
+
+Page names never collide: a dataset whose id is a safe name (:data:`~arcoforge.catalog.stac.
+ID_PATTERN`) gets ``<id>.html``; any other id (``team/sst`` in an old catalog), an id equal to
+another but for case, or ``index``, gets a name with a short hash of the id.  One bad dataset
+(its store gone, its Collection unreadable, a plot that fails) never blocks the site: its page
+says what went wrong, the index lists it under "problems", and :func:`write_site` reports it.
 """
 
 from __future__ import annotations
 
+import hashlib
 import html
 import json
+import logging
 import os
 import re
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import xarray as xr
 
-from arcoforge.catalog.stac import PROVENANCE_FILE, _axes, _read_json, read_collections
+from arcoforge.catalog.stac import (
+    ID_PATTERN,
+    PROVENANCE_FILE,
+    _axes,
+    _read_json,
+    read_collections,
+)
 
-__all__ = ["build_site", "quicklook_png", "timeseries_png"]
+__all__ = ["SiteReport", "build_site", "page_names", "quicklook_png", "timeseries_png",
+           "write_site"]
+
+log = logging.getLogger("arcoforge.catalog.site")
 
 _CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:0;color:#1d2733;
@@ -67,8 +86,36 @@ def _e(value: Any) -> str:
     return html.escape("" if value is None else str(value), quote=True)
 
 
-def _slug(dataset_id: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]", "_", dataset_id)
+_SAFE = re.compile(ID_PATTERN)
+_RESERVED = {"index"}
+
+
+def page_names(dataset_ids: Sequence[str]) -> dict[str, str]:
+    """``{id: page file name}``, distinct even on a case-insensitive disk and never
+    ``index.html``; the same ids always get the same names."""
+    names: dict[str, str] = {}
+    used: set[str] = set(_RESERVED)
+    later = []
+    for cid in dataset_ids:  # safe ids keep their own name
+        if cid in names:
+            continue
+        if _SAFE.fullmatch(cid) and cid.lower() not in used:
+            names[cid] = cid
+            used.add(cid.lower())
+        else:
+            later.append(cid)
+    for cid in later:
+        if cid in names:
+            continue
+        base = re.sub(r"[^A-Za-z0-9_.-]", "_", cid)[:60].lstrip(".-") or "dataset"
+        name = f"{base}-{hashlib.sha256(cid.encode()).hexdigest()[:8]}"
+        n = 1
+        while name.lower() in used:
+            n += 1
+            name = f"{base}-{hashlib.sha256(cid.encode()).hexdigest()[:8]}-{n}"
+        names[cid] = name
+        used.add(name.lower())
+    return {cid: f"{slug}.html" for cid, slug in names.items()}
 
 
 def _page(title: str, body: str, script: str = "") -> str:
@@ -113,13 +160,14 @@ def quicklook_png(ds: xr.Dataset, path: str) -> str | None:
         mesh = ax.pcolormesh(x, y, np.ma.masked_invalid(field.values), shading="auto",
                              cmap="viridis")
         cb = fig.colorbar(mesh, ax=ax, shrink=0.85)
-        cb.set_label(str(var.attrs.get("units", "")))
+        cb.set_label(str(var.attrs.get("units", "")), parse_math=False)
         when = ""
         if "T" in inv and inv["T"] in var.dims:
             when = f" at {str(ds[inv['T']].values[0])[:19]}"
-        ax.set_title(f"{var.attrs.get('long_name', name)}{when}", fontsize=10)
-        ax.set_xlabel(inv["X"])
-        ax.set_ylabel(inv["Y"])
+        ax.set_title(f"{var.attrs.get('long_name', name)}{when}", fontsize=10,
+                     parse_math=False)
+        ax.set_xlabel(inv["X"], parse_math=False)
+        ax.set_ylabel(inv["Y"], parse_math=False)
         fig.tight_layout()
         fig.savefig(path)
     finally:
@@ -153,8 +201,9 @@ def timeseries_png(ds: xr.Dataset, path: str) -> str | None:
     fig, ax = plt.subplots(figsize=(7.5, 3), dpi=90)
     try:
         ax.plot(ds[inv["T"]].values, series.values, marker=".", color="#0b3d5c")
-        ax.set_title(f"spatial mean of {var.attrs.get('long_name', name)}", fontsize=10)
-        ax.set_ylabel(str(var.attrs.get("units", "")))
+        ax.set_title(f"spatial mean of {var.attrs.get('long_name', name)}", fontsize=10,
+                     parse_math=False)
+        ax.set_ylabel(str(var.attrs.get("units", "")), parse_math=False)
         ax.grid(alpha=0.3)
         fig.autofmt_xdate()
         fig.tight_layout()
@@ -183,7 +232,7 @@ def _fmt_extent(d: Mapping[str, Any]) -> str:
 
 
 def _dataset_page(col: Mapping[str, Any], catalog: str, images: dict[str, str],
-                  provenance: Mapping[str, Any] | None) -> str:
+                  provenance: Mapping[str, Any] | None, problem: str | None = None) -> str:
     cid = str(col["id"])
     title = str(col.get("title") or cid)
     dims = col.get("cube:dimensions") or {}
@@ -234,7 +283,8 @@ def _dataset_page(col: Mapping[str, Any], catalog: str, images: dict[str, str],
         f"{_e(col.get('license'))}</div></header><main>"
         f"<p id='description'>{_e(col.get('description'))}</p><div>{keywords}</div>"
         f"<p class='meta'>bbox {_e(bbox)} · time {_e(t0)} … {_e(t1)}</p>"
-        f"<div class='imgs'>{imgs or '<p>(no gridded variable to plot)</p>'}</div>"
+        + (f"<p id='problem' class='meta'>{_e(problem)}</p>" if problem else "")
+        + f"<div class='imgs'>{imgs or '<p>(no gridded variable to plot)</p>'}</div>"
         f"<h2>Open it</h2><pre id='snippet'><code>{_e(snippet)}</code></pre>"
         f"<h2>Dimensions</h2>{_table(['name', 'type', 'axis', 'extent', 'step', 'unit'], dim_rows)}"
         f"<h2>Variables</h2>"
@@ -247,74 +297,147 @@ def _dataset_page(col: Mapping[str, Any], catalog: str, images: dict[str, str],
     return _page(f"{title} — arcoforge", body)
 
 
-def _index_page(cols: Sequence[Mapping[str, Any]], pages: dict[str, str]) -> str:
-    cards = []
-    for col in cols:
-        cid = str(col["id"])
-        title = str(col.get("title") or cid)
-        variables = list((col.get("cube:variables") or {}).keys())
-        t0, t1 = (col.get("extent", {}).get("temporal", {}).get("interval") or [[None, None]])[0]
-        search_text = " ".join([cid, title, str(col.get("description", "")), *variables,
-                                *[str(k) for k in col.get("keywords") or []]])
-        desc = str(col.get("description", ""))
-        if len(desc) > 300:
-            desc = desc[:300] + "…"
-        cards.append(
-            f"<div class='card' data-id='{_e(cid)}' data-search='{_e(search_text)}'>"
-            f"<h2><a href='{_e(pages[cid])}'>{_e(title)}</a></h2>"
-            f"<div class='meta'><code>{_e(cid)}</code> · v{_e(col.get('version'))} · "
-            f"{_e(col.get('license'))} · {_e((t0 or '')[:10])} … {_e((t1 or '')[:10])} · "
-            f"variables: {_e(', '.join(variables))}</div><p>{_e(desc)}</p></div>"
-        )
+def _card(col: Mapping[str, Any], page: str | None) -> str:
+    cid = str(col["id"])
+    title = str(col.get("title") or cid)
+    variables = list((col.get("cube:variables") or {}).keys())
+    t0, t1 = (col.get("extent", {}).get("temporal", {}).get("interval") or [[None, None]])[0]
+    search_text = " ".join([cid, title, str(col.get("description", "")), *variables,
+                            *[str(k) for k in col.get("keywords") or []]])
+    desc = str(col.get("description", ""))
+    if len(desc) > 300:
+        desc = desc[:300] + "…"
+    heading = f"<a href='{_e(page)}'>{_e(title)}</a>" if page else _e(title)
+    return (
+        f"<div class='card' data-id='{_e(cid)}' data-search='{_e(search_text)}'>"
+        f"<h2>{heading}</h2>"
+        f"<div class='meta'><code>{_e(cid)}</code> · v{_e(col.get('version'))} · "
+        f"{_e(col.get('license'))} · {_e((t0 or '')[:10])} … {_e((t1 or '')[:10])} · "
+        f"variables: {_e(', '.join(variables))}</div><p>{_e(desc)}</p></div>"
+    )
+
+
+def _index_page(cards: Sequence[str], problems: Mapping[str, str]) -> str:
+    trouble = ""
+    if problems:
+        items = "".join(f"<li><code>{_e(name)}</code>: {_e(text)}</li>"
+                        for name, text in problems.items())
+        trouble = f"<section id='problems'><h2>Problems</h2><ul>{items}</ul></section>"
     body = (
         "<header><h1>arcoforge datasets</h1><div>Analysis-ready, cloud-optimized datasets"
         "</div></header><main>"
         "<p><input id='q' type='search' placeholder='filter by id, title, variable, keyword…' "
         "aria-label='filter datasets'> <span id='count' class='meta'></span></p>"
-        f"<div id='datasets'>{''.join(cards)}</div></main>"
+        f"<div id='datasets'>{''.join(cards)}</div>{trouble}</main>"
     )
     return _page("arcoforge datasets", body, _FILTER_JS)
 
 
-def build_site(catalog: Any, out: str | os.PathLike[str], *,
+@dataclass
+class SiteReport:
+    """What :func:`write_site` did: the files it wrote, each dataset's page name, and a
+    ``{dataset: problem}`` for every dataset it could not fully render (empty when all went
+    well)."""
+
+    written: list[str] = field(default_factory=list)
+    pages: dict[str, str] = field(default_factory=dict)
+    problems: dict[str, str] = field(default_factory=dict)
+
+
+def _provenance_of(col: Mapping[str, Any], storage_options: Mapping[str, Any] | None
+                   ) -> Mapping[str, Any] | None:
+    col_href = str(col.get("arcoforge:href", ""))
+    if not col_href:
+        return None
+    folder = col_href.rsplit("/", 1)[0]
+    href = ((col.get("assets") or {}).get("provenance") or {}).get("href")
+    if href:
+        url = href if "://" in href or href.startswith("/") else \
+            f"{folder}/{str(href).removeprefix('./')}"
+        return dict(_read_json(url, storage_options))
+    try:  # a catalog written before provenance files were versioned
+        return dict(_read_json(f"{folder}/{PROVENANCE_FILE}", storage_options))
+    except (OSError, ValueError):
+        return None
+
+
+def write_site(catalog: Any, out: str | os.PathLike[str], *,
                storage_options: Mapping[str, Any] | None = None,
-               plots: bool = True) -> list[str]:
-    """Write the static site for ``catalog`` into folder ``out``; returns the written paths."""
+               plots: bool = True) -> SiteReport:
+    """Write the static site for ``catalog`` into folder ``out``.
+
+    A dataset that cannot be fully rendered (store unreadable, Collection unreadable, a plot
+    or provenance that fails) is recorded in the report's ``problems`` under its id; its page
+    is still written when its Collection could be read, and every other dataset is rendered."""
     from arcoforge.open import open_dataset
 
     out = os.fspath(out)
     os.makedirs(out, exist_ok=True)
     catalog_url = catalog if isinstance(catalog, str) else os.fspath(catalog)
-    cols = read_collections(catalog, storage_options)
-    written: list[str] = []
-    pages: dict[str, str] = {}
+    report = SiteReport()
+    cols = read_collections(catalog, storage_options, problems=report.problems)
+    seen: set[str] = set()
+    unique = []
     for col in cols:
+        cid = str(col.get("id"))
+        if cid in seen:
+            report.problems[cid] = "listed twice in catalog.json (only the first is shown)"
+            continue
+        seen.add(cid)
+        unique.append(col)
+    report.pages = page_names([str(c["id"]) for c in unique])
+    cards = []
+    for col in unique:
         cid = str(col["id"])
-        slug = _slug(cid)
-        pages[cid] = f"{slug}.html"
+        page_name = report.pages[cid]
+        slug = page_name.removesuffix(".html")
         images: dict[str, str] = {}
+        notes = []
         href = (col.get("assets") or {}).get("zarr", {}).get("href")
         if plots and href:
-            ds = open_dataset(href)
-            for kind, fn in (("quicklook", quicklook_png), ("timeseries", timeseries_png)):
-                png = os.path.join(out, f"{slug}-{kind}.png")
-                if fn(ds, png):
-                    images[kind] = os.path.basename(png)
-                    written.append(png)
-        provenance = None
-        col_href = str(col.get("arcoforge:href", ""))
-        if col_href:
-            prov_url = col_href.rsplit("/", 1)[0] + "/" + PROVENANCE_FILE
             try:
-                provenance = _read_json(prov_url, storage_options)
-            except (OSError, ValueError):
-                provenance = None
-        page = os.path.join(out, pages[cid])
-        with open(page, "w", encoding="utf-8") as f:
-            f.write(_dataset_page(col, catalog_url, images, provenance))
-        written.append(page)
+                ds = open_dataset(href)
+                for kind, fn in (("quicklook", quicklook_png), ("timeseries", timeseries_png)):
+                    png = os.path.join(out, f"{slug}-{kind}.png")
+                    if fn(ds, png):
+                        images[kind] = os.path.basename(png)
+                        report.written.append(png)
+            except Exception as err:  # one bad dataset never blocks the site
+                notes.append(f"the quick-look could not be drawn from {href}: {err}")
+        try:
+            provenance = _provenance_of(col, storage_options)
+        except Exception as err:
+            provenance = None
+            notes.append(f"its provenance could not be read: {err}")
+        problem = "; ".join(notes) or None
+        try:
+            text = _dataset_page(col, catalog_url, images, provenance, problem)
+            page = os.path.join(out, page_name)
+            with open(page, "w", encoding="utf-8") as f:
+                f.write(text)
+            report.written.append(page)
+        except Exception as err:
+            notes.append(f"its page could not be written: {err}")
+            page_name = ""
+        if notes:
+            report.problems[cid] = "; ".join(notes)
+        try:
+            cards.append(_card(col, page_name or None))
+        except Exception as err:
+            report.problems[cid] = "; ".join([*notes, f"its index entry failed: {err}"])
     index = os.path.join(out, "index.html")
     with open(index, "w", encoding="utf-8") as f:
-        f.write(_index_page(cols, pages))
-    written.append(index)
-    return written
+        f.write(_index_page(cards, report.problems))
+    report.written.append(index)
+    for cid, text in report.problems.items():
+        log.warning("catalog site: dataset %r: %s", cid, text)
+    return report
+
+
+def build_site(catalog: Any, out: str | os.PathLike[str], *,
+               storage_options: Mapping[str, Any] | None = None,
+               plots: bool = True) -> list[str]:
+    """Write the static site for ``catalog`` into folder ``out``; returns the written paths.
+    Datasets that could not be fully rendered are logged as warnings (see :func:`write_site`
+    for a report of them)."""
+    return write_site(catalog, out, storage_options=storage_options, plots=plots).written

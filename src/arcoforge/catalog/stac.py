@@ -4,12 +4,21 @@ Layout::
 
     <catalog>/catalog.json                 root Catalog, one ``child`` link per dataset
     <catalog>/<id>/collection.json         STAC Collection with the datacube extension
-    <catalog>/<id>/provenance.json         recipe hash, sources (url, sha256, size), versions
+    <catalog>/<id>/provenance-<version>.json  recipe hash, sources (url, sha256, size), packages
+    <catalog>/catalog.arcoforge-lock       present while a publish updates the catalog
 
 A Collection's ``cube:dimensions`` / ``cube:variables``, spatial and temporal extents come from
 the dataset itself; title, description, license, providers and keywords from the feedstock's
 ``meta.yaml``; the ``zarr`` asset points at the store with the Zarr v3 (or Icechunk) media type.
 Every published version is listed in ``arcoforge:versions``.
+
+Publishing is safe: dataset ids are checked (:data:`ID_PATTERN`), so nothing is written outside
+the catalog; one publish at a time holds the catalog's lock (an exclusive create, on a local disk
+or an object store, see :mod:`arcoforge.forge.locking`), so concurrent publishes lose no update;
+every file is written whole (a temporary file renamed over it on a local disk, one PUT on an
+object store), and in an order where the ``collection.json`` rename is the commit point: a
+publish killed at any moment leaves the previous, consistent catalog (or the new one), and a
+re-run completes it.
 
 Validation works offline: STAC core against pystac's bundled JSON schemas (no download), and the
 datacube fields by :func:`datacube_problems`, written from the extension's specification.
@@ -17,19 +26,22 @@ datacube fields by :func:`datacube_problems`, written from the extension's speci
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import math
 import os
 import posixpath
-from collections.abc import Mapping
+import re
+import uuid
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import fsspec
 import numpy as np
 import xarray as xr
 
-from arcoforge.errors import ConfigError
+from arcoforge.errors import BuildLockedError, ConfigError
 from arcoforge.provenance import (
     CREATED,
     HREF,
@@ -44,6 +56,11 @@ from arcoforge.provenance import (
 )
 
 __all__ = [
+    "ID_PATTERN",
+    "MAX_ID_LENGTH",
+    "check_dataset_id",
+    "catalog_lock",
+    "provenance_file",
     "DATACUBE_EXTENSION",
     "ZARR_MEDIA_TYPE",
     "ICECHUNK_MEDIA_TYPE",
@@ -61,7 +78,36 @@ ZARR_MEDIA_TYPE = "application/vnd.zarr; version=3"
 ICECHUNK_MEDIA_TYPE = "application/vnd.zarr+icechunk"
 CATALOG_FILE = "catalog.json"
 COLLECTION_FILE = "collection.json"
-PROVENANCE_FILE = "provenance.json"
+PROVENANCE_FILE = "provenance.json"  # catalogs written before provenance was versioned
+LOCK_FILE = "catalog.arcoforge-lock"
+_TMP_SUFFIX = ".arcoforge-tmp"
+
+ID_PATTERN = "[A-Za-z0-9][A-Za-z0-9._-]*"
+"""What a dataset id may be: ASCII letters, digits, ``.``, ``_`` and ``-``, starting with a
+letter or digit (so never a path, ``..`` or a hidden file), at most :data:`MAX_ID_LENGTH`."""
+MAX_ID_LENGTH = 100
+_ID_RE = re.compile(ID_PATTERN)
+
+
+def check_dataset_id(dataset_id: str, *, what: str = "dataset id", hint: str = "") -> str:
+    """``dataset_id`` if it is a safe id (it names a folder of the catalog and a page of the
+    site); :class:`~arcoforge.errors.ConfigError` naming it and the allowed pattern otherwise."""
+    if not isinstance(dataset_id, str):
+        raise ConfigError(f"{what} {dataset_id!r} must be a string matching {ID_PATTERN}")
+    shown = dataset_id if len(dataset_id) <= 60 else dataset_id[:57] + "..."
+    if len(dataset_id) > MAX_ID_LENGTH:
+        raise ConfigError(f"{what} {shown!r} is not allowed: it has {len(dataset_id)} "
+                          f"characters, at most {MAX_ID_LENGTH} characters matching "
+                          f"{ID_PATTERN} are.{hint}")
+    if not _ID_RE.fullmatch(dataset_id):
+        raise ConfigError(f"{what} {shown!r} is not allowed: use 1 to {MAX_ID_LENGTH} ASCII "
+                          f"letters, digits, '.', '_' or '-', starting with a letter or digit "
+                          f"(the pattern {ID_PATTERN}).{hint}")
+    return dataset_id
+
+
+def _version_key(version: Any) -> tuple[int, ...]:
+    return tuple(int(p) for p in str(version).split(".") if p.isdigit())
 
 
 # -- catalog I/O (fsspec, so any URL works) --------------------------------------------------
@@ -86,16 +132,73 @@ def _read_json(url: str, storage_options: Mapping[str, Any] | None = None) -> An
         return json.load(f)
 
 
+def _is_local(fs: Any) -> bool:
+    protocol = fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,)
+    return "file" in protocol or "local" in protocol
+
+
 def _write_json(url: str, data: Any, storage_options: Mapping[str, Any] | None = None) -> None:
+    """Write ``data`` as JSON so that a reader (or a kill -9) never sees half a file: on a local
+    disk into a temporary file of the same folder, flushed to disk, then renamed over ``url``;
+    on an object store as one PUT, which is atomic."""
     fs, path = fsspec.core.url_to_fs(url, **dict(storage_options or {}))
-    parent = posixpath.dirname(path)
-    if parent:
-        fs.makedirs(parent, exist_ok=True)
     text = json.dumps(data, indent=2, ensure_ascii=False, default=_json_default) + "\n"
-    tmp = f"{path}.tmp"
-    with fs.open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
-    fs.mv(tmp, path)
+    if not _is_local(fs):
+        fs.pipe_file(path, text.encode("utf-8"))
+        return
+    parent = os.path.dirname(path)
+    if parent:
+        os.makedirs(parent, exist_ok=True)
+    tmp = os.path.join(parent, f".{os.path.basename(path)}.{uuid.uuid4().hex[:12]}{_TMP_SUFFIX}")
+    try:
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.remove(tmp)
+        raise
+
+
+def _remove_leftovers(folder_url: str, storage_options: Mapping[str, Any] | None) -> None:
+    """Delete the temporary files that a killed publish left in ``folder_url`` (local disks
+    only; object stores never get any).  Called while holding the catalog lock."""
+    fs, path = fsspec.core.url_to_fs(folder_url, **dict(storage_options or {}))
+    if not _is_local(fs) or not os.path.isdir(path):
+        return
+    for name in os.listdir(path):
+        if name.startswith(".") and name.endswith(_TMP_SUFFIX):
+            with contextlib.suppress(OSError):
+                os.remove(os.path.join(path, name))
+
+
+@contextlib.contextmanager
+def catalog_lock(catalog: Any, storage_options: Mapping[str, Any] | None = None, *,
+                 timeout: float | None = 300.0) -> Iterator[None]:
+    """Hold the catalog's lock (``<catalog>/catalog.arcoforge-lock``) for the ``with`` block:
+    the build lock's exclusive create, on a local disk or an object store.  Waits up to
+    ``timeout`` seconds (None: forever) for another publish, then raises
+    :class:`~arcoforge.errors.BuildLockedError`; the lock of a dead process on this host is
+    taken over."""
+    from arcoforge.forge.locking import BuildLock
+
+    root = _root(catalog)
+    lock = BuildLock(_join(root, LOCK_FILE), storage_options, wait=True, timeout=timeout,
+                     poll=0.05, purpose="catalog publish")
+    try:
+        lock.acquire()
+    except BuildLockedError as err:
+        holder = lock.holder() or {}
+        raise BuildLockedError(
+            f"catalog {root} is being updated by another publish ({BuildLock.describe(holder)}) "
+            f"and was not free after {timeout} s. Try again, or give a longer lock_timeout; if "
+            f"that process is gone, delete {lock.url}.", transient=True) from err
+    try:
+        yield
+    finally:
+        lock.release()
 
 
 def _json_default(obj: Any) -> Any:
@@ -129,19 +232,32 @@ def _new_catalog() -> dict[str, Any]:
     return d
 
 
-def read_collections(catalog: Any, storage_options: Mapping[str, Any] | None = None
-                     ) -> list[dict[str, Any]]:
+def _child_url(root: str, href: str) -> str:
+    return href if "://" in href or href.startswith("/") else _join(root, href.removeprefix("./"))
+
+
+def read_collections(catalog: Any, storage_options: Mapping[str, Any] | None = None, *,
+                     problems: dict[str, str] | None = None) -> list[dict[str, Any]]:
     """Every Collection of a catalog (following its ``child`` links), each with the key
-    ``"arcoforge:href"`` set to the collection's absolute URL."""
+    ``"arcoforge:href"`` set to the collection's absolute URL.
+
+    With a ``problems`` dict, a Collection that cannot be read is left out and recorded there
+    (``{name: what went wrong}``, the name being the link's folder) instead of raising."""
     root = _root(catalog)
     cat = read_catalog(root, storage_options)
     out = []
     for link in cat.get("links", []):
         if link.get("rel") != "child":
             continue
-        href = str(link["href"])
-        url = href if "://" in href or href.startswith("/") else _join(root, href.removeprefix("./"))
-        col = dict(_read_json(url, storage_options))
+        url = _child_url(root, str(link["href"]))
+        try:
+            col = dict(_read_json(url, storage_options))
+        except (OSError, ValueError, TypeError) as err:
+            if problems is None:
+                raise
+            name = posixpath.basename(posixpath.dirname(url)) or url
+            problems[name] = f"cannot read its Collection {url}: {err}"
+            continue
         col[HREF] = url
         out.append(col)
     return out
@@ -452,6 +568,8 @@ def collection_from_dataset(ds: xr.Dataset, dataset_id: str, store_url: str, *,
     kept = {v: (created, latest) for v, created, latest in store_versions or []}
     if kept.get(version, (None, False))[1]:
         entry["in_store"] = True
+    prov_href = f"./{provenance_file(version)}"
+    entry["provenance"] = prov_href
     versions = [dict(v) for v in (previous or {}).get(VERSIONS, [])
                 if v.get("version") != version]
     versions.append(entry)
@@ -480,13 +598,13 @@ def collection_from_dataset(ds: xr.Dataset, dataset_id: str, store_url: str, *,
             VERSION: version,
         },
         "provenance": {
-            "href": f"./{PROVENANCE_FILE}",
+            "href": prov_href,
             "type": "application/json",
             "title": "Provenance: recipe hash, sources with checksums, package versions",
             "roles": ["metadata"],
         },
     }
-    d["links"].append({"rel": "describedby", "href": f"./{PROVENANCE_FILE}",
+    d["links"].append({"rel": "describedby", "href": prov_href,
                        "type": "application/json",
                        "title": f"provenance (recipe sha256 {recipe_hash}, {len(sources)} sources)"})
     if feedstock:
@@ -523,51 +641,85 @@ def _store_url(target: Any) -> str:
     return url
 
 
+def provenance_file(version: str) -> str:
+    """The name of a version's provenance file in its dataset's folder."""
+    return f"provenance-{version}.json"
+
+
 def publish(catalog: Any, target: Any, *, dataset_id: str | None = None, meta: Any = None,
             version: str | None = None, feedstock: str | None = None,
             storage_options: Mapping[str, Any] | None = None,
             catalog_storage_options: Mapping[str, Any] | None = None,
-            validate: bool = True) -> dict[str, Any]:
+            validate: bool = True, lock_timeout: float | None = 300.0) -> dict[str, Any]:
     """Write or update the STAC Collection of a built store in a static catalog.
 
-    ``dataset_id`` defaults to the store's name (``ersst-v5`` for ``.../ersst-v5.zarr``);
-    ``meta`` is a :class:`~arcoforge.forge.feedstock.FeedstockMeta` (or a dict of its fields);
-    ``version`` defaults to meta's.  Returns the Collection dict.  Raises ``ValueError`` when
-    the result is not a valid STAC Collection (core schema or datacube fields).
+    ``dataset_id`` defaults to the store's name (``ersst-v5`` for ``.../ersst-v5.zarr``) and
+    must match :data:`ID_PATTERN`; ``meta`` is a
+    :class:`~arcoforge.forge.feedstock.FeedstockMeta` (or a dict of its fields); ``version``
+    defaults to the store's, then meta's.  The Collection describes the latest version; an
+    older one is added to its ``arcoforge:versions``.  Publishes to one catalog run one at a
+    time (waiting up to ``lock_timeout`` seconds for the catalog's lock).  Returns the
+    Collection dict.
+
+    Raises :class:`~arcoforge.errors.ConfigError` for a bad id or version, an id differing
+    from a published one only in case, or a Collection that is not valid STAC (core schema or
+    datacube fields), and :class:`~arcoforge.errors.BuildLockedError` when the catalog stays
+    locked.
     """
     from arcoforge.open import open_dataset
 
     store_url = _store_url(target)
     if dataset_id is None:
         dataset_id = posixpath.basename(store_url).removesuffix(".zarr")
+        check_dataset_id(dataset_id, hint=" The id comes from the store's name: give one with "
+                         "dataset_id= (--id on the command line).")
+    check_dataset_id(dataset_id)
     root = _root(catalog)
     ds = open_dataset(store_url, storage_options=storage_options)
-    col_url = _join(root, dataset_id, COLLECTION_FILE)
-    previous = (_read_json(col_url, catalog_storage_options)
-                if _exists(col_url, catalog_storage_options) else None)
     m = _meta_dict(meta)
-    version = version or ds.attrs.get(VERSION) or m.get("version") or "1.0"
+    version = str(version or ds.attrs.get(VERSION) or m.get("version") or "1.0")
+    check_dataset_id(version, what=f"version of {dataset_id!r}")
     feedstock_href = os.path.abspath(feedstock) if feedstock and "://" not in feedstock else feedstock
-    col = collection_from_dataset(ds, dataset_id, store_url, meta=meta, version=version,
-                                  feedstock=feedstock_href, previous=previous,
-                                  store_versions=_store_versions(store_url, storage_options))
-    if validate:
-        problems = validate_collection(col)
-        if problems:
-            raise ConfigError(f"STAC Collection {dataset_id!r} is not valid:\n  "
-                             + "\n  ".join(problems))
-    _write_json(_join(root, dataset_id, PROVENANCE_FILE),
-                _provenance(ds, dataset_id, version, store_url, feedstock_href),
-                catalog_storage_options)
-    _write_json(col_url, col, catalog_storage_options)
-    cat = read_catalog(root, catalog_storage_options)
-    href = f"./{dataset_id}/{COLLECTION_FILE}"
-    links = [ln for ln in cat.get("links", []) if not (ln.get("rel") == "child"
-                                                        and ln.get("href") == href)]
-    links.append({"rel": "child", "href": href, "type": "application/json",
-                  "title": col.get("title", dataset_id)})
-    cat["links"] = links
-    _write_json(_join(root, CATALOG_FILE), cat, catalog_storage_options)
+    store_versions = _store_versions(store_url, storage_options)
+    so = catalog_storage_options
+    with catalog_lock(root, so, timeout=lock_timeout):
+        _remove_leftovers(root, so)
+        _remove_leftovers(_join(root, dataset_id), so)
+        cat = read_catalog(root, so)
+        for link in cat.get("links", []):
+            folder = str(link.get("href", "")).removeprefix("./").split("/")[0]
+            if (link.get("rel") == "child" and folder != dataset_id
+                    and folder.lower() == dataset_id.lower()):
+                raise ConfigError(f"dataset id {dataset_id!r} differs only in case from the "
+                                  f"published {folder!r} of catalog {root}: on a case-"
+                                  f"insensitive disk they would share a folder. Publish it as "
+                                  f"{folder!r}, or choose another id.")
+        col_url = _join(root, dataset_id, COLLECTION_FILE)
+        previous = _read_json(col_url, so) if _exists(col_url, so) else None
+        col = collection_from_dataset(ds, dataset_id, store_url, meta=meta, version=version,
+                                      feedstock=feedstock_href, previous=previous,
+                                      store_versions=store_versions)
+        if previous is not None and col["version"] != version \
+                and _version_key(previous.get("version")) > _version_key(version):
+            # an older version: the Collection keeps describing the latest, and lists this one
+            col = {**previous, VERSIONS: col[VERSIONS]}
+        if validate:
+            problems = validate_collection(col)
+            if problems:
+                raise ConfigError(f"STAC Collection {dataset_id!r} is not valid:\n  "
+                                  + "\n  ".join(problems))
+        # the order matters: the version's provenance first (nothing links to it yet), then the
+        # Collection (the commit point: it now links that provenance), then the catalog's link
+        _write_json(_join(root, dataset_id, provenance_file(version)),
+                    _provenance(ds, dataset_id, version, store_url, feedstock_href), so)
+        _write_json(col_url, col, so)
+        href = f"./{dataset_id}/{COLLECTION_FILE}"
+        links = [ln for ln in cat.get("links", []) if not (ln.get("rel") == "child"
+                                                            and ln.get("href") == href)]
+        links.append({"rel": "child", "href": href, "type": "application/json",
+                      "title": col.get("title", dataset_id)})
+        cat["links"] = links
+        _write_json(_join(root, CATALOG_FILE), cat, so)
     return col
 
 

@@ -60,11 +60,18 @@ def _cmd_show(args: argparse.Namespace) -> int:
 
 
 def _cmd_site(args: argparse.Namespace) -> int:
-    from arcoforge.catalog.site import build_site
+    from arcoforge.catalog.site import write_site
 
-    written = build_site(args.catalog, args.out, plots=not args.no_plots)
-    print(f"wrote {len(written)} files to {args.out} (open {args.out}/index.html)")
-    return 0
+    report = write_site(args.catalog, args.out, plots=not args.no_plots)
+    print(f"wrote {len(report.written)} files to {args.out} (open {args.out}/index.html)")
+    if not report.problems:
+        return 0
+    for cid, problem in report.problems.items():
+        print(f"error: dataset {cid!r}: {problem}", file=sys.stderr)
+    print(f"the site was written without what failed for {len(report.problems)} dataset(s); "
+          "their pages and the index's 'Problems' section say what went wrong.",
+          file=sys.stderr)
+    return 1
 
 
 def _cmd_publish(args: argparse.Namespace) -> int:
@@ -76,7 +83,8 @@ def _cmd_publish(args: argparse.Namespace) -> int:
 
         meta = load_meta(args.feedstock)
     col = publish(args.catalog, args.target, dataset_id=args.id, meta=meta,
-                  version=args.version, feedstock=args.feedstock)
+                  version=args.version, feedstock=args.feedstock,
+                  lock_timeout=args.lock_timeout)
     print(f"published {col['id']} version {col['version']} to {args.catalog}")
     return 0
 
@@ -120,8 +128,11 @@ def register(sub: Any) -> None:
     q = csub.add_parser("publish", help="add or update a built store in the catalog")
     q.add_argument("catalog")
     q.add_argument("target", help="the built store")
-    q.add_argument("--id", help="dataset id (default: the store's name)")
+    q.add_argument("--id", help="dataset id: letters, digits, '.', '_', '-' (default: the "
+                   "store's name)")
     q.add_argument("--feedstock", help="feedstock folder (title, license, providers...)")
     q.add_argument("--version", help="MAJOR.MINOR (default: meta.yaml's)")
+    q.add_argument("--lock-timeout", type=float, default=300.0, metavar="SECONDS",
+                   help="wait this long for another publish to the same catalog (default 300)")
     q.add_argument("--debug", action="store_true")
     q.set_defaults(func=friendly_errors(_cmd_publish))
