@@ -13,6 +13,8 @@ from collections.abc import Hashable, Iterator, Sequence
 import numpy as np
 import xarray as xr
 
+from arcoforge.errors import ConfigError
+
 __all__ = ["from_table", "iter_table", "to_table"]
 
 
@@ -44,7 +46,7 @@ def from_table(values: np.ndarray | xr.DataArray, like: xr.DataArray) -> xr.Data
     """Inverse of :func:`to_table`: ``values`` shaped like ``like`` back to a Dataset."""
     arr = values.values if isinstance(values, xr.DataArray) else np.asarray(values)
     if arr.shape != like.shape:
-        raise ValueError(f"table has shape {arr.shape}; expected {like.shape}")
+        raise ConfigError(f"table has shape {arr.shape}; expected {like.shape}")
     table = like.copy(data=arr)
     sample_dims = list(like.attrs.get("arcoforge:sample_dims", ["sample"]))
     if len(sample_dims) > 1:

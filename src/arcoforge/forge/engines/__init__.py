@@ -11,6 +11,8 @@ import importlib
 from collections.abc import Callable
 from typing import Any
 
+from arcoforge.errors import ConfigError, MissingDependencyError
+
 __all__ = ["get_engine", "ENGINES"]
 
 #: engine name -> "module:function"
@@ -26,12 +28,12 @@ def get_engine(name: str) -> Callable[..., Any]:
     try:
         spec = ENGINES[name]
     except KeyError:
-        raise ValueError(f"unknown engine {name!r}; choose one of {sorted(ENGINES)}") from None
+        raise ConfigError(f"unknown engine {name!r}; choose one of {sorted(ENGINES)}") from None
     module_name, func = spec.split(":")
     try:
         module = importlib.import_module(module_name)
     except ModuleNotFoundError as err:
-        raise ImportError(
+        raise MissingDependencyError(
             f"engine {name!r} needs an optional dependency that is not installed ({err.name}); "
             f"install it with: pip install 'arcoforge[{'distributed' if name == 'dask' else name}]'"
         ) from err

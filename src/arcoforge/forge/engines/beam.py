@@ -26,6 +26,7 @@ import uuid
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from arcoforge.errors import EngineError
 from arcoforge.forge.engines.common import fork_of, retryable, run_forked_task
 
 __all__ = ["run"]
@@ -118,7 +119,7 @@ class _Finalize:
 
     def __call__(self, stats: list[Any]) -> int:
         if len(stats) != self.ntasks:  # a runner that dropped work: never publish that
-            raise RuntimeError(f"{len(stats)} of {self.ntasks} store tasks reported; not "
+            raise EngineError(f"{len(stats)} of {self.ntasks} store tasks reported; not "
                                "publishing")
         self.plan.finalize(stats)
         _RESULTS[self.token] = list(stats)
@@ -179,7 +180,7 @@ def run(plan: Any, progress: bool = True,
     if forked:
         results = _RESULTS.pop(token, None)
         if results is None:
-            raise RuntimeError(
+            raise EngineError(
                 f"{plan.target}: an Icechunk build merges the workers' forks in this process, "
                 "but this Beam runner ran the pipeline elsewhere; use the in-process runner, "
                 "or the dask engine. Nothing was published."

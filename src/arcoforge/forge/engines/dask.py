@@ -21,6 +21,7 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
+from arcoforge.errors import EngineError
 from arcoforge.forge.engines.common import fork_of, retryable, run_forked_task
 from arcoforge.forge.engines.progress import task_progress
 
@@ -122,7 +123,7 @@ def _run_all(c: Any, plan: Any, todo: list[Any], retries: int, retry_delay: floa
                 continue
             err = fut.exception()
             if isinstance(err, KilledWorker):
-                raise RuntimeError(
+                raise EngineError(
                     f"store task {task.key}: the Dask workers running it died repeatedly (out of "
                     "memory?); give the workers more memory or lower the recipe's "
                     "max_block_bytes / target_chunks. Nothing was published."
