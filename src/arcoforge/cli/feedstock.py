@@ -14,9 +14,10 @@ __all__ = ["register", "bake_feedstock_command"]
 def _cmd_lint(args: argparse.Namespace) -> int:
     from arcoforge.forge.feedstock import lint
 
-    problems = lint(args.feedstock, profiles=args.profiles)
-    for p in problems:
+    found = lint(args.feedstock, profiles=args.profiles, include_warnings=True)
+    for p in found:
         print(p)
+    problems = [p for p in found if p.severity == "error"]
     if problems:
         print(f"{len(problems)} problem(s)", file=sys.stderr)
         return 1

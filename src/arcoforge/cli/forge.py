@@ -17,8 +17,15 @@ __all__ = ["register", "load_recipe", "load_recipes"]
 
 
 def load_recipes(path: str) -> dict[str, Any]:
-    """All recipes defined at module level in ``path`` (a ``recipe.py``), by variable name."""
-    from arcoforge.forge.recipes import ZarrRecipe
+    """All recipes defined at module level in ``path`` (a ``recipe.py``), by variable name.
+
+    A recipe is a :class:`~arcoforge.forge.recipes.ZarrRecipe` (pangeo-forge's
+    ``XarrayZarrRecipe`` from :mod:`arcoforge.compat.pangeo_forge_recipes` is one), or a
+    recognised recipe that arcoforge refuses with a reason when baked (``HDFReferenceRecipe``).
+    A module that imports ``pangeo_forge_recipes`` gets the compat package for it when the
+    real one is not installed.
+    """
+    from arcoforge.forge.feedstock import is_recipe, recipe_import_context
 
     file = Path(path)
     if not file.exists():
@@ -29,13 +36,14 @@ def load_recipes(path: str) -> dict[str, Any]:
     module = importlib.util.module_from_spec(spec)
     sys.path.insert(0, str(file.parent.resolve()))
     try:
-        spec.loader.exec_module(module)
+        with recipe_import_context(file):
+            spec.loader.exec_module(module)
     finally:
         sys.path.pop(0)
-    found = {k: v for k, v in vars(module).items() if isinstance(v, ZarrRecipe)}
+    found = {k: v for k, v in vars(module).items() if is_recipe(v)}
     extra = getattr(module, "recipes", None)
     if isinstance(extra, dict):
-        found.update({str(k): v for k, v in extra.items() if isinstance(v, ZarrRecipe)})
+        found.update({str(k): v for k, v in extra.items() if is_recipe(v)})
     return found
 
 

@@ -2,6 +2,12 @@
 
 * :class:`FeedstockMeta` — the ``meta.yaml`` schema (pydantic): title, description, SPDX
   license, providers, maintainers, recipes (``id: "module:object"``), bakery profile, version.
+* :class:`PangeoFeedstockMeta` — pangeo-forge's ``meta.yaml`` layout, accepted as it is:
+  ``recipes`` as a list of ``{id, object}`` (or ``{dict_object}``), ``provenance: {providers,
+  license}``, ``maintainers`` (name, orcid, github), ``bakery: {id}`` (the profile).  There a
+  licence that is not an SPDX id is a warning, not an error.  Recipe modules that import
+  ``pangeo_forge_recipes`` get :mod:`arcoforge.compat.pangeo_forge_recipes` when the real
+  package is not installed.
 * :func:`lint` — every problem of a feedstock, each with its file and line.
 * :func:`test_feedstock` — lint, a pruned build (first ``nkeep`` files per concat dimension),
   verification against the sources and structural CF checks; a readable report + exit code.
@@ -11,6 +17,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import importlib.util
 import os
@@ -18,12 +25,20 @@ import re
 import sys
 import tempfile
 import traceback
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from arcoforge.errors import ArcoforgeError, ConfigError
 
@@ -32,8 +47,13 @@ __all__ = [
     "Provider",
     "Maintainer",
     "FeedstockMeta",
+    "PangeoFeedstockMeta",
     "Problem",
     "FeedstockError",
+    "is_pangeo_layout",
+    "is_recipe",
+    "recipe_import_context",
+    "unsupported_reason",
     "lint",
     "load_meta",
     "load_recipes",
@@ -68,6 +88,10 @@ _ORCID = r"^\d{4}-\d{4}-\d{4}-\d{3}[\dX]$"
 _GITHUB = r"^[A-Za-z0-9](?:[A-Za-z0-9-]{0,37}[A-Za-z0-9])?$"
 _RECIPE_REF = r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$"
 _RECIPE_ID = r"^[a-z0-9][a-z0-9_.-]*$"
+_PANGEO_RECIPE_ID = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
+#: top-level keys that mark pangeo-forge's meta.yaml layout
+_PANGEO_KEYS = frozenset({"provenance", "bakery", "pangeo_forge_version",
+                          "pangeo_notebook_version"})
 
 
 # -- meta.yaml schema ------------------------------------------------------------------------
@@ -108,18 +132,16 @@ class FeedstockMeta(BaseModel):
     profile: str | None = None
     version: str = Field(default="1.0", pattern=r"^\d+\.\d+$")
     keywords: list[str] = Field(default_factory=list)
+    #: ``module:dict`` references whose dict values are recipes (pangeo-forge's dict_object)
+    _dict_objects: list[str] = PrivateAttr(default_factory=list)
 
     @field_validator("license")
     @classmethod
     def _spdx(cls, value: str) -> str:
-        if value in SPDX_LICENSES or value == "other" or re.match(r"^LicenseRef-[\w.-]+$", value):
-            return value
-        close = [s for s in SPDX_LICENSES if s.lower() == value.lower()]
-        hint = f" (did you mean {close[0]!r}?)" if close else ""
-        raise ValueError(
-            f"{value!r} is not a known SPDX license id{hint}; use an SPDX id such as "
-            "'CC-BY-4.0', 'CC0-1.0' or 'Apache-2.0', 'LicenseRef-<name>', or 'other'"
-        )
+        problem = _license_problem(value)
+        if problem:
+            raise ValueError(problem)
+        return value
 
     @field_validator("recipes")
     @classmethod
@@ -132,19 +154,143 @@ class FeedstockMeta(BaseModel):
         return value
 
 
+def _license_problem(value: str) -> str | None:
+    """Why ``value`` is not an accepted licence id (None when it is)."""
+    if value in SPDX_LICENSES or value == "other" or re.match(r"^LicenseRef-[\w.-]+$", value):
+        return None
+    close = [s for s in SPDX_LICENSES if s.lower() == value.lower()]
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    return (f"{value!r} is not a known SPDX license id{hint}; use an SPDX id such as "
+            "'CC-BY-4.0', 'CC0-1.0' or 'Apache-2.0', 'LicenseRef-<name>', or 'other'")
+
+
+# -- pangeo-forge's meta.yaml layout ---------------------------------------------------------
+
+
+class PangeoRecipeEntry(BaseModel):
+    """One entry of pangeo-forge's ``recipes:`` list: ``{id, object}`` or ``{dict_object}``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    id: str | None = Field(default=None, pattern=_PANGEO_RECIPE_ID)
+    object: str | None = Field(default=None, pattern=_RECIPE_REF)
+    dict_object: str | None = Field(default=None, pattern=_RECIPE_REF)
+
+    @model_validator(mode="after")
+    def _one_form(self) -> PangeoRecipeEntry:
+        if self.dict_object is not None:
+            if self.id is not None or self.object is not None:
+                raise ValueError("give either 'id' and 'object', or 'dict_object' alone")
+        elif self.id is None or self.object is None:
+            raise ValueError("a recipe entry needs 'id' and 'object' ('module:name'), or "
+                             "'dict_object' ('module:dict_of_recipes')")
+        return self
+
+
+class PangeoMaintainer(BaseModel):
+    """A maintainer in pangeo-forge's layout (``name`` may be left out when ``github`` is given)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str | None = Field(default=None, min_length=1)
+    orcid: str | None = Field(default=None, pattern=_ORCID)
+    github: str | None = Field(default=None, pattern=_GITHUB)
+
+    @model_validator(mode="after")
+    def _named(self) -> PangeoMaintainer:
+        if not self.name and not self.github:
+            raise ValueError("a maintainer needs a 'name' or a 'github' user name")
+        return self
+
+
+class PangeoProvenance(BaseModel):
+    """``provenance:`` -- the data's providers and licence."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    providers: list[Provider] = Field(default_factory=list)
+    license: str | None = None
+
+
+class PangeoBakery(BaseModel):
+    """``bakery:`` -- its ``id`` names the bakery profile the feedstock bakes with."""
+
+    model_config = ConfigDict(extra="allow")
+
+    id: str = Field(min_length=1)
+
+
+class PangeoFeedstockMeta(BaseModel):
+    """pangeo-forge's ``meta.yaml``: only ``recipes`` is required.  Unknown top-level fields are
+    kept (lint warns about them); arcoforge's ``version``, ``keywords`` and ``profile`` may be
+    added."""
+
+    model_config = ConfigDict(extra="allow")
+
+    title: str | None = None
+    description: str | None = None
+    pangeo_forge_version: str | None = None
+    pangeo_notebook_version: str | None = None
+    recipes: list[PangeoRecipeEntry] = Field(min_length=1)
+    provenance: PangeoProvenance | None = None
+    maintainers: list[PangeoMaintainer] = Field(default_factory=list)
+    bakery: PangeoBakery | None = None
+    version: str = Field(default="1.0", pattern=r"^\d+\.\d+$")
+    keywords: list[str] = Field(default_factory=list)
+    profile: str | None = None
+
+    @field_validator("recipes")
+    @classmethod
+    def _unique_ids(cls, value: list[PangeoRecipeEntry]) -> list[PangeoRecipeEntry]:
+        ids = [e.id for e in value if e.id is not None]
+        dup = sorted({i for i in ids if ids.count(i) > 1})
+        if dup:
+            raise ValueError(f"recipe ids must be unique; repeated: {', '.join(dup)}")
+        return value
+
+    def to_feedstock_meta(self) -> FeedstockMeta:
+        """The same feedstock as a :class:`FeedstockMeta` (what bake and publish read); a
+        licence that is not an SPDX id becomes ``"other"``."""
+        prov = self.provenance or PangeoProvenance()
+        lic = prov.license if prov.license and _license_problem(prov.license) is None else "other"
+        meta = FeedstockMeta.model_construct(
+            title=self.title or "",
+            description=self.description or "",
+            license=lic,
+            providers=list(prov.providers),
+            maintainers=[Maintainer(name=m.name or str(m.github), orcid=m.orcid, github=m.github)
+                         for m in self.maintainers],
+            recipes={e.id: e.object for e in self.recipes if e.id and e.object},
+            profile=self.profile or (self.bakery.id if self.bakery else None),
+            version=self.version,
+            keywords=list(self.keywords),
+        )
+        meta._dict_objects = [e.dict_object for e in self.recipes if e.dict_object]
+        return meta
+
+
+def is_pangeo_layout(data: Mapping[str, Any]) -> bool:
+    """Whether a parsed ``meta.yaml`` is in pangeo-forge's layout (``recipes`` a list, or one of
+    its top-level sections)."""
+    return isinstance(data.get("recipes"), list) or bool(_PANGEO_KEYS & set(data))
+
+
 # -- problems and line numbers ---------------------------------------------------------------
 
 
 @dataclass(frozen=True)
 class Problem:
-    """One lint problem: where (file, 1-based line) and what."""
+    """One lint problem: where (file, 1-based line) and what; ``severity`` is ``"error"`` (the
+    feedstock cannot be used) or ``"warning"`` (it can, but should be fixed)."""
 
     file: str
     line: int
     message: str
+    severity: Literal["error", "warning"] = "error"
 
     def __str__(self) -> str:
-        return f"{self.file}:{self.line}: {self.message}"
+        prefix = "warning: " if self.severity == "warning" else ""
+        return f"{self.file}:{self.line}: {prefix}{self.message}"
 
 
 class FeedstockError(ArcoforgeError):
@@ -242,6 +388,8 @@ def load_meta(feedstock_dir: str | os.PathLike[str]) -> FeedstockMeta:
     if problems or data is None:
         raise FeedstockError(problems)
     try:
+        if is_pangeo_layout(data):
+            return PangeoFeedstockMeta.model_validate(data).to_feedstock_meta()
         return FeedstockMeta.model_validate(data)
     except ValidationError as err:
         raise FeedstockError(_validation_problems(path, root, err)) from None
@@ -251,7 +399,11 @@ def load_meta(feedstock_dir: str | os.PathLike[str]) -> FeedstockMeta:
 
 
 def _import_module(feedstock_dir: str, module: str) -> Any:
-    """Import ``<feedstock_dir>/<module>.py`` (dots → sub folders) under a private name."""
+    """Import ``<feedstock_dir>/<module>.py`` (dots → sub folders) under a private name.
+
+    A module that imports ``pangeo_forge_recipes`` gets arcoforge's compat package for it
+    while it loads, unless the real package is installed (:func:`recipe_import_context`).
+    """
     rel = module.replace(".", os.sep)
     path = os.path.join(feedstock_dir, rel + ".py")
     if not os.path.isfile(path):
@@ -266,7 +418,8 @@ def _import_module(feedstock_dir: str, module: str) -> Any:
     sys.path.insert(0, feedstock_dir)
     try:
         sys.modules[name] = mod
-        spec.loader.exec_module(mod)
+        with recipe_import_context(path):
+            spec.loader.exec_module(mod)
     except BaseException:
         sys.modules.pop(name, None)
         raise
@@ -278,10 +431,38 @@ def _import_module(feedstock_dir: str, module: str) -> Any:
     return mod
 
 
-def _is_recipe(obj: Any) -> bool:
+@contextlib.contextmanager
+def recipe_import_context(path: str | os.PathLike[str]) -> Iterator[None]:
+    """While a recipe module at ``path`` is imported: when its source mentions
+    ``pangeo_forge_recipes`` and the real package is not installed, that name (and its
+    submodules) resolve to :mod:`arcoforge.compat.pangeo_forge_recipes`."""
+    try:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            wants_pangeo = "pangeo_forge_recipes" in f.read()
+    except OSError:
+        wants_pangeo = False
+    if not wants_pangeo:
+        yield
+        return
+    from arcoforge.compat.pangeo_forge_recipes import pangeo_alias
+
+    with pangeo_alias():
+        yield
+
+
+def unsupported_reason(obj: Any) -> str | None:
+    """Why arcoforge cannot bake ``obj``, when it is a recipe it recognises but refuses (a
+    compat recipe whose class sets ``arcoforge_unsupported``); None otherwise."""
+    reason = getattr(type(obj), "arcoforge_unsupported", None)
+    return reason if isinstance(reason, str) and reason else None
+
+
+def is_recipe(obj: Any) -> bool:
+    """A ZarrRecipe (compat XarrayZarrRecipe included), or a recognised recipe that arcoforge
+    refuses with a reason (compat HDFReferenceRecipe)."""
     from arcoforge.forge.recipes import ZarrRecipe
 
-    return isinstance(obj, ZarrRecipe)
+    return isinstance(obj, ZarrRecipe) or unsupported_reason(obj) is not None
 
 
 def _resolve_recipe(feedstock_dir: str, ref: str) -> Any:
@@ -292,39 +473,79 @@ def _resolve_recipe(feedstock_dir: str, ref: str) -> Any:
     return obj
 
 
-def _recipe_problems(feedstock_dir: str, meta_path: str, root: yaml.Node | None,
-                     recipes: Mapping[str, Any]) -> list[Problem]:
-    problems = []
-    modules: dict[str, Any] = {}
-    for rid, ref in recipes.items():
-        line = _line(root, ("recipes", rid))
-        if not isinstance(ref, str) or not re.match(_RECIPE_REF, ref):
-            continue  # reported by the schema
+class _Modules:
+    """The feedstock's modules imported so far (an import error is kept as the value)."""
+
+    def __init__(self, feedstock_dir: str) -> None:
+        self.dir = feedstock_dir
+        self.loaded: dict[str, Any] = {}
+
+    def resolve(self, ref: str) -> tuple[Any, str | None]:
+        """``(object, None)`` or ``(None, why it cannot be resolved)``."""
         module, _, attr = ref.partition(":")
-        if module not in modules:
+        if module not in self.loaded:
             try:
-                modules[module] = _import_module(feedstock_dir, module)
+                self.loaded[module] = _import_module(self.dir, module)
             except Exception as err:  # noqa: BLE001 - any import failure is a lint problem
-                modules[module] = err
-        mod = modules[module]
-        if isinstance(mod, BaseException):
-            where = _traceback_line(mod, feedstock_dir)
-            problems.append(Problem(meta_path, line,
-                                    f"recipe {rid!r}: cannot import {module!r}: "
-                                    f"{type(mod).__name__}: {mod}{where}"))
-            continue
-        obj: Any = mod
+                self.loaded[module] = err
+        obj: Any = self.loaded[module]
+        if isinstance(obj, BaseException):
+            where = _traceback_line(obj, self.dir)
+            return None, f"cannot import {module!r}: {type(obj).__name__}: {obj}{where}"
         try:
             for part in attr.split("."):
                 obj = getattr(obj, part)
         except AttributeError:
-            problems.append(Problem(meta_path, line,
-                                    f"recipe {rid!r}: module {module!r} has no object {attr!r}"))
+            return None, f"module {module!r} has no object {attr!r}"
+        return obj, None
+
+
+def _object_problem(rid: str, ref: str, obj: Any) -> str | None:
+    if not is_recipe(obj):
+        return f"recipe {rid!r}: {ref} is a {type(obj).__name__}, not an arcoforge recipe " \
+               "(af.ZarrRecipe, or pangeo_forge_recipes.recipes.XarrayZarrRecipe)"
+    reason = unsupported_reason(obj)
+    if reason:
+        return f"recipe {rid!r}: {ref} cannot be baked: {reason}"
+    return None
+
+
+def _recipe_problems(modules: _Modules, meta_path: str,
+                     entries: list[tuple[str, Any, int]]) -> list[Problem]:
+    """Problems of ``(recipe id, "module:object", line)`` entries."""
+    problems = []
+    for rid, ref, line in entries:
+        if not isinstance(ref, str) or not re.match(_RECIPE_REF, ref):
+            continue  # reported by the schema
+        obj, why = modules.resolve(ref)
+        if why:
+            problems.append(Problem(meta_path, line, f"recipe {rid!r}: {why}"))
             continue
-        if not _is_recipe(obj):
-            problems.append(Problem(meta_path, line,
-                                    f"recipe {rid!r}: {ref} is a {type(obj).__name__}, "
-                                    "not an arcoforge recipe (af.ZarrRecipe)"))
+        problem = _object_problem(rid, ref, obj)
+        if problem:
+            problems.append(Problem(meta_path, line, problem))
+    return problems
+
+
+def _dict_object_problems(modules: _Modules, meta_path: str, ref: Any,
+                          line: int) -> list[Problem]:
+    """Problems of a pangeo ``dict_object`` entry: a dict of recipe id -> recipe."""
+    if not isinstance(ref, str) or not re.match(_RECIPE_REF, ref):
+        return []  # reported by the schema
+    obj, why = modules.resolve(ref)
+    if why:
+        return [Problem(meta_path, line, f"dict_object {ref}: {why}")]
+    if not isinstance(obj, Mapping) or not obj:
+        return [Problem(meta_path, line, f"dict_object {ref} is a {type(obj).__name__}, not a "
+                                         "non-empty dict of recipe id -> recipe")]
+    problems = []
+    for rid, value in obj.items():
+        if not re.match(_PANGEO_RECIPE_ID, str(rid)):
+            problems.append(Problem(meta_path, line, f"dict_object {ref}: recipe id {rid!r} must "
+                                                     "be letters, digits, '-', '_', '.'"))
+        problem = _object_problem(str(rid), f"{ref}[{rid!r}]", value)
+        if problem:
+            problems.append(Problem(meta_path, line, problem))
     return problems
 
 
@@ -340,16 +561,30 @@ def _traceback_line(err: BaseException, feedstock_dir: str) -> str:
 
 def load_recipes(feedstock_dir: str | os.PathLike[str],
                  meta: FeedstockMeta | None = None) -> dict[str, Any]:
-    """``{recipe id: recipe object}`` of a feedstock (imports its ``recipe.py``)."""
+    """``{recipe id: recipe object}`` of a feedstock (imports its recipe modules); a pangeo
+    ``dict_object`` contributes one recipe per key of its dict."""
     d = os.path.abspath(os.fspath(feedstock_dir))
     meta = meta or load_meta(d)
+    meta_path = os.path.join(d, META_FILE)
     out = {}
     for rid, ref in meta.recipes.items():
         obj = _resolve_recipe(d, ref)
-        if not _is_recipe(obj):
-            raise FeedstockError([Problem(os.path.join(d, META_FILE), 1,
+        if not is_recipe(obj):
+            raise FeedstockError([Problem(meta_path, 1,
                                           f"recipe {rid!r}: {ref} is not an arcoforge recipe")])
         out[rid] = obj
+    for ref in meta._dict_objects:
+        objs = _resolve_recipe(d, ref)
+        if not isinstance(objs, Mapping):
+            raise FeedstockError([Problem(meta_path, 1, f"dict_object {ref} is not a dict")])
+        for rid, obj in objs.items():
+            if not is_recipe(obj):
+                raise FeedstockError([Problem(meta_path, 1, f"recipe {rid!r} of dict_object "
+                                                            f"{ref} is not an arcoforge recipe")])
+            if str(rid) in out:
+                raise FeedstockError([Problem(meta_path, 1, f"recipe id {rid!r} is defined "
+                                                            "twice")])
+            out[str(rid)] = obj
     return out
 
 
@@ -361,27 +596,102 @@ def prune_recipe(recipe: Any, nkeep: int = 2) -> Any:
 # -- lint ------------------------------------------------------------------------------------
 
 
+def _pangeo_problems(d: str, path: str, root: yaml.Node | None,
+                     data: dict[str, Any]) -> list[Problem]:
+    """Errors and warnings of a meta.yaml in pangeo-forge's layout."""
+    problems: list[Problem] = []
+    try:
+        PangeoFeedstockMeta.model_validate(data)
+    except ValidationError as err:
+        problems.extend(_validation_problems(path, root, err))
+
+    def warn(loc: tuple[Any, ...], message: str) -> None:
+        problems.append(Problem(path, _line(root, loc), message, severity="warning"))
+
+    prov = data.get("provenance")
+    lic = prov.get("license") if isinstance(prov, Mapping) else None
+    if isinstance(lic, str):
+        why = _license_problem(lic)
+        if why:
+            warn(("provenance", "license"), f"provenance.license: {why} (the catalog will say "
+                 "'other')")
+    elif lic is None:
+        warn(("provenance",) if isinstance(prov, Mapping) else (),
+             "no provenance.license: say under which licence the data may be used "
+             "(an SPDX id such as 'CC-BY-4.0')")
+    if not (isinstance(prov, Mapping) and prov.get("providers")):
+        warn(("provenance",) if isinstance(prov, Mapping) else (),
+             "no provenance.providers: name who produces and hosts the data")
+    for key in ("title", "description", "maintainers"):
+        if not data.get(key):
+            warn((), f"no {key!r}: recommended (the catalog shows it)")
+    known = set(PangeoFeedstockMeta.model_fields)
+    for key in data:
+        if key not in known:
+            line = _key_line(root, (key,)) or 1
+            problems.append(Problem(path, line, f"unknown field {key!r} (ignored)",
+                                    severity="warning"))
+    entries = data.get("recipes")
+    if isinstance(entries, list) and not any("recipe ids must be unique" in p.message
+                                             for p in problems):
+        seen: set[str] = set()
+        for i, entry in enumerate(entries):
+            rid = entry.get("id") if isinstance(entry, Mapping) else None
+            if isinstance(rid, str) and rid in seen:
+                problems.append(Problem(path, _line(root, ("recipes", i, "id")),
+                                        f"recipes[{i}].id: recipe ids must be unique; "
+                                        f"repeated: {rid}"))
+            if isinstance(rid, str):
+                seen.add(rid)
+    if isinstance(entries, list):
+        modules = _Modules(d)
+        refs = []
+        for i, entry in enumerate(entries):
+            if not isinstance(entry, Mapping):
+                continue  # reported by the schema
+            if "dict_object" in entry:
+                problems.extend(_dict_object_problems(modules, path, entry["dict_object"],
+                                                      _line(root, ("recipes", i))))
+            elif "id" in entry and "object" in entry:
+                refs.append((str(entry["id"]), entry["object"],
+                             _line(root, ("recipes", i, "object"))))
+        problems.extend(_recipe_problems(modules, path, refs))
+    return problems
+
+
 def lint(feedstock_dir: str | os.PathLike[str], *,
-         profiles: str | os.PathLike[str] | None = None) -> list[Problem]:
+         profiles: str | os.PathLike[str] | None = None,
+         include_warnings: bool = False) -> list[Problem]:
     """Every problem of a feedstock, each with file and 1-based line; ``[]`` when clean.
 
     Checks the ``meta.yaml`` schema (required fields, SPDX license, roles, ORCID, version),
     that each recipe imports from the feedstock's modules and is an arcoforge recipe, and — when
     a profiles file is given or ``$ARCOFORGE_PROFILES`` is set — that the profile exists.
+    pangeo-forge's layout is accepted too (see :class:`PangeoFeedstockMeta`).  Only errors are
+    returned unless ``include_warnings`` (then warnings too: ``Problem.severity``).
     """
     d = os.path.abspath(os.fspath(feedstock_dir))
     path = os.path.join(d, META_FILE)
     data, root, problems = _read_meta(d)
     if data is None:
         return problems
-    try:
-        FeedstockMeta.model_validate(data)
-    except ValidationError as err:
-        problems.extend(_validation_problems(path, root, err))
-    recipes = data.get("recipes")
-    if isinstance(recipes, Mapping):
-        problems.extend(_recipe_problems(d, path, root, recipes))
-    prof = data.get("profile")
+    if is_pangeo_layout(data):
+        problems.extend(_pangeo_problems(d, path, root, data))
+        bakery = data.get("bakery")
+        prof = data.get("profile") or (bakery.get("id") if isinstance(bakery, Mapping) else None)
+        prof_loc: tuple[Any, ...] = ("profile",) if data.get("profile") else ("bakery", "id")
+    else:
+        try:
+            FeedstockMeta.model_validate(data)
+        except ValidationError as err:
+            problems.extend(_validation_problems(path, root, err))
+        recipes = data.get("recipes")
+        if isinstance(recipes, Mapping):
+            problems.extend(_recipe_problems(
+                _Modules(d), path,
+                [(str(rid), ref, _line(root, ("recipes", rid))) for rid, ref in recipes.items()]))
+        prof = data.get("profile")
+        prof_loc = ("profile",)
     prof_path = profiles or os.environ.get(PROFILES_ENV)
     if isinstance(prof, str) and prof_path:
         try:
@@ -390,9 +700,11 @@ def lint(feedstock_dir: str | os.PathLike[str], *,
             problems.append(Problem(os.fspath(prof_path), 1, f"cannot read profiles: {err}"))
         else:
             if prof not in known:
-                problems.append(Problem(path, _line(root, ("profile",)),
+                problems.append(Problem(path, _line(root, prof_loc),
                                         f"profile {prof!r} is not in {os.fspath(prof_path)} "
                                         f"(known: {', '.join(sorted(known)) or 'none'})"))
+    if not include_warnings:
+        problems = [p for p in problems if p.severity == "error"]
     return sorted(problems, key=lambda p: (p.file, p.line))
 
 
@@ -492,7 +804,9 @@ def test_feedstock(feedstock_dir: str | os.PathLike[str], nkeep: int = 2, *,
 
     d = os.path.abspath(os.fspath(feedstock_dir))
     report = FeedstockTestReport(d)
-    report.lint_problems = lint(d)
+    found = lint(d, include_warnings=True)
+    report.lint_problems = [p for p in found if p.severity == "error"]
+    report.warnings += [f"lint: {p}" for p in found if p.severity == "warning"]
     if report.lint_problems:
         return report
     meta = load_meta(d)

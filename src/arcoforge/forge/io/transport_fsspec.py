@@ -1,6 +1,11 @@
 """One download attempt through :mod:`fsspec` (FTP, S3 and every other remote protocol), with
 the credentials mapped to the file system's keywords, and the classification of what it
-raises into retry-worthy or final."""
+raises into retry-worthy or final.
+
+S3-compatible stores: the endpoint comes from ``storage_options`` (``endpoint_url`` or
+``client_kwargs``) or, when neither names one, from the ``AWS_ENDPOINT_URL`` /
+``AWS_ENDPOINT_URL_S3`` environment variables (botocore reads them); ``anon=True`` sends
+unsigned requests (public buckets) and cannot be combined with ``SourceOptions.auth``."""
 
 from __future__ import annotations
 
@@ -25,6 +30,10 @@ def _fsspec_kwargs(url: str, options: SourceOptions, creds: _Credentials) -> dic
         if protocol in ("ftp", "sftp", "ssh", "smb", "webdav"):
             kwargs["username"], kwargs["password"] = creds.username, creds.password
         elif protocol in ("s3", "s3a"):
+            if kwargs.get("anon"):
+                raise _Fatal("storage_options anon=True (anonymous access) contradicts "
+                             "SourceOptions.auth", "Drop one of them: anon=True for a public "
+                             "bucket, Auth.basic for a private one", reason="config")
             kwargs["key"], kwargs["secret"] = creds.username, creds.password
         else:
             raise _Fatal(f"Auth.basic is not supported for {protocol}://",
