@@ -1,7 +1,9 @@
 """The ``arcoforge`` xarray accessor: one namespace on Dataset and DataArray.
 
 ``ds.arcoforge.batches(...)``, ``.stream(...)``, ``.torch_dataset(...)``,
-``.torch_loader(...)``, ``.tf_dataset(...)``, ``.to_table(...)``. Methods only delegate to the
+``.torch_loader(...)``, ``.tf_dataset(...)``, ``.statistics(...)``, ``.to_table(...)``
+(``normalize=True``, ``balance="pad"``/``"drop"`` and the other ``SampleStream`` options pass
+through the feed methods). Methods only delegate to the
 modules that do the work; other parts of arcoforge add their own methods here.
 """
 
@@ -59,7 +61,11 @@ class ArcoforgeAccessor:
                      inputs: Sequence[Hashable] | None = None,
                      targets: Sequence[Hashable] | None = None, num_workers: int = 0,
                      pin_memory: bool = False, **kwargs: Any) -> Any:
-        """A ``DataLoader`` over an iterable dataset (fork-free workers)."""
+        """A ``DataLoader`` over an iterable dataset (fork-free workers, checkpointable)."""
+        if num_workers > 0:
+            from .batch import _forkserver
+
+            _forkserver.start()  # the workers' server imports while this process imports torch
         from .batch.torch_loader import make_dataloader
 
         ds = self.torch_dataset(input_dims, input_overlap, inputs=inputs, targets=targets,
@@ -74,6 +80,21 @@ class ArcoforgeAccessor:
         from .batch.tf_loader import to_tf_dataset
 
         return to_tf_dataset(self.stream(input_dims, input_overlap, **kwargs), inputs, targets)
+
+    def statistics(self, variables: Sequence[Hashable] | None = None, *,
+                   per: Sequence[Hashable] | None = None, recompute: bool = False) -> Any:
+        """Normalization statistics (:mod:`arcoforge.batch.statistics`): those stored with the
+        dataset when they cover ``variables``, else computed in one streaming pass."""
+        from .batch.statistics import LEVEL_DIMS, compute_statistics, load_statistics
+
+        obj = self._obj
+        if not recompute and per is None:
+            stored = load_statistics(obj)
+            names = variables if variables is not None else (
+                list(obj.data_vars) if isinstance(obj, xr.Dataset) else [obj.name])
+            if stored is not None and all(v in stored for v in names):
+                return stored
+        return compute_statistics(obj, variables, per=LEVEL_DIMS if per is None else per)
 
     def to_table(self, sample_dims: Sequence[Hashable], **kwargs: Any) -> xr.DataArray:
         """A ``(sample, feature)`` table for scikit-learn / dask-ml."""

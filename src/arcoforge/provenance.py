@@ -33,6 +33,7 @@ __all__ = [
     "VERSIONS",
     "MAINTAINERS",
     "INLINE_VARIABLES",
+    "STATISTICS",
     "is_provenance_key",
     "strip_provenance",
     "stamp",
@@ -73,6 +74,9 @@ VERSIONS = "arcoforge:versions"
 MAINTAINERS = "arcoforge:maintainers"
 #: variables stored inline in an otherwise virtual store
 INLINE_VARIABLES = "arcoforge:inline_variables"
+#: normalization statistics (count, mean, std, min, max per variable / level), see
+#: ``arcoforge.batch.statistics``
+STATISTICS = "arcoforge:statistics"
 
 
 def is_provenance_key(key: object) -> bool:

@@ -100,3 +100,34 @@ def test_tiny_cnn_trains_from_zarr(air_zarr) -> None:
 
 
 import arcoforge.accessor  # noqa: E402,F401  (registers ds.arcoforge)
+
+
+def test_workers_are_forks_of_a_warm_forkserver(tmp_path) -> None:
+    """Workers come from arcoforge's preloaded forkserver: torch, xarray, zarr, dask and the
+    compiled kernel are loaded before they start (nothing is imported again per worker)."""
+    import subprocess
+    import sys
+
+    script = tmp_path / "warm.py"
+    script.write_text(
+        "import sys\n"
+        "import numpy as np\n"
+        "import xarray as xr\n"
+        "import arcoforge  # noqa: F401\n"
+        "\n"
+        "def report(worker_id):\n"
+        "    print('worker', worker_id, 'warm' if 'arcoforge.batch._warm' in sys.modules\n"
+        "          else 'cold', flush=True)\n"
+        "\n"
+        "if __name__ == '__main__':\n"
+        "    from arcoforge.batch.torch_loader import TorchIterableDataset, make_dataloader\n"
+        "    from arcoforge.batch import SampleStream\n"
+        "    ds = xr.Dataset({'a': (('t', 'x'), np.arange(64.0).reshape(8, 8))}).chunk({'t': 2})\n"
+        "    loader = make_dataloader(TorchIterableDataset(SampleStream(ds, {'x': 4})),\n"
+        "                             num_workers=2, worker_init_fn=report)\n"
+        "    print('batches', sum(1 for _ in loader), flush=True)\n"
+    )
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                         timeout=300, check=True).stdout
+    assert "worker 0 warm" in out and "worker 1 warm" in out, out
+    assert "batches 1" in out, out  # 16 samples, one block, one batch

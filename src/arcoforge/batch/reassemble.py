@@ -9,6 +9,10 @@
 
 Each prediction element is added to a sum grid and a count grid; the result is sum / count
 (NaN where no patch landed) as a ``DataArray`` with the original dims, coords and attributes.
+
+``statistics`` undoes normalization (``x * std + mean``, per level where the statistics are):
+pass the :class:`~arcoforge.batch.statistics.Statistics` the loader used, or ``True`` for those
+of the normalizing ``SampleStream`` (``stream.statistics``).
 """
 
 from __future__ import annotations
@@ -19,7 +23,10 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
+from arcoforge.errors import ConfigError
+
 from .generator import BatchGenerator
+from .statistics import Statistics
 from .stream import SampleStream
 
 __all__ = ["reassemble"]
@@ -60,12 +67,27 @@ def reassemble(
     sample_ids: Sequence[np.ndarray] | np.ndarray | None = None,
     name: Hashable | None = None,
     dtype: Any = None,
+    statistics: Statistics | bool | None = None,
 ) -> xr.DataArray:
     """Average per-patch predictions back onto the original grid (see module docstring)."""
     if isinstance(generator, SampleStream):
-        return _from_stream(predictions, generator, sample_ids, name, dtype)
+        if statistics is None or statistics is False:
+            return _from_stream(predictions, generator, sample_ids, name, dtype)
+        if statistics is True:
+            if generator.statistics is None:
+                raise ConfigError("statistics=True needs a stream built with normalize=...")
+            statistics = generator.statistics
+        if variable is None:
+            if len(generator.source.variables) != 1 and name is None:
+                raise ConfigError("name the variable whose statistics undo the normalization "
+                                  f"(variable=...; the stream has {generator.source.variables})")
+            variable = name if name is not None else generator.source.variables[0]
+        out = _from_stream(predictions, generator, sample_ids, name, dtype)
+        return _denormalize(out, statistics, variable)
     if not isinstance(generator, BatchGenerator):
         raise TypeError("generator must be a BatchGenerator or a SampleStream")
+    if statistics is True:
+        raise ConfigError("statistics=True needs a SampleStream; pass the Statistics object")
     da = generator._variable(variable)  # noqa: SLF001 - same package
     acc = _Accumulator(da.shape)
     strides = np.cumprod((1, *da.shape[::-1]))[:-1][::-1]
@@ -87,10 +109,20 @@ def reassemble(
         acc.add(flat, values)
     if n != len(generator):
         raise ValueError(f"got {n} predictions for {len(generator)} batches")
-    out = acc.mean()
-    return xr.DataArray(out.astype(dtype or np.result_type(da.dtype, np.float32)),
-                        dims=da.dims, coords=da.coords, attrs=da.attrs,
-                        name=name if name is not None else da.name)
+    grid = acc.mean()
+    result = xr.DataArray(grid.astype(dtype or np.result_type(da.dtype, np.float32)),
+                          dims=da.dims, coords=da.coords, attrs=da.attrs,
+                          name=name if name is not None else da.name)
+    if statistics:
+        return _denormalize(result, statistics, da.name)  # type: ignore[arg-type]
+    return result
+
+
+def _denormalize(out: xr.DataArray, statistics: Statistics, variable: Hashable) -> xr.DataArray:
+    """``out * std + mean`` with the statistics of ``variable``, keeping dtype and attrs."""
+    back = statistics.denormalize(out, variable)
+    assert isinstance(back, xr.DataArray)
+    return back.astype(out.dtype)
 
 
 def _from_stream(predictions: Any, stream: SampleStream, sample_ids: Any, name: Hashable | None,

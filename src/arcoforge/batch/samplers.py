@@ -16,11 +16,16 @@ from typing import Literal
 
 import numpy as np
 
+from arcoforge.errors import ConfigError
+
 from .indexing import SampleGrid
 
 __all__ = ["EpochPlan", "Group", "Shard", "make_plan", "current_shard"]
 
 Mode = Literal["sequential", "random", "chunk_shuffle"]
+#: how shards are made equal: ``"pad"`` repeats samples of the shard's own order, ``"drop"``
+#: leaves out the last ones, so every shard hands out the same number of samples
+Balance = Literal["pad", "drop"]
 
 
 @dataclass(frozen=True)
@@ -83,6 +88,39 @@ class EpochPlan:
             return np.zeros(0, dtype=np.int64)
         return np.concatenate([g.samples for g in self.groups])
 
+    def head(self, n: int) -> EpochPlan:
+        """The first ``n`` samples of this plan."""
+        return self._cut(0, int(n))
+
+    def skip(self, n: int) -> EpochPlan:
+        """This plan without its first ``n`` samples (to resume mid-epoch)."""
+        return self._cut(int(n), None)
+
+    def _cut(self, start: int, stop: int | None) -> EpochPlan:
+        groups = []
+        pos = 0
+        for g in self.groups:
+            lo, hi = pos, pos + g.samples.size
+            pos = hi
+            a = max(start, lo)
+            b = hi if stop is None else min(stop, hi)
+            if b <= a:
+                continue
+            samples = g.samples if (a, b) == (lo, hi) else g.samples[a - lo:b - lo]
+            groups.append(Group(g.blocks, samples))
+        return EpochPlan(tuple(groups))
+
+    def padded(self, n: int, grid: SampleGrid, fallback: np.ndarray) -> EpochPlan:
+        """This plan followed by its own samples again (cyclically) up to ``n`` samples;
+        ``fallback`` (the global order) supplies them if this plan is empty."""
+        deficit = int(n) - self.n_samples
+        if deficit <= 0:
+            return self
+        own = self.sample_ids()
+        extra = np.resize(own if own.size else fallback, deficit).astype(np.int64)
+        blocks = tuple(np.unique(grid.block_of(extra)).tolist())
+        return EpochPlan((*self.groups, Group(blocks, extra)))
+
 
 def _rng(seed: int, epoch: int) -> np.random.Generator:
     return np.random.default_rng([int(seed) & 0xFFFFFFFF, int(epoch) & 0xFFFFFFFF])
@@ -99,6 +137,7 @@ def make_plan(
     batch_size: int = 32,
     weights: np.ndarray | None = None,
     num_samples: int | None = None,
+    balance: Balance | None = None,
 ) -> EpochPlan:
     """Plan one epoch.
 
@@ -111,8 +150,25 @@ def make_plan(
 
     Sharding splits whole blocks (or, in ``random`` mode, samples) round-robin after the global
     order is fixed, so shards never overlap and together cover every sample once.
+
+    Shards then differ in size (by whole blocks). ``balance`` makes them equal, as distributed
+    data parallel training needs (every rank must run the same number of steps): ``"pad"``
+    tops every shard up to the largest by repeating its own first samples (each sample is seen
+    at least once), ``"drop"`` cuts every shard to the smallest (each at most once).
     """
     shard = shard or Shard()
+    if balance is not None:
+        if balance not in ("pad", "drop"):
+            raise ConfigError(f"unknown balance {balance!r}; use 'pad', 'drop' or None")
+        kw = dict(mode=mode, seed=seed, epoch=epoch, buffer_blocks=buffer_blocks,
+                  batch_size=batch_size, weights=weights, num_samples=num_samples)
+        sizes = [make_plan(grid, shard=Shard(i, shard.count), **kw).n_samples  # type: ignore[arg-type]
+                 for i in range(shard.count)]
+        own = make_plan(grid, shard=shard, **kw)  # type: ignore[arg-type]
+        if balance == "drop":
+            return own.head(min(sizes))
+        fallback = make_plan(grid, shard=Shard(), **kw).sample_ids()  # type: ignore[arg-type]
+        return own.padded(max(sizes), grid, fallback)
     blocks = grid.blocks_with_samples()
     if weights is not None:
         return _weighted_plan(grid, blocks, weights, num_samples, seed, epoch, shard,

@@ -21,12 +21,15 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
+from arcoforge.errors import ConfigError
+
 from .assembly import cut, cut_grid, grid_plan, output_dims
 from .caches import ArrayCache
 from .indexing import SampleGrid
 from .prefetch import Prefetcher
-from .samplers import EpochPlan, Group, Mode, Shard, current_shard, make_plan
+from .samplers import Balance, EpochPlan, Group, Mode, Shard, current_shard, make_plan
 from .source import ArraySource, Preprocess
+from .statistics import Statistics, compute_statistics, load_statistics
 
 __all__ = ["SampleStream"]
 
@@ -85,6 +88,20 @@ class SampleStream:
         Passed to :class:`ArraySource`.
     with_ids:
         Add ``"sample_id"`` (int64 per sample) to each batch (needed for reassembly).
+    normalize:
+        ``True``: hand out ``(x - mean) / std`` using the statistics stored with the dataset
+        (:func:`~arcoforge.batch.statistics.load_statistics`), computed now (one pass) if it
+        has none; or a :class:`~arcoforge.batch.statistics.Statistics` to use. Per-level
+        statistics follow each sample's level. Integers become float32. Undo with
+        ``reassemble(..., statistics=stream.statistics)``.
+    balance:
+        ``"pad"`` or ``"drop"``: every shard (rank × worker) hands out exactly the same number
+        of samples, hence of batches, as distributed training needs (see
+        :func:`~arcoforge.batch.samplers.make_plan`). Default: shards get whole blocks and may
+        differ.
+
+    A stream is checkpointable: :meth:`state_dict` tells the epoch and how many batches of it
+    were handed out, :meth:`load_state_dict` makes the next iteration resume right there.
     """
 
     _fast_sequential = True  # tests switch the direct sequential in-memory path off
@@ -117,6 +134,8 @@ class SampleStream:
         opener: Callable[[], xr.Dataset | xr.DataArray] | None = None,
         dataset_id: str | None = None,
         with_ids: bool = False,
+        normalize: bool | Statistics = False,
+        balance: Balance | None = None,
     ) -> None:
         if isinstance(data, ArraySource):
             self.source = data
@@ -156,6 +175,37 @@ class SampleStream:
         )
         self._weights: np.ndarray | None = None
         self._scanned = False
+        if balance not in (None, "pad", "drop"):
+            raise ConfigError(f"unknown balance {balance!r}; use 'pad', 'drop' or None")
+        self.balance: Balance | None = balance
+        self.statistics: Statistics | None = None
+        self._norm: dict[str, tuple[np.ndarray, np.ndarray, list[tuple[int, int | None]]]] = {}
+        if normalize is not False:
+            self._set_statistics(normalize)
+        # checkpointing: epoch and batches handed out by the current (or last) iteration
+        self._state: dict[str, Any] = {"epoch": self.epoch, "position": 0, "finished": False}
+        self._resume_at = 0
+
+    def _set_statistics(self, normalize: bool | Statistics) -> None:
+        """Resolve the statistics and, per variable, how a batch indexes them."""
+        stats = normalize if isinstance(normalize, Statistics) else None
+        if stats is None:
+            stats = load_statistics(self.source.ds)
+        if stats is None or not all(v in stats for v in self.source.variables):
+            stats = compute_statistics(self.source.ds, self.source.variables)
+        self.statistics = stats
+        dims = self.grid.dims
+        for v in self.source.variables:
+            st = stats[v]
+            vdims = self.source.dims_of(v)
+            out = output_dims(vdims, self.out_order)
+            index = []
+            for d in st.dims:
+                if d not in vdims:
+                    raise ConfigError(f"statistics of {v!r} are per {d!r}, which the variable "
+                                      f"lacks (dims {tuple(vdims)})")
+                index.append((dims.index(d), 1 + out.index(d) if d in out else None))
+            self._norm[str(v)] = (st.offset(), st.scale(), index)
 
     # -- setup --------------------------------------------------------------------------------
     def _block_len(self, sizes: Mapping[Hashable, int], block_chunks: Mapping | None,
@@ -308,6 +358,7 @@ class SampleStream:
     def set_epoch(self, epoch: int) -> None:
         """Select the epoch whose order the next iteration uses (like DistributedSampler)."""
         self.epoch = int(epoch)
+        self._state = {"epoch": self.epoch, "position": 0, "finished": False}
 
     def plan(self, epoch: int | None = None, shard: Shard | None = None) -> EpochPlan:
         """The sample order of one epoch for one shard (default: this process's shard)."""
@@ -317,6 +368,7 @@ class SampleStream:
             epoch=self.epoch if epoch is None else epoch,
             shard=shard or self.shard or current_shard(), buffer_blocks=self.buffer_blocks,
             batch_size=self.batch_size, weights=self._weights, num_samples=self.num_samples,
+            balance=self.balance,
         )
 
     def __len__(self) -> int:
@@ -324,17 +376,31 @@ class SampleStream:
         n = self.plan().n_samples
         return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
 
-    def batches(self, epoch: int | None = None, shard: Shard | None = None) -> Iterator[Batch]:
-        """Yield batches ``{var: (batch, *window)}`` for one epoch."""
+    def batches(self, epoch: int | None = None, shard: Shard | None = None,
+                start: int | None = None) -> Iterator[Batch]:
+        """Yield batches ``{var: (batch, *window)}`` for one epoch, from batch ``start``
+        (default: 0, or where :meth:`load_state_dict` says to resume)."""
+        if start is None:
+            start, self._resume_at = self._resume_at, 0
+        epoch = self.epoch if epoch is None else int(epoch)
+        state = {"epoch": epoch, "position": int(start), "finished": False}
+        self._state = state  # set now: state_dict() is right before the first batch too
+        return self._epoch_batches(epoch, shard, int(start), state)
+
+    def _epoch_batches(self, epoch: int, shard: Shard | None, start: int,
+                       state: dict[str, Any]) -> Iterator[Batch]:
         self._scan()
         loader: Any
         if (self._fast_sequential and self.source.in_memory() and self.sampling == "sequential"
-                and self._weights is None and self.grid.valid is None):
+                and self._weights is None and self.grid.valid is None and not start
+                and self.balance is None):
             # whole blocks in storage order: cut without building the epoch plan
             loader = _Synchronous(self._sequential_in_memory(shard or self.shard
                                                              or current_shard()))
         else:
             plan = self.plan(epoch, shard)
+            if start:
+                plan = plan.skip(start * self.batch_size)
             if self.source.in_memory():
                 # in RAM already: nothing to overlap, a thread hand-off would only cost
                 loader = _Synchronous(map(self._load_group, plan.groups))
@@ -342,7 +408,36 @@ class SampleStream:
                 loader = Prefetcher(self._load_group, plan.groups,
                                     workers=self.prefetch_workers, depth=self.prefetch_depth)
         with loader:
-            yield from self._batch_up(loader)
+            for batch in self._batch_up(loader):
+                state["position"] += 1
+                yield batch
+        state["finished"] = True
+
+    # -- checkpointing ----------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        """Where the current (or last) iteration is: ``epoch``, ``position`` (batches handed
+        out), ``finished``; plus what the order depends on (``seed``, ``sampling``,
+        ``batch_size``), checked when loading."""
+        return {**self._state, "seed": self.seed, "sampling": self.sampling,
+                "batch_size": self.batch_size}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Make the next iteration resume where ``state`` (from :meth:`state_dict`) was: the
+        rest of that epoch, batch for batch, or the next epoch if it had finished."""
+        for key in ("seed", "sampling", "batch_size"):
+            if key in state and state[key] != getattr(self, key):
+                raise ConfigError(f"cannot resume: the state was saved by a stream with "
+                                  f"{key}={state[key]!r}, this one has {getattr(self, key)!r}")
+        try:
+            epoch, position = int(state["epoch"]), int(state["position"])
+        except (KeyError, TypeError, ValueError):
+            raise ConfigError(f"not a stream state (needs epoch and position): {state!r}"
+                              ) from None
+        if state.get("finished"):
+            self.epoch, self._resume_at = epoch + 1, 0
+        else:
+            self.epoch, self._resume_at = epoch, position
+        self._state = {"epoch": self.epoch, "position": self._resume_at, "finished": False}
 
     def _batch_up(self, items: Any) -> Iterator[Batch]:
         """Slice batches of ``batch_size`` out of ``(arrays, ids or None, n)`` items."""
@@ -424,7 +519,7 @@ class SampleStream:
                 arrays[name] = out
             ids = (grid.block_samples(int(np.ravel_multi_index(tuple(c[0] for c in cells),
                                                                block_shape)))
-                   if self.with_ids else None)
+                   if self.with_ids or self._norm else None)
             yield arrays, ids, geometries[counts][0]
 
     def _emit(self, pieces: list[tuple[Batch, np.ndarray | None]]) -> Batch:
@@ -435,9 +530,34 @@ class SampleStream:
             batch = {k: np.concatenate([p[0][k] for p in pieces]) for k in pieces[0][0]}
             ids = (None if pieces[0][1] is None
                    else np.concatenate([p[1] for p in pieces]))  # type: ignore[misc]
+        if self._norm:
+            self._normalize(batch, ids)
         if self.with_ids:
             batch["sample_id"] = ids  # type: ignore[assignment]
         return batch
+
+    def _normalize(self, batch: Batch, ids: np.ndarray | None) -> None:
+        """``(x - mean) / std`` in place of each variable, indexed per sample if per level."""
+        starts = None
+        for name, (offset, scale, index) in self._norm.items():
+            x = batch[name]
+            dt = x.dtype if x.dtype.kind == "f" else np.dtype(np.float32)
+            if index:
+                if starts is None:
+                    starts = self.grid.sample_starts(np.asarray(ids))
+                idx = []
+                for gi, axis in index:
+                    shape = [x.shape[0]] + [1] * (x.ndim - 1)
+                    pos = starts[:, gi].reshape(shape)
+                    if axis is not None:
+                        ar = [1] * x.ndim
+                        ar[axis] = x.shape[axis]
+                        pos = pos + np.arange(x.shape[axis]).reshape(ar)
+                    idx.append(pos)
+                off, sc = offset[tuple(idx)], scale[tuple(idx)]
+            else:
+                off, sc = offset, scale
+            batch[name] = ((x - off) / sc).astype(dt, copy=False)
 
     def __iter__(self) -> Iterator[Batch]:
         return self.batches()
@@ -452,7 +572,11 @@ class SampleStream:
 
     def sample_dtypes(self) -> dict[str, np.dtype]:
         """Dtype of each variable's samples."""
-        return {str(v): self.source.dtype_of(v) for v in self.source.variables}
+        out = {}
+        for v in self.source.variables:
+            dt = np.dtype(self.source.dtype_of(v))
+            out[str(v)] = dt if not self._norm or dt.kind == "f" else np.dtype(np.float32)
+        return out
 
     def labeled(self, batch: Batch) -> xr.Dataset:
         """A labeled ``xarray.Dataset`` for one batch (needs ``with_ids=True``)."""
