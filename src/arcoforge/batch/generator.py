@@ -127,6 +127,7 @@ class _BlockReader:
         # variables without some sliced dim: their boxes recur across blocks, keep them
         self.partial = {v for v in self.lazy if any(d not in self.dims[v] for d in self.sliced)}
         self.var_cache: OrderedDict[tuple, np.ndarray] = OrderedDict()
+        self.var_loading: dict[tuple, threading.Event] = {}  # boxes being read right now
         self.var_bytes = 0
         self.budget = gen.block_bytes
         self.last_block: int | None = None
@@ -160,25 +161,40 @@ class _BlockReader:
     def _read_block(self, b: int) -> _Block:
         assert self.source is not None
         lo, hi = self.blocks.lo[b], self.blocks.hi[b]
-        arrays: dict[Hashable, np.ndarray] = {}
-        todo = []
-        for v in self.lazy:
-            hit = None
-            if v in self.partial:
-                with self.lock:
-                    hit = self.var_cache.get((v, self._box_key(v, lo, hi)))
-            if hit is not None:
-                arrays[v] = hit
-            else:
-                todo.append(v)
-        if len(todo) == len(self.lazy) and not self.partial:
+        if not self.partial:
             box = {d: slice(int(a), int(z)) for d, a, z in zip(self.sliced, lo, hi, strict=True)}
             return _Block(b, lo, self.source.read_many(box))
-        for v in todo:
-            arrays[v] = self.source.read(v, self._box(v, lo, hi))
+        arrays: dict[Hashable, np.ndarray] = {}
+        for v in self.lazy:
             if v in self.partial:
-                self._remember(v, self._box_key(v, lo, hi), arrays[v])
+                arrays[v] = self._shared_box(v, lo, hi)
+            else:
+                arrays[v] = self.source.read(v, self._box(v, lo, hi))
         return _Block(b, lo, arrays)
+
+    def _shared_box(self, v: Hashable, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+        """A box of a variable that lacks some sliced dim: read once even when the background
+        reader and the consumer ask for it at the same time (the other waits for the first)."""
+        assert self.source is not None
+        key = (v, self._box_key(v, lo, hi))
+        while True:
+            with self.lock:
+                hit = self.var_cache.get(key)
+                if hit is not None:
+                    return hit
+                loading = self.var_loading.get(key)
+                if loading is None:
+                    self.var_loading[key] = threading.Event()
+            if loading is None:
+                break
+            loading.wait()  # then look again (it may have been evicted meanwhile)
+        try:
+            arr = self.source.read(v, self._box(v, lo, hi))
+            self._remember(v, key[1], arr)
+            return arr
+        finally:
+            with self.lock:
+                self.var_loading.pop(key).set()
 
     def _box_key(self, v: Hashable, lo: np.ndarray, hi: np.ndarray) -> tuple:
         return tuple((int(a), int(z)) for d, a, z in zip(self.sliced, lo, hi, strict=True)
