@@ -3,7 +3,8 @@
 Each test runs against every kind in :data:`KINDS` (a plain Zarr store and an Icechunk
 repository on the local disk; a virtual-reference target joins by adding a maker), with real
 NOAA ERSST v5 files bundled in ``arcoforge/demo_data``: the lifecycle prepare / write /
-mark_done / done_tasks / finalize, versions and opening them, discard and ``abandon``, resume,
+mark_done / done_tasks / finalize, ``recover`` after an interrupted publish, versions and
+opening them, discard and ``abandon``, resume,
 "already up to date", a different plan replacing unfinished state, the failure message, locks,
 and append as a plan.
 """
@@ -24,7 +25,7 @@ import xarray as xr
 import arcoforge as af
 from arcoforge.errors import NotFoundError, TargetError
 from arcoforge.forge.append import append, compile_append_plan
-from arcoforge.forge.bake import abandon, compile_plan, run_plan
+from arcoforge.forge.bake import abandon, compile_plan, recover, run_plan
 from arcoforge.forge.engines import get_engine
 from arcoforge.forge.locking import build_lock
 from arcoforge.forge.targets.base import Target, resolve_target
@@ -171,6 +172,41 @@ def test_up_to_date_rebake_changes_nothing(make: Callable[[], Target]) -> None:
     assert again.tasks_skipped == again.tasks == 2 and again.bytes_written == 0
     assert make().published_attrs() == before  # not even a new time stamp
     assert [v.version for v in make().versions()] == ["1.0"]
+
+
+def _stop_before_the_last_publish_step(target: Target, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make the publish of ``target`` fail after the new version is in place but before its
+    last step (the cleanup of a plain Zarr store, the version tag of an Icechunk repository),
+    as a crash there would."""
+
+    def crash(*args: Any, **kwargs: Any) -> None:
+        raise OSError("simulated crash")
+
+    if target.transactional:
+        monkeypatch.setattr(icechunk.Repository, "create_tag", crash)
+    else:
+        monkeypatch.setattr(type(target), "_finish_publish", crash)
+
+
+def test_recover_completes_an_interrupted_publish(make: Callable[[], Target],
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    assert make().recover() is False  # nothing to recover: a no-op
+    bake(FILES[:4], make())
+    assert make().recover() is False
+    with monkeypatch.context() as mp:
+        _stop_before_the_last_publish_step(make(), mp)
+        with pytest.raises(OSError, match="simulated crash"):
+            bake(FILES[:6], make())
+    # readers already see the new version, numbered as it will stay
+    assert make().versions()[-1].version == "1.1"
+    assert_holds(make(), FILES[:6])
+    assert recover(make()) is True  # completes it (same version), then applies retention
+    assert make().recover() is False
+    assert [v.version for v in make().versions()] == ["1.1"]  # the latest minor only
+    assert make().unfinished_location() is None and make().prepared_fingerprint() is None
+    again = bake(FILES[:6], make())
+    assert again.tasks_skipped == again.tasks
+    assert [v.version for v in make().versions()] == ["1.1"]
 
 
 def test_resume_skips_finished_tasks(make: Callable[[], Target]) -> None:

@@ -30,13 +30,13 @@ from typing import Any
 import numpy as np
 
 from arcoforge.errors import AppendError, SchemaError
-from arcoforge.forge.bake import Plan, TaskStats, run_plan, scan_pattern
+from arcoforge.forge.bake import Plan, TaskStats, recover, run_plan, scan_pattern
 from arcoforge.forge.io.fetch import redact
 from arcoforge.forge.patterns import Index
 from arcoforge.forge.plan import compile_tasks, schema_fingerprint
 from arcoforge.forge.recipes import ZarrRecipe
 from arcoforge.forge.schema import FileSchema, TargetSchema, combine_schemas, reexpress_times
-from arcoforge.forge.targets.base import Target, resolve_target
+from arcoforge.forge.targets.base import resolve_target
 from arcoforge.provenance import APPENDED, SOURCES, VERSION, source_records
 
 __all__ = ["append", "compile_append_plan", "AppendResult", "AppendError"]
@@ -80,9 +80,10 @@ def append(recipe: ZarrRecipe, target: Any, *, storage_options: Mapping[str, Any
     runner = get_engine(engine)
     tgt = resolve_target(target, storage_options)
     with build_lock(tgt, wait=wait_lock, timeout=lock_timeout, purpose="append"):
+        recover(tgt)
         plan = compile_append_plan(recipe, tgt, workdir=workdir, scan_workers=max_workers)
-        if plan is None:
-            _complete_interrupted_publish(tgt)
+        if plan is None:  # recover() completed an interrupted publish of these files, if any
+            versions.apply_retention(tgt)  # a crash may have come between publish and retention
             return AppendResult(tgt.url, 0, 0, versions.published_version(tgt), 0,
                                 time.perf_counter() - t0)
         stats: Sequence[TaskStats] = run_plan(runner, plan, progress=progress, **engine_options)
@@ -90,18 +91,6 @@ def append(recipe: ZarrRecipe, target: Any, *, storage_options: Mapping[str, Any
     appended = plan.extra_attrs[APPENDED]
     return AppendResult(tgt.url, int(appended["files"]), int(appended["rows"]), version,
                         sum(s.bytes_written for s in stats), time.perf_counter() - t0)
-
-
-def _complete_interrupted_publish(tgt: Target) -> None:
-    """An earlier append (or build) that stopped after the published store changed but before
-    its publish was complete (e.g. an Icechunk tag missing): complete it, apply retention."""
-    from arcoforge.forge import versions
-
-    pending = tgt.prepared_fingerprint()
-    if pending is not None and pending == versions.published_fingerprint(tgt):
-        attrs = tgt.published_attrs() or {}
-        tgt.finalize({VERSION: attrs.get(VERSION)}, {})
-        versions.apply_retention(tgt)
 
 
 # -- the plan ----------------------------------------------------------------------------------
@@ -251,7 +240,13 @@ def _grown_schema(combined: TargetSchema, published: Any, cdim: str, base: int, 
                     f"in {url}")
             else:
                 shape.append(n_old)
-        variables[name] = replace(var, shape=tuple(shape))
+        attrs = var.attrs
+        units = stored.attrs.get("units")
+        if isinstance(units, str) and " since " in units and "units" in attrs \
+                and "scale_factor" not in attrs and "add_offset" not in attrs:
+            # CF times (bounds too) of the new files are written in the store's units
+            attrs = {**attrs, "units": units}
+        variables[name] = replace(var, shape=tuple(shape), attrs=attrs)
     concat_values = combined.concat_values
     if concat_values is not None and cdim in published.variables:
         stored = published.variables[cdim]

@@ -33,7 +33,12 @@ from arcoforge.forge.plan import (
     schema_fingerprint,
 )
 from arcoforge.forge.recipes import ZarrRecipe
-from arcoforge.forge.schema import FileSchema, TargetSchema, combine_schemas
+from arcoforge.forge.schema import (
+    FileSchema,
+    TargetSchema,
+    combine_schemas,
+    to_target_time_units,
+)
 from arcoforge.forge.targets.base import Target, resolve_target
 from arcoforge.forge.targets.zarr import describe_attr_types
 from arcoforge.provenance import (
@@ -48,7 +53,7 @@ from arcoforge.provenance import (
 )
 
 __all__ = ["Plan", "TaskStats", "BuildResult", "compile_plan", "scan_pattern", "bake",
-           "abandon", "resolve_target"]
+           "abandon", "recover", "resolve_target"]
 
 log = logging.getLogger("arcoforge.forge.bake")
 
@@ -278,7 +283,8 @@ class Plan:
                         src[axis] = slice(*piece.src)
                         dst: list[slice] = [slice(None)] * len(block)
                         dst[axis] = slice(*piece.dst)
-                        data = raw.read(name, tuple(src))
+                        data = to_target_time_units(self.schema, name, piece.file,
+                                                    raw.read(name, tuple(src)))
                         out[tuple(dst)] = data
                         stats.bytes_read += data.nbytes
                     stats.bytes_written += self.target.write(name, block, out)
@@ -364,6 +370,7 @@ def bake(recipe: ZarrRecipe, target: Any, engine: str = "local", *,
     runner = get_engine(engine)
     tgt = resolve_target(target, storage_options)
     with build_lock(tgt, wait=wait_lock, timeout=lock_timeout):
+        recover(tgt)
         plan = compile_plan(recipe, tgt, workdir=workdir, storage_options=storage_options)
         plan.version_bump = version_bump
         plan.version = version
@@ -372,6 +379,7 @@ def bake(recipe: ZarrRecipe, target: Any, engine: str = "local", *,
             versions.next_version([v.version for v in tgt.versions()], version_bump, version)
         if up_to_date:
             log.info("%s is already built from these sources; nothing to do", tgt.url)
+            versions.apply_retention(tgt)  # a crash may have come between publish and retention
             stats: Sequence[TaskStats] = [TaskStats(t.key, skipped=True) for t in plan.tasks]
         else:
             stats = run_plan(runner, plan, progress=progress, **engine_options)
@@ -387,6 +395,18 @@ def bake(recipe: ZarrRecipe, target: Any, engine: str = "local", *,
     )
     log.info("%s", result)
     return result
+
+
+def recover(target: Target) -> bool:
+    """Complete a publish of ``target`` that a crash interrupted, then apply retention (call
+    under the build lock, before anything else); True when a publish was completed."""
+    from arcoforge.forge import versions
+
+    if not target.recover():
+        return False
+    log.info("completed the interrupted publish of %s", target.url)
+    versions.apply_retention(target)
+    return True
 
 
 def is_up_to_date(plan: Plan) -> bool:
@@ -428,6 +448,7 @@ def abandon(target: Any, storage_options: Mapping[str, Any] | None = None, *,
 
     tgt = resolve_target(target, storage_options)
     with build_lock(tgt, wait=wait_lock, timeout=lock_timeout, purpose="abandon"):
+        recover(tgt)  # a finalized build is a version, not something to abandon
         where = tgt.unfinished_location()
         if where is not None:
             tgt.discard()

@@ -32,8 +32,11 @@ __all__ = [
     "attrs_to_json",
     "attrs_from_json",
     "reexpress_times",
+    "time_units_of",
+    "to_target_time_units",
     "coordinate_names",
     "format_coordinate_value",
+    "native_dtype",
 ]
 
 log = logging.getLogger("arcoforge.forge.schema")
@@ -183,7 +186,7 @@ def _check_same_structure(ref: FileSchema, other: FileSchema, concat_dim: str | 
         )
     for name, rv in ref.variables.items():
         ov = other.variables[name]
-        if rv.dtype != ov.dtype:
+        if native_dtype(rv.dtype) != native_dtype(ov.dtype):
             raise SchemaError(
                 f"variable {name!r} has dtype {rv.dtype} in {ref.url} but {ov.dtype} in "
                 f"{other.url}; the sources disagree (schema drift). Re-encode the odd file or "
@@ -209,8 +212,9 @@ def _check_same_structure(ref: FileSchema, other: FileSchema, concat_dim: str | 
         if concat_dim not in rv.dims:
             continue
         for attr in ENCODING_ATTRS:
-            if name == concat_dim and attr == "units" and _both_cf_time(rv, ov):
-                continue  # re-expressed in the first file's units by _in_first_units
+            if attr == "units" and _both_cf_time(rv, ov) and (
+                    name == concat_dim or not _is_packed(rv)):
+                continue  # re-expressed in the first file's units (to_target_time_units)
             a, b = rv.attrs.get(attr), ov.attrs.get(attr)
             if (a is None) != (b is None) or (a is not None and not _attr_equal(a, b)):
                 raise SchemaError(
@@ -223,6 +227,17 @@ def _check_same_structure(ref: FileSchema, other: FileSchema, concat_dim: str | 
 def _both_cf_time(a: VariableSchema, b: VariableSchema) -> bool:
     ua, ub = a.attrs.get("units"), b.attrs.get("units")
     return isinstance(ua, str) and isinstance(ub, str) and " since " in ua and " since " in ub
+
+
+def _is_packed(v: VariableSchema) -> bool:
+    return "scale_factor" in v.attrs or "add_offset" in v.attrs
+
+
+def native_dtype(dtype: str) -> str:
+    """``dtype`` in native byte order: files that differ only in byte order hold the same
+    values (netCDF4 reports big-endian variables as ``>f4``, xarray as ``<f4``)."""
+    dt = np.dtype(dtype)
+    return dt.newbyteorder("=").str if dt.byteorder not in ("=", "|") else dt.str
 
 
 def format_coordinate_value(value: Any, attrs: Mapping[str, Any] | None = None) -> str:
@@ -279,6 +294,8 @@ def reexpress_times(values: np.ndarray, units: Any, target_units: Any, calendar:
     A SchemaError when integers cannot be re-expressed exactly.
     """
     values = np.asarray(values)
+    if values.size == 0:  # a file with no records along the concat dimension
+        return values
     if units == target_units or not (isinstance(units, str) and isinstance(target_units, str)
                                      and " since " in units and " since " in target_units):
         return values
@@ -306,6 +323,73 @@ def _in_first_units(f: FileSchema, first: FileSchema, concat_dim: str) -> np.nda
                            first_attrs.get("units"),
                            str(first_attrs.get("calendar", "standard")),
                            where=f"of {concat_dim!r} in {f.url} ")
+
+
+def time_units_of(f: FileSchema, name: str, concat_dim: str | None) -> tuple[str, str] | None:
+    """``(units, calendar)`` in which the raw values of variable ``name`` of file ``f`` count
+    CF time: its own ``units`` ("<unit> since <date>"), or, for the concat coordinate's
+    ``bounds``/``climatology`` variable without units, the coordinate's (CF: bounds inherit
+    them).  None for other variables and packed ones (their raw values are not times)."""
+    return _time_units(f.variables, name, concat_dim)
+
+
+def _time_units(variables: Mapping[str, VariableSchema], name: str,
+                concat_dim: str | None) -> tuple[str, str] | None:
+    var = variables.get(name)
+    if var is None or _is_packed(var):
+        return None
+    units, calendar = var.attrs.get("units"), var.attrs.get("calendar")
+    if units is None and concat_dim is not None and concat_dim in variables \
+            and name != concat_dim:
+        coord = variables[concat_dim].attrs
+        if name in (_text(coord.get("bounds")), _text(coord.get("climatology"))):
+            units = coord.get("units")
+            calendar = calendar if calendar is not None else coord.get("calendar")
+    units = _text(units)
+    if units is None or " since " not in units:
+        return None
+    return units, str(_text(calendar) or "standard")
+
+
+def _text(value: Any) -> str | None:
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    return value if isinstance(value, str) else None
+
+
+def to_target_time_units(schema: TargetSchema, name: str, file_pos: int,
+                         values: np.ndarray) -> np.ndarray:
+    """Raw values of variable ``name`` read from ``schema.files[file_pos]``, with CF times
+    re-expressed in the units that the target records for ``name`` (``schema.variables``:
+    those of the first file that holds it, or of the published store when appending).
+
+    Files often count time from their own start ("days since <file start>"): the concat
+    coordinate is re-expressed at scan time, and its bounds and every other CF time variable
+    along the concat dimension must be too, or their dates would be wrong.  Fill values and NaN
+    are kept as they are; values that need no change are returned as given.  A SchemaError
+    naming the file when integers cannot be re-expressed exactly."""
+    cdim = schema.concat_dim
+    f = schema.files[file_pos]
+    mine = time_units_of(f, name, cdim)
+    if mine is None:
+        return values
+    target = _time_units(schema.variables, name, cdim)
+    if target is None or target[0] == mine[0]:
+        return values
+    values = np.asarray(values)
+    attrs = f.variables[name].attrs
+    keep = np.zeros(values.shape, dtype=bool)
+    for key in ("_FillValue", "missing_value"):
+        if key in attrs:
+            keep |= np.isin(values, np.asarray(attrs[key]).ravel())
+    if values.dtype.kind == "f":
+        keep |= np.isnan(values)
+    if keep.all():
+        return values
+    out = values.copy()
+    out[~keep] = reexpress_times(values[~keep], mine[0], target[0], target[1],
+                                 where=f"of {name!r} in {f.url} ")
+    return out
 
 
 def _check_concat_coordinate(files: Sequence[FileSchema], concat_dim: str) -> np.ndarray | None:
@@ -445,10 +529,12 @@ def combine_schemas(files: Sequence[FileSchema], concat_dim: str | None,
             shape = tuple(
                 total if d == concat_dim else n for d, n in zip(var.dims, var.shape)
             )
+            # the first file's byte order, as xarray's encoding["dtype"] of the first file
             merged = VariableSchema(name, var.dims, shape, var.dtype, var.attrs, var.source_chunks)
             if name in variables:
                 prev = variables[name]
-                if prev.dims != var.dims or prev.shape != shape or prev.dtype != var.dtype:
+                if prev.dims != var.dims or prev.shape != shape or \
+                        native_dtype(prev.dtype) != native_dtype(var.dtype):
                     raise SchemaError(
                         f"variable {name!r} is in more than one merge group with different "
                         f"layouts: {prev.dims} {prev.shape} {prev.dtype} vs {var.dims} {shape} "

@@ -13,6 +13,10 @@ Where versions live is the target's business (:class:`~arcoforge.forge.targets.b
   keeps working); versions kept for later are at ``<url>.versions/<MAJOR.MINOR>/``, archived just
   before a new version replaces ``<url>`` (hard links on a local disk: no bytes copied).
 
+A publish that a crash interrupts is completed -- with the version number it was given, never a
+new one -- by the target's ``recover()``, which :func:`arcoforge.forge.bake.bake`, ``append`` and
+``abandon`` run under the build lock before anything else (then retention is applied).
+
 Retention keeps, for every major number, its latest ``keep_minors`` minor versions (default 1:
 "the latest minor of every major"), and always the latest version.
 """

@@ -17,6 +17,7 @@ Lifecycle of a build (every method is safe to call again after a crash)::
     write(...) / mark_done  store tasks write chunks, then record that the task is finished
     done_tasks()            the finished tasks (one listing), so a resumed build skips them
     finalize(attrs, types)  add provenance, publish atomically as the new latest version
+    recover()               complete a publish that a crash interrupted (run first, under the lock)
     discard()               abandon unfinished state (``arcoforge abandon TARGET``)
 """
 
@@ -58,8 +59,11 @@ class Target(Protocol):
     #: (:meth:`merge`) before :meth:`finalize`.  False: any copy of the target may write.
     single_committer: ClassVar[bool]
     #: Publishing is one atomic commit, and a reader that opened the previous version keeps
-    #: reading it unchanged (Icechunk).  False: publishing replaces the store by a rename, and
-    #: readers must reopen (plain Zarr).
+    #: reading it unchanged (Icechunk): choose such a target when readers hold datasets open
+    #: while new versions are published.  False: publishing replaces the store (atomically on
+    #: a local disk, so a new open sees the old or the new version), but a dataset opened
+    #: before reads the new chunks through its old metadata: readers must reopen (plain Zarr;
+    #: archived versions under ``<url>.versions/`` are stable until retention removes them).
     transactional: ClassVar[bool]
     #: A new version replaces the published store, so earlier versions survive only as copies
     #: that :meth:`keep_version` makes before publishing (plain Zarr: ``<url>.versions/``).
@@ -108,6 +112,12 @@ class Target(Protocol):
         """Add ``attrs`` (provenance; ``arcoforge:version``, which is required) and
         ``attr_types`` and publish the build atomically as the latest version (completing a
         publish that stopped half-way)."""
+        ...
+
+    def recover(self) -> bool:
+        """Complete a publish that a crash interrupted (never renumbering its version) and remove
+        what the crash left behind; True when a publish was completed.  Run under the build lock
+        before any build, append or abandon; a no-op when nothing was interrupted."""
         ...
 
     def discard(self) -> None:
@@ -221,7 +231,7 @@ def _refuse_credentials_in(url: str) -> None:
 _PROTOCOL_MEMBERS = (
     "single_committer", "transactional", "archives_old_versions", "media_type", "url",
     "storage_options", "prepared_fingerprint", "prepare", "write", "is_done", "mark_done",
-    "done_tasks", "finalize", "discard", "unfinished_location", "fork_for_workers", "merge",
+    "done_tasks", "finalize", "recover", "discard", "unfinished_location", "fork_for_workers", "merge",
     "exists", "published_attrs", "versions", "keep_version", "drop_version", "open",
     "lock_location",
 )

@@ -47,7 +47,7 @@ from arcoforge.forge.targets.zarr import (
     layout_encoding,
     template_dataset,
 )
-from arcoforge.forge.versions import VersionInfo, icechunk_versions, tag_name
+from arcoforge.forge.versions import VersionInfo, format_version, icechunk_versions, tag_name
 from arcoforge.provenance import ATTR_TYPES, BASE, BUILD, DONE, FINGERPRINT, RECIPE_HASH, VERSION
 
 __all__ = ["IcechunkTarget", "SingleCommitterError", "open_repository", "BUILD_BRANCH"]
@@ -485,6 +485,25 @@ class IcechunkTarget:
         self._mode = "published"
         log.info("published %s version %s (snapshot %s)", self.url, version, snap)
 
+    def recover(self) -> bool:
+        """Complete a publish that stopped after its last amend: move main to the finished
+        build commit, tag it, delete the build branch (the version is the one recorded in the
+        commit); True when something was completed."""
+        with self._rw.exclusive(), self._mutex:
+            if self._copy:
+                return False
+            self._session = None
+            self._group = None
+            self._load_state()
+            if self._mode == "finished" or (self._mode == "published"
+                                            and self._publish_incomplete()):
+                branch = self.build_branch if self._mode == "finished" else self.branch
+                snap = self._tip(branch)
+                assert snap is not None
+                self._complete_publish(snap, self._metadata(snap).get(VERSION_KEY))
+                return True
+            return False
+
     def discard(self) -> None:
         """Forget an unfinished build (delete the build branch); main is untouched."""
         with self._rw.exclusive(), self._mutex:
@@ -511,7 +530,25 @@ class IcechunkTarget:
             info = self.repo.lookup_snapshot(snap)
             created = info.written_at.strftime("%Y-%m-%dT%H:%M:%SZ") if info.written_at else None
             out.append(VersionInfo(v, f"tag {tag_name(v)} ({snap})", created, v == names[-1]))
+        untagged = self._untagged_main()
+        if untagged is not None:  # a publish that stopped before its tag: main is the version
+            version, snap, created = untagged
+            out = [VersionInfo(i.version, i.location, i.created) for i in out]
+            out.append(VersionInfo(version, f"branch {self.branch} ({snap})", created, True))
         return out
+
+    def _untagged_main(self) -> tuple[str, str, str | None] | None:
+        """``(version, snapshot, created)`` of main's tip when it was published by arcoforge
+        but its version tag is missing (a publish that stopped before tagging), else None."""
+        snap = self._tip(self.branch)
+        if snap is None:
+            return None
+        info = self.repo.lookup_snapshot(snap)
+        version = (info.metadata or {}).get(VERSION_KEY)
+        if not version or tag_name(str(version)) in self.repo.list_tags():
+            return None
+        created = info.written_at.strftime("%Y-%m-%dT%H:%M:%SZ") if info.written_at else None
+        return format_version(str(version)), str(snap), created
 
     def keep_version(self, version: str) -> None:
         """Nothing to do: the version's tag keeps it."""
@@ -526,6 +563,11 @@ class IcechunkTarget:
         repo = self.repo
         if version is not None:
             tag = tag_name(version)
+            untagged = self._untagged_main()
+            if untagged is not None and untagged[0] == format_version(version):
+                return xr.open_zarr(repo.readonly_session(snapshot_id=untagged[1]).store,
+                                    decode_cf=False, consolidated=False, zarr_format=3,
+                                    chunks=chunks)
             if tag not in repo.list_tags():
                 raise NotFoundError(f"{self.url} has no version {version!r}; it has "
                                     f"{icechunk_versions(repo) or 'none'}")

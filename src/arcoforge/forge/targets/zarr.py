@@ -9,16 +9,40 @@ Implements :class:`~arcoforge.forge.targets.base.Target`.  Layout::
         .arcoforge/prepared           marker: layout written, holds the plan fingerprint
         .arcoforge/done/<task key>    marker: a store task's chunks are all written
 
-``finalize`` writes provenance attributes, consolidates metadata, removes the markers and only
-then moves the staging store to ``<url>``.  Readers of ``<url>`` see the previous published store
-until that moment.  Re-running the same build reuses the staging store: finished tasks are
-skipped, and their chunk bytes are those an uninterrupted build writes.  An append (``prepare(...,
-grow=True)``) starts from a copy of the published store (hard links on a local disk: zarr
-replaces chunk files rather than modifying them, so the published store is never changed).
+``finalize`` writes provenance attributes, consolidates metadata, writes the marker
+``.arcoforge/finalized`` (from then on the staging store *is* the new version) and only then moves
+the staging store to ``<url>``:
+
+* on a local disk by one atomic exchange of the two directories (``renameat2(RENAME_EXCHANGE)``;
+  two renames where the kernel or file system lacks it), then the old store is deleted;
+* on an object store (no rename) by deleting ``<url>/zarr.json`` first, copying every other
+  object, and the root ``zarr.json`` (which holds the consolidated metadata) last.
+
+The ``finalized`` marker travels with the store to ``<url>`` and is removed as the very last step.
+So after a crash at any point, :meth:`ZarrTarget.recover` (run under the build lock before any
+build, append or abandon) knows which side holds the new version and completes the publish
+(never renumbers it); leftovers (``.arcoforge-old-*``, ``*.partial`` files, incomplete archived
+versions) are removed.  Readers through arcoforge (:meth:`ZarrTarget.open`) see the complete old or
+the complete new version at every instant: while ``<url>/zarr.json`` is missing mid-publish they
+read the finalized staging store.  A raw ``xr.open_zarr(url)`` sees the old store, the new one, or
+(only on an object store, mid-publish) no store -- never a mix.
+
+Readers do **not** keep the version they opened: a reader that holds a plain Zarr store open while
+a new version is published reads chunks of the new version through its old metadata (wrong
+values, or errors after a rechunk).  A reader that must keep reading the version it opened uses
+an Icechunk target (``icechunk://``, :attr:`transactional`): it reads an immutable snapshot.
+
+Re-running the same build reuses the staging store: finished tasks are skipped, and their chunk
+bytes are those an uninterrupted build writes.  An append (``prepare(..., grow=True)``) starts
+from a copy of the published store (hard links on a local disk: zarr replaces chunk files rather
+than modifying them, so the published store is never changed).
 """
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
+import errno
 import json
 import logging
 import os
@@ -47,6 +71,33 @@ log = logging.getLogger("arcoforge.forge.targets.zarr")
 STATE_DIR = ".arcoforge"
 STAGING_SUFFIX = ".arcoforge-staging"
 VERSIONS_SUFFIX = ".versions"
+#: an old store moved aside during a publish on a local disk without an atomic exchange
+OLD_INFIX = ".arcoforge-old-"
+#: marker in the state folder: the store is complete and is the new version to publish
+FINALIZED = "finalized"
+#: zarr's temporary files (a write killed before its rename leaves one)
+PARTIAL_SUFFIX = ".partial"
+
+
+def exchange_paths(a: str, b: str) -> bool:
+    """Swap directories ``a`` and ``b`` in one atomic step (Linux ``renameat2`` with
+    ``RENAME_EXCHANGE``); False when the platform or file system cannot (nothing changed)."""
+    if not hasattr(os, "uname") or os.uname().sysname != "Linux":
+        return False
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        renameat2 = libc.renameat2
+    except (OSError, AttributeError):
+        return False
+    at_fdcwd, rename_exchange = -100, 2
+    renameat2.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p,
+                          ctypes.c_uint]
+    if renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, errno.EXDEV):
+        return False
+    raise OSError(err, os.strerror(err), a)
 
 
 def template_dataset(schema: TargetSchema, static: Mapping[str, np.ndarray],
@@ -161,8 +212,8 @@ class ZarrTarget:
             fh.write(text)
 
     def exists(self) -> bool:
-        """Whether a published store is at ``url``."""
-        return bool(self.fs.exists(self.path + "/zarr.json"))
+        """Whether a published store is at ``url`` (or, mid-publish, finalized in staging)."""
+        return bool(self.fs.exists(self._published_path() + "/zarr.json"))
 
     # -- build lifecycle ------------------------------------------------------------------
     def prepared_fingerprint(self) -> str | None:
@@ -181,6 +232,7 @@ class ZarrTarget:
         if self.prepared_fingerprint() == fingerprint:
             log.info("resuming the build in %s", self.staging_url)
             return False
+        self.recover()  # a finalized staging store is a version: publish it, never discard it
         if self.fs.exists(self.staging_path):
             log.warning("discarding an unfinished build of another plan in %s", self.staging_url)
             self.fs.rm(self.staging_path, recursive=True)
@@ -228,17 +280,19 @@ class ZarrTarget:
         self._write_text(self._state("done", task_key), "")
 
     def finalize(self, attrs: Mapping[str, Any], attr_types: Mapping[str, Any]) -> None:
-        """Add ``arcoforge:*`` attributes, consolidate metadata, publish to ``url``."""
+        """Add ``arcoforge:*`` attributes, consolidate metadata, publish to ``url`` (or complete
+        a publish that a crash interrupted)."""
+        if self.recover():
+            return
         if not self.fs.exists(self.staging_path):
             if not self.exists():
                 raise TargetError(f"{self.url}: nothing to finalize (no build in progress); "
                                   "run the build again")
-            if self.fs.exists(f"{self.path}/{STATE_DIR}"):  # a publish that stopped late
-                self.fs.rm(f"{self.path}/{STATE_DIR}", recursive=True)
             return
         if not attrs.get(VERSION):
             raise TargetError(f"{self.url}: finalize needs the version to publish "
                               f"({VERSION!r}, from arcoforge.forge.versions)")
+        self._remove_partial_files(self.staging_path)
         group = self._open_group(self.staging_url)
         json_attrs, _ = attrs_to_json(attrs)
         json_attrs[ATTR_TYPES] = dict(attr_types)
@@ -247,34 +301,94 @@ class ZarrTarget:
             # our .arcoforge state folder is not zarr; consolidated metadata is what xarray reads
             warnings.filterwarnings("ignore", category=UserWarning, module="zarr")
             zarr.consolidate_metadata(self._store(self.staging_url), zarr_format=3)
+        self._write_text(self._state(FINALIZED), str(json_attrs[VERSION]))
         self.publish()
 
-    def publish(self) -> None:
-        """Move the staging store to ``url``, replacing a previously published store.
+    def _remove_partial_files(self, root: str) -> None:
+        """Delete zarr's temporary ``*.partial`` files that a killed write left (local disk)."""
+        if not self.is_local or not os.path.isdir(root):
+            return
+        for folder, _dirs, files in os.walk(root):
+            for name in files:
+                if name.endswith(PARTIAL_SUFFIX):
+                    os.unlink(os.path.join(folder, name))
 
-        The build's state folder goes last, once the store is in place, so a build killed
-        during publishing resumes (it finds its finished tasks) instead of starting over."""
+    def _finalized(self, root: str) -> bool:
+        return bool(self.fs.exists(f"{root}/{STATE_DIR}/{FINALIZED}"))
+
+    def publish(self) -> None:
+        """Move the finalized staging store to ``url``, replacing a previously published store
+        (see the module docstring for the order of steps; every step may be repeated)."""
         src, dst = self.staging_path, self.path
+        if not self._finalized(src):
+            raise TargetError(f"{self.url}: the staging store {self.staging_url} is not "
+                              "finalized; run the build again to finish it")
         if self.is_local:
-            old = None
-            if os.path.exists(dst):
-                old = f"{dst}.arcoforge-old-{uuid.uuid4().hex[:8]}"
+            if not os.path.exists(dst):
+                os.rename(src, dst)
+            elif not exchange_paths(src, dst):
+                old = f"{dst}{OLD_INFIX}{uuid.uuid4().hex[:8]}"
                 os.rename(dst, old)
-            os.rename(src, dst)
-            if old:
-                shutil.rmtree(old, ignore_errors=True)
+                os.rename(src, dst)
         else:
+            if self.fs.exists(f"{dst}/zarr.json"):  # from here on no store is visible at url
+                self.fs.rm(f"{dst}/zarr.json")
             if self.fs.exists(dst):
                 self.fs.rm(dst, recursive=True)
-            self.fs.copy(src, dst, recursive=True)
-            self.fs.rm(src, recursive=True)
-        state = f"{dst}/{STATE_DIR}"
-        if self.fs.exists(state):
-            self.fs.rm(state, recursive=True)
+            self._copy_store(src, dst)  # its root zarr.json last, then the marker
+            self.fs.copy(f"{src}/{STATE_DIR}/{FINALIZED}", f"{dst}/{STATE_DIR}/{FINALIZED}")
+        self._finish_publish()
+
+    def _finish_publish(self) -> None:
+        """The new version is at ``url`` (its ``finalized`` marker with it): remove what is left
+        of the old store and the staging store, then the marker."""
+        dst = self.path
+        if self.fs.exists(self.staging_path):  # the old store (exchanged) or the copied staging
+            self.fs.rm(self.staging_path, recursive=True)
+        self._remove_old_stores()
+        self.fs.rm(f"{dst}/{STATE_DIR}", recursive=True)
+        self.__dict__.pop("_group", None)
         log.info("published %s", self.url)
 
+    def _remove_old_stores(self) -> None:
+        if not self.is_local:
+            return
+        parent, name = os.path.split(self.path)
+        for entry in os.listdir(parent or "."):
+            if entry.startswith(name + OLD_INFIX):
+                shutil.rmtree(os.path.join(parent, entry), ignore_errors=True)
+
+    def recover(self) -> bool:
+        """Complete a publish that a crash interrupted and remove leftovers; returns True when a
+        publish was completed.  Call it under the build lock before anything else."""
+        recovered = False
+        if self._finalized(self.path) and self.fs.exists(self.path + "/zarr.json"):
+            # the new store is in place (its marker comes after its root zarr.json): clean up
+            self._finish_publish()
+            recovered = True
+        elif self._finalized(self.staging_path):  # complete, not (entirely) moved to url yet
+            self.publish()
+            recovered = True
+        elif self.fs.exists(self.path + "/zarr.json"):
+            self._remove_old_stores()
+            if self.fs.exists(f"{self.path}/{STATE_DIR}"):  # the rest of a removed marker's folder
+                self.fs.rm(f"{self.path}/{STATE_DIR}", recursive=True)
+        if (self.fs.exists(self.staging_path) and not self._finalized(self.staging_path)
+                and not self.fs.exists(self._state("prepared"))):
+            # a prepare killed before its marker (e.g. in an append's copy): nothing resumable
+            log.info("removing the unfinished layout of a killed build at %s", self.staging_url)
+            self.fs.rm(self.staging_path, recursive=True)
+        vdir = self.path + VERSIONS_SUFFIX
+        if self.fs.exists(vdir):
+            for entry in self.fs.ls(vdir, detail=False):
+                if not self.fs.exists(entry.rstrip("/") + "/zarr.json"):  # incomplete copy
+                    self.fs.rm(entry, recursive=True)
+        return recovered
+
     def discard(self) -> None:
-        """Remove the staging store (an abandoned build); the published store is untouched."""
+        """Remove the staging store (an abandoned build); the published store is untouched (a
+        publish that a crash interrupted is completed first: that store is a version)."""
+        self.recover()
         if self.fs.exists(self.staging_path):
             self.fs.rm(self.staging_path, recursive=True)
         self.__dict__.pop("_group", None)
@@ -300,9 +414,20 @@ class ZarrTarget:
             return None
         return dict(doc.get("attributes") or {})
 
+    def _published_path(self) -> str:
+        """Where the latest version is: ``url``, or mid-publish (``url`` has no store yet) the
+        finalized staging store, which already is the new version."""
+        if not self.fs.exists(self.path + "/zarr.json") and self._finalized(self.staging_path):
+            return self.staging_path
+        return self.path
+
     def published_attrs(self) -> dict[str, Any] | None:
         """Root attributes of the store published at ``url`` (None if there is none)."""
-        return self._attrs_at(self.path)
+        for _ in range(3):  # a publish may move the store between the check and the read
+            attrs = self._attrs_at(self._published_path())
+            if attrs is not None or not self._finalized(self.staging_path):
+                return attrs
+        return None
 
     def _current_version(self, attrs: Mapping[str, Any] | None) -> str | None:
         if attrs is None:
@@ -314,7 +439,8 @@ class ZarrTarget:
         if not self.fs.exists(vdir):
             return []
         names = [os.path.basename(p.rstrip("/")) for p in self.fs.ls(vdir, detail=False)]
-        return sorted_versions(n for n in names if is_version(n) and not n.startswith("v"))
+        return sorted_versions(n for n in names if is_version(n) and not n.startswith("v")
+                               and self.fs.exists(f"{vdir}/{n}/zarr.json"))
 
     def versions(self) -> list[VersionInfo]:
         """The archived versions under ``<url>.versions/``, then the one at ``url`` (latest)."""
@@ -331,39 +457,60 @@ class ZarrTarget:
         return out
 
     def keep_version(self, version: str) -> None:
-        """Archive the store now at ``url`` as ``<url>.versions/<version>/`` (idempotent)."""
-        vdir = self.path + VERSIONS_SUFFIX
-        dest = f"{vdir}/{format_version(version)}"
-        if self.fs.exists(dest) or not self.exists():
+        """Archive the store now at ``url`` as ``<url>.versions/<version>/`` (idempotent; the
+        copy's root ``zarr.json`` comes last, so an interrupted copy is never listed)."""
+        dest = f"{self.path}{VERSIONS_SUFFIX}/{format_version(version)}"
+        if self.fs.exists(dest + "/zarr.json") or not self.fs.exists(self.path + "/zarr.json"):
             return
-        tmp = f"{vdir}/.partial-{version}-{uuid.uuid4().hex[:8]}"
-        self._copy_tree(self.path, tmp)
-        self.fs.mv(tmp, dest, recursive=True)
+        if self.fs.exists(dest):
+            self.fs.rm(dest, recursive=True)
+        self._copy_store(self.path, dest)
         log.info("kept version %s of %s at %s", version, self.url, dest)
 
     def drop_version(self, version: str) -> None:
-        """Remove the archived copy of ``version`` (the store at ``url`` is never removed)."""
+        """Remove the archived copy of ``version`` (the store at ``url`` is never removed); its
+        root ``zarr.json`` goes first, so a half-removed copy is never listed."""
         dest = f"{self.path}{VERSIONS_SUFFIX}/{format_version(version)}"
+        if self.fs.exists(dest + "/zarr.json"):
+            self.fs.rm(dest + "/zarr.json")
         if self.fs.exists(dest):
             self.fs.rm(dest, recursive=True)
 
-    def _copy_tree(self, src: str, dst: str) -> None:
-        """Copy a store: hard links on a local disk (no bytes copied), else a copy."""
+    def _copy_store(self, src: str, dst: str) -> None:
+        """Copy a store but its ``.arcoforge`` state, with the root ``zarr.json`` last (hard
+        links on a local disk)."""
+        root_doc = f"{src}/zarr.json"
         if self.is_local:
-            for root, _dirs, files in os.walk(src):
+            self._copy_tree(src, dst, skip=("zarr.json", STATE_DIR))
+            _link_or_copy(root_doc, f"{dst}/zarr.json")
+            return
+        files = [f for f in self.fs.find(src) if f != root_doc
+                 and not f[len(src):].lstrip("/").startswith(STATE_DIR + "/")]
+        if files:
+            self.fs.copy(files, [dst + f[len(src):] for f in files])
+        self.fs.copy(root_doc, f"{dst}/zarr.json")
+
+    def _copy_tree(self, src: str, dst: str, skip: tuple[str, ...] = ()) -> None:
+        """Copy a store: hard links on a local disk (no bytes copied), else a copy; ``skip``
+        names top-level entries to leave out."""
+        if self.is_local:
+            for root, dirs, files in os.walk(src):
                 rel = os.path.relpath(root, src)
+                if rel == ".":
+                    dirs[:] = [d for d in dirs if d not in skip]
+                    files = [f for f in files if f not in skip]
                 os.makedirs(os.path.join(dst, rel), exist_ok=True)
                 for name in files:
-                    try:  # zarr replaces files (write + rename), so links are never modified
-                        os.link(os.path.join(root, name), os.path.join(dst, rel, name))
-                    except OSError:
-                        shutil.copy2(os.path.join(root, name), os.path.join(dst, rel, name))
+                    _link_or_copy(os.path.join(root, name), os.path.join(dst, rel, name))
         else:
             self.fs.copy(src, dst, recursive=True)
 
     def open(self, version: str | None = None, chunks: Any = None) -> xr.Dataset:
         """``xr.open_zarr(..., decode_cf=False)`` of the latest version or of ``version``."""
         url = self.url
+        path = self._published_path()
+        if path != self.path:  # mid-publish: the finalized staging store is the new version
+            url = self.staging_url
         if version is not None:
             wanted = format_version(version)
             listed = self.versions()
@@ -373,7 +520,7 @@ class ZarrTarget:
                     f"{self.url} has no version {wanted!r}; available: "
                     f"{[v.version for v in listed] or 'none'} (older minor versions are removed "
                     "by retention)")
-            url = found[0]
+            url = found[0] if found[0] != self.url else url
         with warnings.catch_warnings():
             # arcoforge writes consolidated metadata on purpose (one read opens the whole
             # store); zarr warns on every open that it is not (yet) part of the v3 spec
@@ -385,6 +532,17 @@ class ZarrTarget:
     def lock_location(self) -> tuple[str, dict[str, Any]]:
         """``<url>.arcoforge-lock``, on the target's own storage."""
         return self.url + LOCK_SUFFIX, dict(self.storage_options)
+
+
+def _link_or_copy(src: str, dst: str) -> None:
+    """Hard-link ``src`` as ``dst`` (zarr replaces files, so links are never modified), or copy
+    it where links are not possible."""
+    try:
+        os.link(src, dst)
+    except FileExistsError:
+        pass
+    except OSError:
+        shutil.copy2(src, dst)
 
 
 def describe_attr_types(schema: TargetSchema) -> dict[str, dict[str, str]]:
