@@ -268,6 +268,9 @@ class _Comparison:
         self.providers: dict[str, _Provider] = {}
         self.missing: dict[str, str] = {}  # variable -> first file that has it
         self.unchecked: set[str] = set()  # variables of files that failed the integrity check
+        #: units/calendar that bounds variables inherit, in the store and in the current file
+        self._store_inherit = _inherited_time_attrs(store)
+        self._file_inherit: dict[str, dict[str, Any]] = {}
 
     # -- the walk ----------------------------------------------------------------------------
     def run(self) -> None:
@@ -325,6 +328,7 @@ class _Comparison:
                 if first:
                     self._dataset_attrs(ds, src.url)
                     first = False
+                self._file_inherit = _inherited_time_attrs(ds)
                 for name in map(str, ds.variables):
                     if not intact:  # its values cannot be trusted: only note what it holds
                         if name in self.store.variables:
@@ -386,7 +390,9 @@ class _Comparison:
                               f"vs {fv.dims} in {url}")
             prov.bad.setdefault(label, (url, start))
             return
-        if sv.dtype != fv.dtype:
+        if sv.dtype != fv.dtype and {sv.dtype.kind, fv.dtype.kind} != {"M", "O"}:
+            # (datetime64 vs cftime objects: the same dates, decoded differently by xarray
+            # where a range crosses the end of datetime64[ns]; their values are compared)
             self.problems.add((name, "dtype"), f"variable {name!r}: dtype {sv.dtype} in the "
                               f"store vs {fv.dtype} in {url}")
         axis = fv.dims.index(self.cdim) if has_cdim else None
@@ -413,7 +419,8 @@ class _Comparison:
             if key == "_FillValue" and ee is None:
                 continue  # zarr may record an unused fill value where netCDF has none
             if key == "dtype" and ae is not None and ee is not None:
-                if np.dtype(ae) != np.dtype(ee):
+                # byte order is how bytes are laid out, not what they hold
+                if np.dtype(ae).newbyteorder("=") != np.dtype(ee).newbyteorder("="):
                     self.problems.add((name, "enc:dtype"), f"variable {name!r}: encoded dtype "
                                       f"{ae} in the store vs {ee} in {url}")
                 continue
@@ -432,7 +439,9 @@ class _Comparison:
             skey = tuple(slice(k.start + offset, k.stop + offset) if i == axis else k
                          for i, k in enumerate(key))
             a = np.asarray(sv[skey].values)
-            b = np.asarray(fv[key].values)
+            b = _in_units_of(np.asarray(fv[key].values),
+                             {**self._file_inherit.get(name, {}), **fv.attrs},
+                             {**self._store_inherit.get(name, {}), **sv.attrs})
             bad = _differ(a, b)
             count = int(np.count_nonzero(bad))
             if count and first is None:
@@ -489,8 +498,51 @@ def _blocks(shape: tuple[int, ...], itemsize: int, axis: int) -> Iterator[tuple[
         yield tuple(key)
 
 
+def _inherited_time_attrs(ds: xr.Dataset) -> dict[str, dict[str, Any]]:
+    """CF bounds (and climatology) variables inherit their parent's ``units`` and ``calendar``:
+    ``{bounds name: {"units": ..., "calendar": ...}}`` for the raw time numbers of ``ds``."""
+    out: dict[str, dict[str, Any]] = {}
+    for var in ds.variables.values():
+        for key in ("bounds", "climatology"):
+            child = var.attrs.get(key)
+            if isinstance(child, str) and child in ds.variables:
+                out[child] = {k: var.attrs[k] for k in ("units", "calendar") if k in var.attrs}
+    return out
+
+
+def _in_units_of(values: np.ndarray, attrs: Mapping[str, Any],
+                 store_attrs: Mapping[str, Any]) -> np.ndarray:
+    """Raw CF time numbers of a source re-expressed in the store's time units (when times are
+    compared undecoded and a file counts from its own epoch or in other units): what the dates
+    are, not how a file happened to count them.  Other values are returned unchanged."""
+    units, target = attrs.get("units"), store_attrs.get("units")
+    if (units == target or not isinstance(units, str) or not isinstance(target, str)
+            or " since " not in units or " since " not in target or values.dtype.kind not in "iuf"
+            or values.size == 0):
+        return values
+    import cftime
+
+    calendar = str(attrs.get("calendar", "standard"))
+    fill = [attrs.get(k) for k in ("_FillValue", "missing_value") if attrs.get(k) is not None]
+    valid = np.isfinite(values) if values.dtype.kind == "f" else np.ones(values.shape, bool)
+    for f in fill:
+        valid &= values != f
+    out = values.astype(np.float64, copy=True)
+    try:
+        dates = cftime.num2date(values[valid], units, calendar)
+        out[valid] = np.asarray(cftime.date2num(dates, target, calendar), dtype=np.float64)
+    except (ValueError, TypeError, OverflowError):
+        return values  # not decodable even by cftime: compare as they are
+    if values.dtype.kind in "iu" and np.all(out[valid] == np.round(out[valid])):
+        return out.astype(values.dtype)
+    return out
+
+
 def _differ(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Where ``a`` and ``b`` differ (NaN equals NaN, NaT equals NaT)."""
+    """Where ``a`` and ``b`` differ (NaN equals NaN, NaT equals NaT; a datetime64 and a cftime
+    date are equal when they name the same instant)."""
+    if {a.dtype.kind, b.dtype.kind} == {"M", "O"}:
+        a, b = _as_iso(a), _as_iso(b)
     if a.dtype.kind in "fc" and b.dtype.kind in "fc":
         return ~((a == b) | (np.isnan(a) & np.isnan(b)))
     if a.dtype.kind in "mM" and b.dtype.kind in "mM":
@@ -500,6 +552,16 @@ def _differ(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     except (TypeError, ValueError):  # objects that refuse to compare (cftime of two calendars)
         return np.array([_ne(x, y) for x, y in zip(a.ravel(), b.ravel())],
                         dtype=bool).reshape(a.shape)
+
+
+def _as_iso(values: np.ndarray) -> np.ndarray:
+    """Dates as ISO strings to the second (datetime64 or cftime objects alike; NaT -> "")."""
+    if values.dtype.kind == "M":
+        out = np.datetime_as_string(values.astype("datetime64[s]"), unit="s")
+        return np.where(np.isnat(values), "", out)
+    return np.array(["" if v is None else v.isoformat(sep="T", timespec="seconds")
+                     if hasattr(v, "isoformat") else str(v) for v in values.ravel()],
+                    dtype=object).reshape(values.shape)
 
 
 def _ne(x: Any, y: Any) -> bool:
@@ -531,7 +593,11 @@ def _attrs_equal(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
         return False
     for k in a:
         try:
-            if not np.array_equal(np.asarray(a[k]), np.asarray(b[k])):
+            try:  # NaN equals NaN (valid_max = NaN, actual_range of an all-missing file)
+                same = np.array_equal(np.asarray(a[k]), np.asarray(b[k]), equal_nan=True)
+            except TypeError:  # equal_nan of text
+                same = np.array_equal(np.asarray(a[k]), np.asarray(b[k]))
+            if not same:
                 return False
         except (TypeError, ValueError):
             if a[k] != b[k]:
