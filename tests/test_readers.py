@@ -324,7 +324,8 @@ def test_grib_index_files_go_to_the_cache(shared_data: Path, tmp_path: Path) -> 
     ("hdf5_compression_bitshuffle.h5", "bitshuffle", 32008),
 ])
 def test_missing_filter_named_at_scan(shared_data: Path, tmp_path: Path, name: str, label: str,
-                                      fid: int) -> None:
+                                      fid: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("HDF5_PLUGIN_PATH", raising=False)  # (TensorFlow, if loaded, disables)
     path = shared_data / FILTERS / name
     expected = (
         f"cannot read {path}: variable 'data' is compressed with the HDF5 {label} filter "
@@ -342,12 +343,52 @@ def test_missing_filter_named_at_scan(shared_data: Path, tmp_path: Path, name: s
 
 @pytest.mark.parametrize("name", ["hdf5_compression_zstd.h5", "hdf5_mini_blosc.h5"])
 def test_filters_netcdf4_ships_just_work(shared_data: Path, tmp_path: Path, name: str) -> None:
-    """zstd and blosc come with the netCDF4 wheels' plugins: no refusal, same values."""
+    """zstd and blosc come with the netCDF4 wheels' plugins: no refusal, same values.
+
+    Run in a fresh interpreter: once TensorFlow is loaded in a process (the test session loads
+    it), netCDF4's bundled filter plugins no longer register ("undefined filter encountered")."""
     path = shared_data / FILTERS / name
-    with netCDF4.Dataset(path) as nc:
-        expected = nc["data"][:].data
-    ds = bake_one(path, "phony_dim_0", tmp_path)
-    np.testing.assert_array_equal(ds["data"].values, expected)
+    script = textwrap.dedent(f"""
+        import netCDF4, numpy as np
+        import arcoforge as af
+        with netCDF4.Dataset({str(path)!r}) as nc:
+            expected = nc["data"][:].data
+        target = {str(tmp_path / "t.zarr")!r}
+        af.bake(af.ZarrRecipe(af.pattern_from_file_sequence([{str(path)!r}], "phony_dim_0")),
+                target, progress=False)
+        np.testing.assert_array_equal(af.open_dataset(target)["data"].values, expected)
+        print("same values")
+    """)
+    env = {k: v for k, v in os.environ.items() if k != "HDF5_PLUGIN_PATH"}
+    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                         timeout=120, env=env)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.strip() == "same values"
+
+
+def test_filters_with_plugins_turned_off_are_refused_by_name(shared_data: Path,
+                                                             tmp_path: Path) -> None:
+    """TensorFlow sets HDF5_PLUGIN_PATH=disable; a zstd file is then refused with that cause
+    (not an "undefined filter" traceback from the middle of a build)."""
+    path = shared_data / FILTERS / "hdf5_compression_zstd.h5"
+    script = textwrap.dedent(f"""
+        import os
+        os.environ["HDF5_PLUGIN_PATH"] = "disable"
+        import arcoforge as af
+        from arcoforge.errors import SourceReadError
+        try:
+            af.bake(af.ZarrRecipe(af.pattern_from_file_sequence([{str(path)!r}],
+                                                                 "phony_dim_0")),
+                    {str(tmp_path / "t.zarr")!r}, progress=False)
+        except SourceReadError as err:
+            print(err)
+    """)
+    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                         timeout=120)
+    assert run.returncode == 0, run.stderr
+    assert f"cannot read {path}: variable 'data' is compressed with the HDF5 zstd" in run.stdout
+    assert "HDF5_PLUGIN_PATH=disable" in run.stdout and "TensorFlow" in run.stdout
+    assert not (tmp_path / "t.zarr").exists()
 
 
 @pytest.mark.skipif(not HAVE_HDF5PLUGIN, reason="needs hdf5plugin")

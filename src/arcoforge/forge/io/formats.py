@@ -110,6 +110,8 @@ def _netcdf4_filters() -> set[int]:
     import netCDF4
 
     ids = set(_BUILTIN_FILTERS)
+    if _plugins_disabled():
+        return ids  # netCDF4's bundled plugins are not loaded either
     for flag, fid in (("__has_szip_support__", 4), ("__has_zstandard_support__", 32015),
                       ("__has_bzip2_support__", 307), ("__has_blosc_support__", 32001)):
         if getattr(netCDF4, flag, False):
@@ -185,12 +187,26 @@ def _reader_for_filters(path: str, engine: str, url: str, group: str | None) -> 
     return "h5netcdf" if switch else engine
 
 
+def _plugins_disabled() -> bool:
+    """Whether this process turned HDF5 filter plugins off (``HDF5_PLUGIN_PATH=disable``, which
+    TensorFlow sets when it is imported)."""
+    return os.environ.get("HDF5_PLUGIN_PATH", "").strip().lower() == "disable"
+
+
 def _missing_filter_message(url: str, variable: str, label: str, fid: int) -> str:
+    if _plugins_disabled():
+        return (
+            f"cannot read {url}: variable {variable!r} is compressed with the HDF5 {label} "
+            f"filter (filter id {fid}), but HDF5 filter plugins are turned off in this process "
+            "(HDF5_PLUGIN_PATH=disable, which TensorFlow sets when imported). Build in a "
+            "process that does not import TensorFlow, import arcoforge's readers before it, or "
+            "unset HDF5_PLUGIN_PATH before anything opens an HDF5 file."
+        )
     return (
         f"cannot read {url}: variable {variable!r} is compressed with the HDF5 {label} filter "
-        f"(filter id {fid}), whose plugin is not installed. Install the filter plugins: pip install hdf5plugin "
-        "(arcoforge imports it by itself; in your own code, `import hdf5plugin` before opening "
-        "the file)."
+        f"(filter id {fid}), whose plugin is not installed. Install the filter plugins: "
+        "pip install hdf5plugin (arcoforge imports it by itself; in your own code, "
+        "`import hdf5plugin` before opening the file)."
     )
 
 
