@@ -5,7 +5,6 @@ write point leaves a consistent catalog that a re-run completes."""
 
 from __future__ import annotations
 
-import glob
 import json
 import os
 import shutil
@@ -27,21 +26,12 @@ from arcoforge.catalog.stac import ID_PATTERN, check_dataset_id, validate_collec
 from arcoforge.cli import main as cli_main
 from arcoforge.errors import BuildLockedError, ConfigError
 from arcoforge.forge.locking import BuildLock
+from tests import test_catalog
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _ersst_files() -> list[str]:
-    env = os.environ.get("ARCOFORGE_SHARED_DATA")
-    for c in ([Path(env)] if env else []) + [ROOT / "shared" / "data",
-                                              ROOT.parent / "shared" / "data"]:
-        files = sorted(glob.glob(str(c / "ersst-v5" / "ersst.v5.*.nc")))
-        if files:
-            return files
-    return []
-
-
-ERSST_FILES = _ersst_files()
+ERSST_FILES = test_catalog.ERSST_FILES  # the same real files as the catalog tests
 pytestmark = pytest.mark.skipif(not ERSST_FILES, reason="ERSST v5 files not found "
                                 "(set ARCOFORGE_SHARED_DATA to the folder holding ersst-v5/)")
 

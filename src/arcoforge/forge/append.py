@@ -30,10 +30,10 @@ from typing import Any
 import numpy as np
 
 from arcoforge.errors import AppendError, SchemaError
-from arcoforge.forge.bake import Plan, TaskStats, recover, run_plan, scan_pattern
+from arcoforge.forge.bake import Plan, TaskStats, plan_for, recover, run_plan, scan_pattern
 from arcoforge.forge.io.fetch import redact
 from arcoforge.forge.patterns import Index
-from arcoforge.forge.plan import compile_tasks, schema_fingerprint
+from arcoforge.forge.plan import compile_tasks
 from arcoforge.forge.recipes import ZarrRecipe
 from arcoforge.forge.schema import FileSchema, TargetSchema, combine_schemas, reexpress_times
 from arcoforge.forge.targets.base import resolve_target
@@ -150,19 +150,8 @@ def compile_append_plan(recipe: ZarrRecipe, target: Any, *, workdir: str | None 
     tasks = [t for t in compile_tasks(schema, chunks) if t.region[0] >= chunk_start]
     rows = schema.dims[cdim] - old_len
     recorded = list(attrs.get(SOURCES) or [])
-    return Plan(
-        recipe_hash=recipe.sha256(),
-        recipe_description=recipe.describe(),
-        schema=schema,
-        chunks=chunks,
-        tasks=tasks,
-        target=tgt,
-        source_options=recipe.source_options,
-        workdir=workdir,
-        file_type=pattern.file_type,
-        open_kwargs=pattern.open_kwargs,
-        max_block_bytes=recipe.max_block_bytes,
-        fingerprint=schema_fingerprint(schema, chunks),
+    return plan_for(
+        recipe, schema, chunks, tasks, tgt, workdir,
         version_bump="minor",
         grow=True,
         sources=recorded + source_records(new_files),

@@ -330,20 +330,27 @@ def compile_plan(recipe: ZarrRecipe, target: Any, *, workdir: str | None = None,
     schema = combine_schemas(files, cdim.name if cdim else None,
                              cdim.nitems_per_file if cdim else None)
     chunks = choose_chunks(schema, recipe.target_chunks)
-    tasks = compile_tasks(schema, chunks)
+    return plan_for(recipe, schema, chunks, compile_tasks(schema, chunks), tgt, workdir)
+
+
+def plan_for(recipe: ZarrRecipe, schema: TargetSchema, chunks: dict[str, int],
+             tasks: list[StoreTask], target: Target, workdir: str, **extra: Any) -> Plan:
+    """The :class:`Plan` that writes ``tasks`` of ``schema`` into ``target`` with ``recipe``'s
+    options (a build's or an append's; ``extra`` sets the other fields, e.g. ``grow``)."""
     return Plan(
         recipe_hash=recipe.sha256(),
         recipe_description=recipe.describe(),
         schema=schema,
         chunks=chunks,
         tasks=tasks,
-        target=tgt,
+        target=target,
         source_options=recipe.source_options,
         workdir=workdir,
-        file_type=pattern.file_type,
-        open_kwargs=pattern.open_kwargs,
+        file_type=recipe.pattern.file_type,
+        open_kwargs=recipe.pattern.open_kwargs,
         max_block_bytes=recipe.max_block_bytes,
         fingerprint=schema_fingerprint(schema, chunks),
+        **extra,
     )
 
 
