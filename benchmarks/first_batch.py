@@ -14,12 +14,17 @@ Runs interleave with one untimed warm-up run (OS page cache, ``__pycache__``); t
 the best and the median of ``N`` runs, for ``before`` (the forkserver started by torch on the
 first iteration, nothing preloaded: every worker imports everything) and ``after`` (arcoforge's
 warm forkserver, :mod:`arcoforge.batch._forkserver`). Target: ``total`` <= 3 s on 2 cores.
+Both cases send the workers the dataset without its dask arrays and let them load the compiled
+kernel after their first batch (see :mod:`arcoforge.batch._warm`), so ``before`` shows what the
+preloaded, early-started server adds on top of that. Note the machine's load (``uptime``):
+the parent and the server import torch at the same time, each needing a core of its own.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -121,6 +126,7 @@ def main() -> None:
             vals = [r[k] for r in runs[c]]
             cells.append(f"{min(vals):12.2f} {statistics.median(vals):14.2f}")
         print(f"{k:<10} " + " ".join(cells))
+    print("load average (1, 5, 15 min):", " ".join(f"{x:.2f}" for x in os.getloadavg()))
     med = statistics.median(r["total"] for r in runs["after"])
     print(f"target: total <= 3 s (median {med:.2f} s):", "met" if med <= 3 else "NOT met")
 

@@ -71,6 +71,10 @@ def test_map_style_with_chunk_sampler(air: xr.Dataset) -> None:
     assert ids.tolist() != sorted(ids.tolist())  # shuffled
     sample = dset[0]
     assert sample["input"].shape == (1, 5, 7)
+    by_workers = make_dataloader(dset, batch_size=8, sampler=sampler, num_workers=2)
+    with_workers = [b["input"].numpy() for b in by_workers]  # kernel loading on a thread
+    np.testing.assert_array_equal(np.concatenate(with_workers),
+                                  np.concatenate([b["input"].numpy() for b in loader]))
     halves = [ChunkShuffleSampler(dset, seed=3, num_replicas=2, rank=r) for r in range(2)]
     both = sorted([i for h in halves for i in h])
     assert both == list(range(len(dset)))
@@ -103,8 +107,8 @@ import arcoforge.accessor  # noqa: E402,F401  (registers ds.arcoforge)
 
 
 def test_workers_are_forks_of_a_warm_forkserver(tmp_path) -> None:
-    """Workers come from arcoforge's preloaded forkserver: torch, xarray, zarr, dask and the
-    compiled kernel are loaded before they start (nothing is imported again per worker)."""
+    """Workers come from arcoforge's preloaded forkserver: torch, xarray, zarr and
+    arcoforge.batch are loaded before they start (nothing is imported again per worker)."""
     import subprocess
     import sys
 
@@ -131,3 +135,104 @@ def test_workers_are_forks_of_a_warm_forkserver(tmp_path) -> None:
                          timeout=300, check=True).stdout
     assert "worker 0 warm" in out and "worker 1 warm" in out, out
     assert "batches 1" in out, out  # 16 samples, one block, one batch
+
+
+_NO_DASK_SCRIPT = """
+import sys
+import numpy as np
+import xarray as xr
+import arcoforge  # noqa: F401
+
+def report(worker_id):
+    print('worker', worker_id, 'dask' if 'dask' in sys.modules else 'no-dask', flush=True)
+
+if __name__ == '__main__':
+    ds = xr.open_zarr(sys.argv[1], consolidated=False)
+    kw = dict(inputs=['air'], targets=['air_next'], batch_size=16, sampling='chunk_shuffle',
+              seed=3, with_ids=True)
+    ref = {int(i): b['input'][k].numpy()
+           for b in ds.arcoforge.torch_loader({'lat': 5, 'lon': 7}, num_workers=0, **kw)
+           for k, i in enumerate(b['sample_id'])}
+    loader = ds.arcoforge.torch_loader({'lat': 5, 'lon': 7}, num_workers=2, **kw)
+    loader.worker_init_fn = report
+    n = 0
+    for b in loader:
+        for k, i in enumerate(b['sample_id']):
+            assert np.array_equal(b['input'][k].numpy(), ref[int(i)])
+            n += 1
+    print('samples', n, len(ref), flush=True)
+"""
+
+
+def test_workers_get_open_zarr_data_without_dask(tmp_path, air_zarr) -> None:
+    """A dataset opened with open_zarr reaches the workers without its dask arrays (they never
+    import dask), and they cut exactly the samples of the single-process loader, the first
+    batch with numpy while the compiled kernel loads on a thread."""
+    import subprocess
+    import sys
+
+    script = tmp_path / "nodask.py"
+    script.write_text(_NO_DASK_SCRIPT)
+    out = subprocess.run([sys.executable, str(script), str(air_zarr)], capture_output=True,
+                         text=True, timeout=300, check=True).stdout
+    assert "worker 0 no-dask" in out and "worker 1 no-dask" in out, out
+    n = 124 * 2 * 3  # (11 // 5) x (21 // 7) windows per time step
+    assert f"samples {n} {n}" in out, out
+
+
+def test_without_dask_keeps_values_and_falls_back(air_zarr) -> None:
+    """The pickled source holds lazily indexed variables read by the direct path; datasets
+    whose dask graph is not open_zarr's, or rechunked at opening, travel unchanged."""
+    import pickle
+
+    from arcoforge.batch import ArraySource
+    from arcoforge.batch.source import without_dask
+
+    ds = xr.open_zarr(air_zarr, consolidated=False)
+    light = without_dask(ds, ["air", "air_next"])
+    assert all(v.chunks is None for v in light.variables.values())
+    src = pickle.loads(pickle.dumps(ArraySource(ds, ["air", "air_next"])))
+    assert src.ds["air"].chunks is None and src.access("air").direct
+    assert src.chunks() == ArraySource(ds, ["air"]).chunks() == {"time": 8, "lat": 11,
+                                                                     "lon": 21}
+    box = {"time": slice(3, 17), "lat": slice(2, 9)}
+    np.testing.assert_array_equal(src.read("air", box),
+                                  ds.air.isel(box).values)
+    changed = ds.assign(air=ds.air * 2)
+    assert without_dask(changed, ["air"]) is changed
+    rechunked = xr.open_zarr(air_zarr, consolidated=False, chunks={"time": 16})
+    assert without_dask(rechunked, ["air"]) is rechunked
+    back = pickle.loads(pickle.dumps(ArraySource(changed, ["air"])))
+    np.testing.assert_array_equal(back.read("air", box), changed.air.isel(box).values)
+
+
+def test_worker_kernel_loads_after_the_first_batch(monkeypatch) -> None:
+    """In a worker without the kernel, the compiled copy is off until the first batch is out,
+    then loaded on a thread and switched on; a kernel switched off by the user stays off."""
+    import threading
+
+    from arcoforge.batch import _warm, assembly
+    from arcoforge.batch import torch_loader as tl
+
+    monkeypatch.setitem(assembly.KERNEL, "enabled", True)
+    monkeypatch.setitem(tl._KERNEL_LOAD, "state", None)
+    monkeypatch.setitem(_warm._LOADED, "kernel", False)
+    assert tl._defer_kernel()
+    assert not assembly.KERNEL["enabled"] and not tl._defer_kernel()  # once per process
+    assert tl._load_kernel_in_background() is False
+    for t in threading.enumerate():
+        if t.name == "arcoforge-kernel-load":
+            t.join(60)
+    assert assembly.KERNEL["enabled"] and _warm.kernel_loaded() == _kernels_available()
+    assert not tl._load_kernel_in_background()  # nothing left to load
+    monkeypatch.setitem(tl._KERNEL_LOAD, "state", None)
+    monkeypatch.setitem(_warm._LOADED, "kernel", False)
+    monkeypatch.setitem(assembly.KERNEL, "enabled", False)  # e.g. a test comparing with numpy
+    assert not tl._defer_kernel()
+    assert tl._KERNEL_LOAD["state"] is None and not assembly.KERNEL["enabled"]
+
+
+def _kernels_available() -> bool:
+    from arcoforge.batch import _kernels
+
+    return _kernels.available()

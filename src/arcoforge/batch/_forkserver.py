@@ -1,11 +1,11 @@
 """The warm forkserver of DataLoader workers (standard library only: no torch import here).
 
 torch DataLoader workers start with ``forkserver`` (forking a process that already runs dask,
-zarr or Icechunk threads can deadlock). By default every worker then imports torch, xarray,
-zarr, dask and numba again: seconds per worker before its first batch. :func:`start` sets the
-server to preload :data:`PRELOAD` (``arcoforge.batch._warm`` imports all of them and loads the
-compiled kernel) and starts it at once, so it imports them while this process goes on (e.g.
-while it imports torch itself); workers are then forks of a warm process.
+zarr or Icechunk threads can deadlock). By default every worker then imports torch, xarray
+and zarr again: seconds per worker before its first batch. :func:`start` sets the server to
+preload :data:`PRELOAD` (``arcoforge.batch._warm`` imports them, and only what a worker needs
+for its first batch: no dask, no numba) and starts it at once, so it imports them while this
+process goes on (e.g. while it imports torch itself); workers are then forks of a warm process.
 """
 
 from __future__ import annotations

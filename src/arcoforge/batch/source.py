@@ -20,7 +20,7 @@ from ..errors import ConfigError, NotFoundError
 from .caches import ArrayCache, cache_key, dataset_token
 from .zarr_direct import COUNTERS, DirectAccess, direct_access, zarr_backing
 
-__all__ = ["ArraySource", "as_dataset", "storage_chunks", "zarr_backing"]
+__all__ = ["ArraySource", "as_dataset", "storage_chunks", "without_dask", "zarr_backing"]
 
 Preprocess = Callable[[Hashable, np.ndarray], np.ndarray]
 
@@ -48,6 +48,62 @@ def storage_chunks(ds: xr.Dataset, variables: Sequence[Hashable]) -> dict[Hashab
             c = pref.get(d) or (enc[i] if enc is not None and i < len(enc) else None)
             if c:
                 out[d] = max(out.get(d, 0), int(c))
+    return out
+
+
+def _lazy_backend(var: xr.Variable) -> xr.Variable | None:
+    """``var`` (dask, as ``open_zarr`` builds it) over its lazily indexed backend array, or
+    None when its dask graph is anything else (see :func:`.zarr_direct.zarr_backing`)."""
+    from xarray.core import indexing
+
+    layers = getattr(getattr(var._data, "dask", None), "layers", None)  # noqa: SLF001
+    if layers is None or len(layers) != 2:
+        return None
+    originals = [lay for name, lay in layers.items() if str(name).startswith("original-")]
+    if len(originals) != 1:
+        return None
+    values = list(dict(originals[0]).values())
+    if len(values) != 1:
+        return None
+    data = values[0]
+    if isinstance(data, indexing.ImplicitToExplicitIndexingAdapter):
+        data = data.array
+    if not isinstance(data, indexing.ExplicitlyIndexed):
+        return None
+    lazy = xr.Variable(var.dims, data, var.attrs, var.encoding, fastpath=True)
+    if lazy.shape != var.shape or lazy.dtype != var.dtype or lazy.chunks is not None:
+        return None
+    return lazy
+
+
+def without_dask(ds: xr.Dataset, variables: Sequence[Hashable]) -> xr.Dataset:
+    """``ds`` with its dask variables (as ``open_zarr`` builds them) over their lazily indexed
+    backend arrays: the same values and storage chunks, but unpickling it (in a DataLoader
+    worker) needs no dask, which costs about half a second to import.
+
+    ``ds`` itself is returned when it holds no dask variable, when one has any other graph
+    (``isel``, arithmetic or rechunking after opening: dask then computes it) or when the dask
+    chunks are not the storage chunks (a worker would see other chunks).
+    """
+    dask_vars = {k: v for k, v in ds.variables.items() if v.chunks is not None}
+    if not dask_vars:
+        return ds
+    lazy = {}
+    for name, var in dask_vars.items():
+        new = _lazy_backend(var)
+        if new is None:
+            return ds
+        lazy[name] = new
+    out = ds.copy(deep=False)
+    for name, new in lazy.items():
+        if name in out.coords and name not in out.indexes:
+            out = out.assign_coords({name: new})
+        elif name in out.data_vars:
+            out[name] = new
+    if any(out.variables[k].chunks is not None for k in dask_vars):
+        return ds
+    if storage_chunks(out, variables) != storage_chunks(ds, variables):
+        return ds
     return out
 
 
@@ -112,6 +168,10 @@ class ArraySource:
         state["_access"] = {}
         if self.opener is not None:
             state["_ds"] = None
+        elif self._ds is not None:
+            if self.cache is not None and self._token is None:
+                state["_token"] = self.token  # the same cache keys in every process
+            state["_ds"] = without_dask(self._ds, self.variables)
         return state
 
     def _backend(self, name: Hashable) -> tuple[tuple[Hashable, ...], str, Any]:

@@ -12,9 +12,11 @@
   :class:`~arcoforge.errors.ConfigError` at once instead of crashing the workers
   (see :mod:`arcoforge._guard`).
 
-  Its forkserver preloads torch, xarray, zarr, dask, arcoforge.batch and the numba kernel once
-  and is started as soon as the loader is built (:mod:`._forkserver`), so workers are forks of
-  a warm process: nothing is imported again per worker (``benchmarks/first_batch.py``).
+  Its forkserver preloads torch, xarray, zarr and arcoforge.batch once and is started as soon as
+  the loader is built (:mod:`._forkserver`), so workers are forks of a warm process: nothing is
+  imported again per worker. Datasets opened with ``open_zarr`` travel without their dask
+  arrays (workers never import dask), and a worker cuts its first batch with numpy while it
+  loads the compiled kernel on a thread (``benchmarks/first_batch.py``).
 * :class:`StatefulDataLoader` (what :func:`make_dataloader` returns for iterable datasets) is
   checkpointable: ``state_dict()`` after ``k`` batches, ``load_state_dict()`` into a new loader
   (same ``num_workers``) gives exactly the remaining batches of that epoch, in the same order,
@@ -29,6 +31,7 @@ axis 0 of a sample) under the keys ``"input"`` and ``"target"``. Import requires
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Hashable, Iterable, Iterator, Mapping, Sequence
 from multiprocessing.context import get_spawning_popen
 from typing import TYPE_CHECKING, Any
@@ -140,9 +143,16 @@ class TorchIterableDataset(_MainGuard, tud.IterableDataset):
             shard, start = Shard(base + role, shard.count), taken[role]
         state = {"epoch": self.stream.epoch, "position": start, "finished": False}
         self._state = state
-        for batch in self.stream.batches(shard=shard, start=start):
-            state["position"] += 1
-            yield _group(batch, self.inputs, self.targets, axis=1)
+        deferred = info is not None and _defer_kernel()
+        try:
+            for batch in self.stream.batches(shard=shard, start=start):
+                state["position"] += 1
+                yield _group(batch, self.inputs, self.targets, axis=1)
+                if deferred:  # the first batch is out: load the kernel meanwhile
+                    deferred = _load_kernel_in_background()
+        finally:
+            if deferred:
+                _load_kernel_in_background()
         state["finished"] = True
 
     def state_dict(self) -> dict[str, Any]:
@@ -157,6 +167,48 @@ class TorchIterableDataset(_MainGuard, tud.IterableDataset):
         consumed = 0 if finished else int(state["position"])
         self.stream._resume_at = 0  # noqa: SLF001 - resumed per worker here instead
         self._resume = (consumed, max(1, int(state.get("num_workers", 0))))
+
+
+#: the compiled kernel in this worker: None (not deferred), "deferred" or "loading"
+_KERNEL_LOAD: dict[str, str | None] = {"state": None}
+
+
+def _defer_kernel() -> bool:
+    """In a worker whose compiled kernel is not loaded yet (its forkserver does not load it,
+    see :mod:`._warm`): cut with numpy until :func:`_load_kernel_in_background` is called, so
+    that the first batch does not wait for numba (about 0.6 s). True when deferred."""
+    from . import _warm, assembly
+
+    if (_warm.kernel_loaded() or _KERNEL_LOAD["state"] is not None
+            or not assembly.KERNEL["enabled"]):
+        return False
+    assembly.KERNEL["enabled"] = False
+    _KERNEL_LOAD["state"] = "deferred"
+    return True
+
+
+def _load_kernel_in_background() -> bool:
+    """Load the deferred kernel on a daemon thread, then switch it on (False: returns at once)."""
+    from . import _warm, assembly
+
+    if _KERNEL_LOAD["state"] != "deferred":
+        return False
+    _KERNEL_LOAD["state"] = "loading"
+
+    def load() -> None:
+        try:
+            _warm.load_kernel()
+        finally:
+            assembly.KERNEL["enabled"] = True
+
+    threading.Thread(target=load, daemon=True, name="arcoforge-kernel-load").start()
+    return False
+
+
+def _load_kernel_soon() -> None:
+    """In a worker without the kernel: numpy until it is loaded on a thread started now."""
+    if _defer_kernel():
+        _load_kernel_in_background()
 
 
 def _round_robin(counts: Sequence[int], consumed: int) -> tuple[list[int], int]:
@@ -204,6 +256,8 @@ class TorchMapDataset(_MainGuard, tud.Dataset):
         return arrays, box
 
     def __getitem__(self, index: int) -> dict[str, Any]:
+        if _KERNEL_LOAD["state"] is None and tud.get_worker_info() is not None:
+            _load_kernel_soon()
         sid = np.asarray([self.ids[int(index)]])
         grid = self.stream.grid
         arrays, box = self._block(int(grid.block_of(sid)[0]))
