@@ -5,7 +5,8 @@
 Cases: (a) in-memory dataset, 32x32 patches, compared with a plain numpy copy of the same
 bytes; (b) compressed Zarr on disk with chunks holding 32 patches; (c) whole fields (time as
 the sample axis, chunks of 16 steps, shuffled, batch 32). Prints samples/s, MB/s and the
-ratios the feed targets are stated in. Case (d) is arcoforge issue 15's workload: the labeled,
+ratios the feed targets are stated in; (e) is the time to the first batch of a torch loader with
+two workers (``first_batch.py``, fresh processes). Case (d) is arcoforge issue 15's workload: the labeled,
 xbatcher-compatible ``BatchGenerator`` (input_dims lat/lon 32, batch_dims time 8) over a zstd
 Zarr store with (8, 128, 128) chunks, against xbatcher's own generator and ``stream`` over the
 same store, in MB/s (a batch holds 8 samples).
@@ -32,7 +33,10 @@ Methodology (the same rule for every row, arcoforge included):
 from __future__ import annotations
 
 import argparse
+import re
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 import warnings
@@ -218,6 +222,17 @@ def case_d(quick: bool, tmp: Path) -> None:
                                  sampling="sequential"), n_of, p * p * 4)
 
 
+def case_e(quick: bool) -> float | None:
+    """(e) Seconds from interpreter start to the first batch of ``torch_loader(num_workers=2)``:
+    the median of fresh processes, measured by ``first_batch.py`` (its table is printed)."""
+    script = Path(__file__).with_name("first_batch.py")
+    out = subprocess.run([sys.executable, str(script), "--repeat", "2" if quick else "5"],
+                         capture_output=True, text=True)
+    print(out.stdout or out.stderr)
+    found = re.search(r"median ([0-9.]+) s", out.stdout)
+    return float(found.group(1)) if found else None
+
+
 def mb_ratio(case: str, a: str, b: str) -> float:
     """Ratio of median MB/s (rows whose samples differ in size, as in case d)."""
     rates = {(r[0], r[1]): r[2] * r[5] for r in ROWS}
@@ -232,7 +247,7 @@ def ratio(case: str, a: str, b: str) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="smaller data, fewer passes")
-    parser.add_argument("--cases", default="abcd", help="which cases to run (default: abcd)")
+    parser.add_argument("--cases", default="abcde", help="which cases to run (default: abcde)")
     args = parser.parse_args()
     if args.quick:
         REPS.update(min_reps=3, min_time=0.2, max_time=3.0)
@@ -245,6 +260,7 @@ def main() -> None:
             case_c(args.quick, Path(tmp))
         if "d" in args.cases:
             case_d(args.quick, Path(tmp))
+    first_batch = case_e(args.quick) if "e" in args.cases else None
     print("\n| case | loader | samples/s (median) | MB/s (median) | min–max samples/s | passes |"
           "\n|---|---|---:|---:|---:|---:|")
     for c, n, r, lo, hi, sb, k in ROWS:
@@ -272,6 +288,9 @@ def main() -> None:
         if (c, a) in have and (c, b) in have:
             value = rate(c, a, b)
             print(f"  {label:<50} {value:8.2f}  {'ok' if value >= target else 'MISSED'}")
+    if first_batch is not None:
+        label = "(e) first batch, torch_loader(num_workers=2), s (<= 3)"
+        print(f"  {label:<50} {first_batch:8.2f}  {'ok' if first_batch <= 3 else 'MISSED'}")
 
 
 if __name__ == "__main__":
