@@ -15,6 +15,8 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 
+from arcoforge.errors import ConfigError
+
 __all__ = ["Prefetcher"]
 
 
@@ -25,7 +27,7 @@ class Prefetcher[T, R]:
     def __init__(self, fn: Callable[[T], R], items: Iterable[T], *, workers: int = 2,
                  depth: int | None = None) -> None:
         if workers < 1:
-            raise ValueError("workers must be >= 1")
+            raise ConfigError("workers must be >= 1")
         self._fn = fn
         self._items = iter(items)
         self.depth = max(1, depth if depth is not None else 2 * workers)

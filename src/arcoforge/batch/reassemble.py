@@ -85,7 +85,7 @@ def reassemble(
         out = _from_stream(predictions, generator, sample_ids, name, dtype)
         return _denormalize(out, statistics, variable)
     if not isinstance(generator, BatchGenerator):
-        raise TypeError("generator must be a BatchGenerator or a SampleStream")
+        raise ConfigError("generator must be a BatchGenerator or a SampleStream")
     if statistics is True:
         raise ConfigError("statistics=True needs a SampleStream; pass the Statistics object")
     da = generator._variable(variable)  # noqa: SLF001 - same package
@@ -100,7 +100,7 @@ def reassemble(
         else:
             values = _as_numpy(pred)
         if values.shape != tpl.shape:
-            raise ValueError(f"prediction {i} has shape {values.shape}; batch {i} of the "
+            raise ConfigError(f"prediction {i} has shape {values.shape}; batch {i} of the "
                              f"generator has shape {tpl.shape} (dims {tpl.dims})")
         flat = np.zeros(tpl.shape, dtype=np.int64)
         for d, stride in zip(da.dims, strides, strict=True):
@@ -108,7 +108,7 @@ def reassemble(
             flat += pos.astype(np.int64) * int(stride)
         acc.add(flat, values)
     if n != len(generator):
-        raise ValueError(f"got {n} predictions for {len(generator)} batches")
+        raise ConfigError(f"got {n} predictions for {len(generator)} batches")
     grid = acc.mean()
     result = xr.DataArray(grid.astype(dtype or np.result_type(da.dtype, np.float32)),
                           dims=da.dims, coords=da.coords, attrs=da.attrs,
@@ -128,7 +128,7 @@ def _denormalize(out: xr.DataArray, statistics: Statistics, variable: Hashable) 
 def _from_stream(predictions: Any, stream: SampleStream, sample_ids: Any, name: Hashable | None,
                  dtype: Any) -> xr.DataArray:
     if sample_ids is None:
-        raise ValueError("pass sample_ids (build the stream with with_ids=True)")
+        raise ConfigError("pass sample_ids (build the stream with with_ids=True)")
     if isinstance(predictions, np.ndarray) or hasattr(predictions, "detach"):
         preds = _as_numpy(predictions)
     else:
@@ -137,10 +137,10 @@ def _from_stream(predictions: Any, stream: SampleStream, sample_ids: Any, name: 
                      else np.concatenate([np.asarray(s) for s in sample_ids]))
     grid = stream.grid
     if preds.shape[0] != ids.size:
-        raise ValueError(f"{preds.shape[0]} predictions for {ids.size} sample ids")
+        raise ConfigError(f"{preds.shape[0]} predictions for {ids.size} sample ids")
     windows = [stream.input_dims[d] for d in stream.out_order]
     if tuple(preds.shape[1:]) != tuple(windows):
-        raise ValueError(f"predictions must be (n, {', '.join(map(str, windows))}) in dim order "
+        raise ConfigError(f"predictions must be (n, {', '.join(map(str, windows))}) in dim order "
                          f"{stream.out_order}; got {preds.shape}")
     shape = grid.sizes
     strides = np.cumprod((1, *shape[::-1]))[:-1][::-1]

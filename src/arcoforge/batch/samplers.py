@@ -37,7 +37,7 @@ class Shard:
 
     def __post_init__(self) -> None:
         if not 0 <= self.index < self.count:
-            raise ValueError(f"shard index {self.index} not in [0, {self.count})")
+            raise ConfigError(f"shard index {self.index} not in [0, {self.count})")
 
 
 def current_shard(world_size: int | None = None, rank: int | None = None) -> Shard:
@@ -193,7 +193,7 @@ def make_plan(
             part = ids[start : start + batch_size]
             groups.append(Group(tuple(np.unique(grid.block_of(part)).tolist()), part))
         return EpochPlan(tuple(groups))
-    raise ValueError(f"unknown sampling mode {mode!r}; use sequential, random or chunk_shuffle")
+    raise ConfigError(f"unknown sampling mode {mode!r}; use sequential, random or chunk_shuffle")
 
 
 def _weighted_plan(
@@ -209,11 +209,11 @@ def _weighted_plan(
     rng = _rng(seed, epoch)
     w = np.asarray(weights, dtype=np.float64)
     if w.shape != (grid.n_samples,):
-        raise ValueError(f"weights must have one entry per sample ({grid.n_samples})")
+        raise ConfigError(f"weights must have one entry per sample ({grid.n_samples})")
     if grid.valid is not None:
         w = np.where(grid.valid, w, 0.0)
     if not np.all(np.isfinite(w)) or np.any(w < 0) or w.sum() <= 0:
-        raise ValueError("weights must be finite, non-negative and not all zero")
+        raise ConfigError("weights must be finite, non-negative and not all zero")
     n = int(num_samples) if num_samples is not None else int(np.count_nonzero(w))
     draws = rng.choice(grid.n_samples, size=n, replace=True, p=w / w.sum())
     block = grid.block_of(draws)

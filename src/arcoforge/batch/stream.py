@@ -148,7 +148,7 @@ class SampleStream:
         self.input_overlap = dict(input_overlap or {})
         self.out_order = tuple(dim_order) if dim_order is not None else tuple(self.input_dims)
         if set(self.out_order) != set(self.input_dims):
-            raise ValueError(f"dim_order {self.out_order} must list exactly the input dims "
+            raise ConfigError(f"dim_order {self.out_order} must list exactly the input dims "
                              f"{tuple(self.input_dims)}")
         self.batch_size = int(batch_size)
         self.drop_last = drop_last
@@ -167,7 +167,7 @@ class SampleStream:
         sizes = self.source.sizes()
         for v in self.source.variables:
             if not self.source.dims_of(v):
-                raise ValueError(f"variable {v!r} is 0-d; it cannot be cut into samples")
+                raise ConfigError(f"variable {v!r} is 0-d; it cannot be cut into samples")
         self.grid = SampleGrid.build(
             sizes, self.input_dims, self.input_overlap, self._block_len(sizes, block_chunks,
                                                                          block_bytes),
@@ -581,7 +581,7 @@ class SampleStream:
     def labeled(self, batch: Batch) -> xr.Dataset:
         """A labeled ``xarray.Dataset`` for one batch (needs ``with_ids=True``)."""
         if "sample_id" not in batch:
-            raise ValueError("labeled batches need sample ids: build the stream with_ids=True")
+            raise ConfigError("labeled batches need sample ids: build the stream with_ids=True")
         ids = np.asarray(batch["sample_id"])
         ds = self.source.ds
         starts = self.grid.sample_starts(ids)
