@@ -30,6 +30,7 @@ import xarray as xr
 
 from arcoforge.errors import ConfigError
 from arcoforge.provenance import STATISTICS
+from arcoforge.quiet import expected_warnings
 
 __all__ = [
     "LEVEL_DIMS",
@@ -313,8 +314,7 @@ def store_statistics(target: Any, stats: Statistics, *,
     group = zarr.open_group(resolved.url, mode="r+", storage_options=opts, zarr_format=3,
                             use_consolidated=False)
     group.attrs.update({STATISTICS: value})
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", category=UserWarning, module="zarr")
+    with expected_warnings():  # consolidated metadata, written on purpose
         zarr.consolidate_metadata(group.store, zarr_format=3)
 
 

@@ -14,6 +14,7 @@ import numpy as np
 import xarray as xr
 
 from arcoforge.errors import ConfigError
+from arcoforge.provenance import SAMPLE_DIMS
 
 __all__ = ["from_table", "iter_table", "to_table"]
 
@@ -38,7 +39,7 @@ def to_table(
     table = table.transpose("sample", "feature")
     if dropna:
         table = table.dropna("sample", how="any")
-    table.attrs["arcoforge:sample_dims"] = [str(d) for d in sample_dims]
+    table.attrs[SAMPLE_DIMS] = [str(d) for d in sample_dims]
     return table
 
 
@@ -48,7 +49,7 @@ def from_table(values: np.ndarray | xr.DataArray, like: xr.DataArray) -> xr.Data
     if arr.shape != like.shape:
         raise ConfigError(f"table has shape {arr.shape}; expected {like.shape}")
     table = like.copy(data=arr)
-    sample_dims = list(like.attrs.get("arcoforge:sample_dims", ["sample"]))
+    sample_dims = list(like.attrs.get(SAMPLE_DIMS, ["sample"]))
     if len(sample_dims) > 1:
         table = table.unstack("sample")
     elif sample_dims[0] != "sample":

@@ -15,6 +15,7 @@ import xarray as xr
 
 from arcoforge.catalog.stac import read_collections
 from arcoforge.errors import NotFoundError
+from arcoforge.provenance import HREF, STANDARD_NAME, VERSIONS
 
 __all__ = ["CollectionSummary", "search", "summaries", "get_collection", "open_dataset"]
 
@@ -59,9 +60,9 @@ class CollectionSummary:
             interval=list(interval),
             variables=variables,
             version=col.get("version"),
-            versions=[str(v["version"]) for v in col.get("arcoforge:versions", [])],
+            versions=[str(v["version"]) for v in col.get(VERSIONS, [])],
             store=asset.get("href"),
-            href=str(col.get("arcoforge:href", "")),
+            href=str(col.get(HREF, "")),
             keywords=[str(k) for k in col.get("keywords") or []],
         )
 
@@ -147,7 +148,7 @@ def time_overlaps(interval: Sequence[str | None], time: Any) -> bool:
 def _has_variables(col: Mapping[str, Any], wanted: Sequence[str]) -> bool:
     cube = col.get("cube:variables") or {}
     names = {n.lower() for n in cube}
-    std = {str(v.get("arcoforge:standard_name", "")).lower() for v in cube.values()}
+    std = {str(v.get(STANDARD_NAME, "")).lower() for v in cube.values()}
     return all(w.lower() in names or w.lower() in std for w in wanted)
 
 
@@ -156,7 +157,7 @@ def _text_blob(col: Mapping[str, Any]) -> str:
     parts += [str(k) for k in col.get("keywords") or []]
     parts += [str(p.get("name", "")) for p in col.get("providers") or []]
     for name, v in (col.get("cube:variables") or {}).items():
-        parts += [name, str(v.get("description", "")), str(v.get("arcoforge:standard_name", ""))]
+        parts += [name, str(v.get("description", "")), str(v.get(STANDARD_NAME, ""))]
     return " ".join(parts).lower()
 
 
@@ -213,7 +214,7 @@ def open_dataset(catalog: Any, dataset_id: str, version: str | None = None, *,
     from arcoforge.open import open_dataset as open_store
 
     col = get_collection(catalog, dataset_id, catalog_storage_options)
-    versions = list(col.get("arcoforge:versions") or [])
+    versions = list(col.get(VERSIONS) or [])
     wanted = version or col.get("version")
     entry = next((v for v in versions if str(v.get("version")) == str(wanted)), None)
     if entry is None:

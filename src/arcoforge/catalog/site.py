@@ -35,6 +35,7 @@ from arcoforge.catalog.stac import (
     _read_json,
     read_collections,
 )
+from arcoforge.provenance import HREF, VERSIONS
 
 __all__ = ["SiteReport", "build_site", "page_names", "quicklook_png", "timeseries_png",
            "write_site"]
@@ -245,7 +246,7 @@ def _dataset_page(col: Mapping[str, Any], catalog: str, images: dict[str, str],
                 for n, v in variables.items()]
     ver_rows = [[v.get("version"), v.get("created", ""), v.get("href", ""),
                  (v.get("recipe_hash") or "")[:16]]
-                for v in reversed(col.get("arcoforge:versions") or [])]
+                for v in reversed(col.get(VERSIONS) or [])]
     providers = "".join(
         f"<li>{_e(p.get('name'))} <span class='meta'>({_e(', '.join(p.get('roles', [])))})"
         "</span>" + (f" <a href='{_e(p['url'])}' rel='noopener'>{_e(p['url'])}</a>"
@@ -346,7 +347,7 @@ class SiteReport:
 
 def _provenance_of(col: Mapping[str, Any], storage_options: Mapping[str, Any] | None
                    ) -> Mapping[str, Any] | None:
-    col_href = str(col.get("arcoforge:href", ""))
+    col_href = str(col.get(HREF, ""))
     if not col_href:
         return None
     folder = col_href.rsplit("/", 1)[0]

@@ -42,6 +42,7 @@ import numpy as np
 import xarray as xr
 
 from arcoforge.errors import BuildLockedError, ConfigError
+from arcoforge.forge.targets.base import ICECHUNK_MEDIA_TYPE, ZARR_MEDIA_TYPE
 from arcoforge.provenance import (
     CREATED,
     HREF,
@@ -74,8 +75,6 @@ __all__ = [
 ]
 
 DATACUBE_EXTENSION = "https://stac-extensions.github.io/datacube/v2.2.0/schema.json"
-ZARR_MEDIA_TYPE = "application/vnd.zarr; version=3"
-ICECHUNK_MEDIA_TYPE = "application/vnd.zarr+icechunk"
 CATALOG_FILE = "catalog.json"
 COLLECTION_FILE = "collection.json"
 PROVENANCE_FILE = "provenance.json"  # catalogs written before provenance was versioned

@@ -8,6 +8,7 @@ import sys
 from typing import Any
 
 from arcoforge.cli import friendly_errors
+from arcoforge.provenance import HREF
 
 __all__ = ["register"]
 
@@ -54,7 +55,7 @@ def _cmd_show(args: argparse.Namespace) -> int:
     from arcoforge.catalog.search import get_collection
 
     col = get_collection(args.catalog, args.dataset_id)
-    col.pop("arcoforge:href", None)
+    col.pop(HREF, None)
     print(json.dumps(col, indent=2, ensure_ascii=False))
     return 0
 

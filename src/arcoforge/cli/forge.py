@@ -12,6 +12,7 @@ from typing import Any
 
 from arcoforge.cli import friendly_errors
 from arcoforge.errors import ConfigError
+from arcoforge.provenance import SOURCES, is_provenance_key
 
 __all__ = ["register", "load_recipe", "load_recipes"]
 
@@ -133,9 +134,9 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
 
     ds = af.open_dataset(args.thing)
     print(ds)
-    prov = {k: v for k, v in ds.attrs.items() if str(k).startswith("arcoforge:")}
+    prov = {k: v for k, v in ds.attrs.items() if is_provenance_key(k)}
     if prov:
-        sources = prov.pop("arcoforge:sources", [])
+        sources = prov.pop(SOURCES, [])
         print(json.dumps(prov, indent=2, default=str))
         print(f"{len(sources)} sources, first: {sources[:1]}")
     return 0

@@ -38,6 +38,7 @@ import xarray as xr
 
 from arcoforge.errors import ArcoforgeError, SourceReadError
 from arcoforge.forge.io.fetch import LocalSource, fetch
+from arcoforge.forge.io.formats import FILE_TYPE_ENGINE
 from arcoforge.forge.recipes import ZarrRecipe
 from arcoforge.open import open_dataset
 from arcoforge.provenance import strip_provenance
@@ -53,8 +54,8 @@ ENCODING_KEYS = ("dtype", "scale_factor", "add_offset", "_FillValue", "missing_v
 _DECODE_KEYS = ("decode_cf", "mask_and_scale", "decode_times", "decode_timedelta", "use_cftime",
                 "concat_characters", "decode_coords")
 
-_ENGINES = {"netcdf4": "netcdf4", "netcdf3": "netcdf4", "hdf5": "h5netcdf", "grib": "cfgrib",
-            "zarr": "zarr", "auto": None}
+#: the reader xarray opens a source with, per ``file_type`` (``"auto"``: xarray guesses)
+_ENGINES: dict[str, str | None] = {**FILE_TYPE_ENGINE, "zarr": "zarr", "auto": None}
 
 #: at most about this many bytes of one variable of one file are compared at a time
 _BLOCK_BYTES = 64 * 2**20

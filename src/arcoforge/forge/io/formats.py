@@ -29,7 +29,7 @@ from arcoforge.errors import (
 )
 from arcoforge.forge.io.integrity import _HDF4_MAGIC, _hdf5_superblock_at
 
-__all__ = ["detect_engine"]
+__all__ = ["detect_engine", "FILE_TYPE_ENGINE"]
 
 _MAGIC = {
     b"CDF\x01": "netcdf4",
@@ -39,7 +39,8 @@ _MAGIC = {
     b"GRIB": "cfgrib",
 }
 
-_FILE_TYPE_ENGINE = {"netcdf4": "netcdf4", "netcdf3": "netcdf4", "hdf5": "h5netcdf", "grib": "cfgrib"}
+#: the xarray engine that reads each ``file_type`` (``"auto"``: told from the first bytes)
+FILE_TYPE_ENGINE = {"netcdf4": "netcdf4", "netcdf3": "netcdf4", "hdf5": "h5netcdf", "grib": "cfgrib"}
 
 
 # HDF5 (and so netCDF4) is not thread-safe: every open, metadata read, slice read and close that
@@ -257,10 +258,10 @@ def detect_engine(path: str, file_type: str = "auto", url: str | None = None) ->
     """The xarray engine for ``path``: from ``file_type``, or from the file's first bytes."""
     if file_type != "auto":
         try:
-            return _FILE_TYPE_ENGINE[file_type]
+            return FILE_TYPE_ENGINE[file_type]
         except KeyError:
             raise ConfigError(
-                f"unknown file_type {file_type!r}; use one of {sorted(_FILE_TYPE_ENGINE)} or 'auto'"
+                f"unknown file_type {file_type!r}; use one of {sorted(FILE_TYPE_ENGINE)} or 'auto'"
             ) from None
     with open(path, "rb") as fh:
         head = fh.read(8)

@@ -36,12 +36,16 @@ if TYPE_CHECKING:
     from arcoforge.forge.schema import TargetSchema
     from arcoforge.forge.versions import VersionInfo
 
-__all__ = ["Target", "LockLocation", "resolve_target", "ICECHUNK_SCHEME", "LOCK_SUFFIX"]
+__all__ = ["Target", "LockLocation", "resolve_target", "ICECHUNK_SCHEME", "LOCK_SUFFIX",
+           "ZARR_MEDIA_TYPE", "ICECHUNK_MEDIA_TYPE"]
 
 #: URL scheme of an Icechunk repository on a local disk
 ICECHUNK_SCHEME = "icechunk://"
 #: a target's build lock is a file ``<target location><LOCK_SUFFIX>`` next to it
 LOCK_SUFFIX = ".arcoforge-lock"
+#: media types of the stores (a target's ``media_type``, the STAC asset's ``type``)
+ZARR_MEDIA_TYPE = "application/vnd.zarr; version=3"
+ICECHUNK_MEDIA_TYPE = "application/vnd.zarr+icechunk"
 
 #: where a target's build lock lives: ``(url, storage_options)``
 LockLocation = tuple[str, dict[str, Any]]

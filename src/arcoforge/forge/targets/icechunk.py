@@ -41,7 +41,7 @@ import zarr
 
 from arcoforge.errors import NotFoundError, SingleCommitterError, TargetError
 from arcoforge.forge.schema import TargetSchema, attrs_to_json
-from arcoforge.forge.targets.base import ICECHUNK_SCHEME, LOCK_SUFFIX
+from arcoforge.forge.targets.base import ICECHUNK_MEDIA_TYPE, ICECHUNK_SCHEME, LOCK_SUFFIX
 from arcoforge.forge.targets.zarr import (
     grow_group,
     layout_encoding,
@@ -143,7 +143,7 @@ class IcechunkTarget:
     transactional: ClassVar[bool] = True
     #: versions are tags in the repository's history: nothing to archive
     archives_old_versions: ClassVar[bool] = False
-    media_type: ClassVar[str] = "application/vnd.zarr+icechunk"
+    media_type: ClassVar[str] = ICECHUNK_MEDIA_TYPE
 
     def __init__(self, target: Any, storage_options: Mapping[str, Any] | None = None, *,
                  branch: str = "main", build_branch: str = BUILD_BRANCH,

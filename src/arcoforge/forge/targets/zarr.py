@@ -48,7 +48,6 @@ import logging
 import os
 import shutil
 import uuid
-import warnings
 from collections.abc import Iterable, Mapping
 from functools import cached_property
 from typing import Any, ClassVar
@@ -60,9 +59,10 @@ import zarr
 
 from arcoforge.errors import NotFoundError, TargetError
 from arcoforge.forge.schema import TargetSchema, attrs_to_json
-from arcoforge.forge.targets.base import LOCK_SUFFIX
+from arcoforge.forge.targets.base import LOCK_SUFFIX, ZARR_MEDIA_TYPE
 from arcoforge.forge.versions import VersionInfo, format_version, is_version, sorted_versions
 from arcoforge.provenance import ATTR_TYPES, CREATED, VERSION
+from arcoforge.quiet import expected_warnings
 
 __all__ = ["ZarrTarget", "template_dataset", "grow_group", "layout_encoding"]
 
@@ -158,7 +158,7 @@ class ZarrTarget:
     transactional: ClassVar[bool] = False
     #: older versions are copies under ``<url>.versions/``
     archives_old_versions: ClassVar[bool] = True
-    media_type: ClassVar[str] = "application/vnd.zarr; version=3"
+    media_type: ClassVar[str] = ZARR_MEDIA_TYPE
 
     def __init__(self, url: str, storage_options: Mapping[str, Any] | None = None) -> None:
         self.url = str(url).rstrip("/")
@@ -297,9 +297,7 @@ class ZarrTarget:
         json_attrs, _ = attrs_to_json(attrs)
         json_attrs[ATTR_TYPES] = dict(attr_types)
         group.attrs.update(json_attrs)
-        with warnings.catch_warnings():
-            # our .arcoforge state folder is not zarr; consolidated metadata is what xarray reads
-            warnings.filterwarnings("ignore", category=UserWarning, module="zarr")
+        with expected_warnings():  # our .arcoforge state folder; consolidated metadata
             zarr.consolidate_metadata(self._store(self.staging_url), zarr_format=3)
         self._write_text(self._state(FINALIZED), str(json_attrs[VERSION]))
         self.publish()
@@ -521,10 +519,7 @@ class ZarrTarget:
                     f"{[v.version for v in listed] or 'none'} (older minor versions are removed "
                     "by retention)")
             url = found[0] if found[0] != self.url else url
-        with warnings.catch_warnings():
-            # arcoforge writes consolidated metadata on purpose (one read opens the whole
-            # store); zarr warns on every open that it is not (yet) part of the v3 spec
-            warnings.filterwarnings("ignore", message="Consolidated metadata", module="zarr")
+        with expected_warnings():  # consolidated metadata, written on purpose
             return xr.open_zarr(url, decode_cf=False, consolidated=True, chunks=chunks,
                                 storage_options=self.storage_options or None, zarr_format=3)
 
