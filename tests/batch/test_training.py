@@ -191,3 +191,13 @@ def test_pin_memory_and_to_device_are_harmless_without_accelerator(air: xr.Datas
     for a, b in zip(moved, plain, strict=True):
         assert a["air"].device.type == "cpu"
         assert torch.equal(a["air"], b["air"])
+
+
+def test_drop_says_when_it_leaves_out_much_of_the_epoch() -> None:
+    """One block and two shards: 'drop' hands out nothing; that is said, never silent."""
+    ds = xr.Dataset({"sst": (("time", "lat", "lon"), np.zeros((4, 64, 64), "f4"))})
+    s = SampleStream(ds, {"lat": 32, "lon": 32}, batch_size=4, balance="drop")
+    with pytest.warns(UserWarning, match=r"balance='drop' hands out 0 of the epoch's 16 samples "
+                                         r"\(0 per shard; shards own 0\.\.16\): 16 are left out"):
+        plan = s.plan(shard=Shard(1, 2))
+    assert plan.n_samples == 0

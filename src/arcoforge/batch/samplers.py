@@ -10,7 +10,8 @@ together they visit every sample exactly once per epoch.
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable
+import warnings
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -122,6 +123,19 @@ class EpochPlan:
         return EpochPlan((*self.groups, Group(blocks, extra)))
 
 
+def _warn_dropped(sizes: Sequence[int]) -> None:
+    """``balance="drop"`` cuts every shard to the smallest: say so when that leaves out more
+    than a tenth of the epoch (shards own whole blocks, so few or uneven blocks can leave out
+    most of it, or all of it when a shard owns no block)."""
+    total, kept = sum(sizes), min(sizes) * len(sizes)
+    if total and total - kept > total / 10:
+        warnings.warn(
+            f"balance='drop' hands out {kept} of the epoch's {total} samples ({min(sizes)} per "
+            f"shard; shards own {min(sizes)}..{max(sizes)}): {total - kept} are left out. Use "
+            "balance='pad', fewer workers or ranks, or smaller storage chunks (more blocks).",
+            UserWarning, stacklevel=3)
+
+
 def _rng(seed: int, epoch: int) -> np.random.Generator:
     return np.random.default_rng([int(seed) & 0xFFFFFFFF, int(epoch) & 0xFFFFFFFF])
 
@@ -166,6 +180,7 @@ def make_plan(
                  for i in range(shard.count)]
         own = make_plan(grid, shard=shard, **kw)  # type: ignore[arg-type]
         if balance == "drop":
+            _warn_dropped(sizes)
             return own.head(min(sizes))
         fallback = make_plan(grid, shard=Shard(), **kw).sample_ids()  # type: ignore[arg-type]
         return own.padded(max(sizes), grid, fallback)
