@@ -15,3 +15,9 @@ def pytest_configure(config: object) -> None:
         import torch._dynamo  # noqa: F401
     except Exception:  # noqa: BLE001 - torch not installed or broken: its tests skip or fail
         pass
+    # netCDF4 and pyproj each bundle a libcurl; importing pyproj after a netCDF file was opened
+    # aborts the process at exit ("double free or corruption"): load it first, once
+    try:
+        import pyproj  # noqa: F401
+    except ImportError:
+        pass

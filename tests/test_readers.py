@@ -6,13 +6,9 @@ them cut with ``os.truncate``, and small files written by netCDF-C / HDF5 themse
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import re
 import shutil
-import subprocess
-import sys
-import textwrap
 from pathlib import Path
 
 import h5py
@@ -24,15 +20,10 @@ import xarray as xr
 import arcoforge as af
 from arcoforge.errors import (
     ConfigError,
-    MissingDependencyError,
     SourceReadError,
     TruncatedFileError,
 )
 from arcoforge.forge.io.readers import RawFile, check_complete, detect_engine, scan_file
-
-HAVE_HDF5PLUGIN = importlib.util.find_spec("hdf5plugin") is not None
-HAVE_CFGRIB = importlib.util.find_spec("cfgrib") is not None
-FILTERS = "hdf5-filters"
 
 
 def cut_copy(src: Path, dst_dir: Path, size: int) -> Path:
@@ -263,175 +254,7 @@ def test_empty_file(tmp_path: Path) -> None:
         detect_engine(str(path))
 
 
-# -- GRIB --------------------------------------------------------------------------------------
-
-
-@pytest.mark.skipif(HAVE_CFGRIB, reason="cfgrib is installed here")
-def test_grib_without_cfgrib(shared_data: Path, tmp_path: Path) -> None:
-    with pytest.raises(MissingDependencyError) as info:
-        bake_one(shared_data / "grib" / "era5-2mt-2019-03-uk.grib", "time", tmp_path)
-    assert str(info.value) == (
-        f"{shared_data / 'grib' / 'era5-2mt-2019-03-uk.grib'} is a GRIB file; reading GRIB "
-        "needs cfgrib and eccodes: pip install 'arcoforge[grib]'")
-
-
-@pytest.mark.skipif("cfgrib" in sys.modules, reason="cfgrib already imported")
-def test_grib_cfgrib_without_eccodes(shared_data: Path, tmp_path: Path,
-                                     monkeypatch: pytest.MonkeyPatch) -> None:
-    """cfgrib installed but the ecCodes library missing: cfgrib's import fails with a
-    RuntimeError (as the real one does); the error says so and gives the same fix."""
-    fake = tmp_path / "site" / "cfgrib"
-    fake.mkdir(parents=True)
-    (fake / "__init__.py").write_text(
-        "raise RuntimeError('Cannot find the ecCodes library')\n")
-    monkeypatch.syspath_prepend(str(tmp_path / "site"))
-    path = shared_data / "grib" / "regular_ll_sfc.grib"
-    with pytest.raises(MissingDependencyError) as info:
-        scan_file((), str(path), str(path), path.stat().st_size, "", None)
-    assert str(info.value) == (
-        f"{path} is a GRIB file, and cfgrib cannot load the ecCodes library (Cannot find the "
-        "ecCodes library); reading GRIB needs cfgrib and eccodes: pip install 'arcoforge[grib]'")
-    assert "cfgrib" not in sys.modules
-
-
-@pytest.mark.skipif(not HAVE_CFGRIB, reason="needs cfgrib (pip install 'arcoforge[grib]')")
-def test_grib_index_files_go_to_the_cache(shared_data: Path, tmp_path: Path) -> None:
-    src_dir = tmp_path / "readonly"
-    src_dir.mkdir()
-    path = src_dir / "era5-2mt-2019-03-uk.grib"
-    shutil.copyfile(shared_data / "grib" / path.name, path)
-    src_dir.chmod(0o555)
-    try:
-        cache = tmp_path / "cache"
-        schema = scan_file((), str(path), str(path), path.stat().st_size, "", "time",
-                           cache_dir=str(cache))
-        assert schema.dims["time"] == 744
-        raw = RawFile(str(path), "cfgrib", url=str(path), cache_dir=str(cache))
-        assert raw.read("t2m", (slice(0, 2),)).shape == (2, 33, 49)
-        raw.close()
-        assert list(src_dir.iterdir()) == [path]
-        assert list((cache / "arcoforge-grib-index").glob("*era5-2mt-2019-03-uk.grib*.idx"))
-    finally:
-        src_dir.chmod(0o755)
-
-
-# -- HDF5 filter plugins -----------------------------------------------------------------------
-
-
-@pytest.mark.skipif(HAVE_HDF5PLUGIN, reason="hdf5plugin is installed: the filters are there")
-@pytest.mark.parametrize(("name", "label", "fid"), [
-    ("hdf5_compression_lz4.h5", "lz4", 32004),
-    ("hdf5_compression_bitshuffle.h5", "bitshuffle", 32008),
-])
-def test_missing_filter_named_at_scan(shared_data: Path, tmp_path: Path, name: str, label: str,
-                                      fid: int, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("HDF5_PLUGIN_PATH", raising=False)  # (TensorFlow, if loaded, disables)
-    path = shared_data / FILTERS / name
-    expected = (
-        f"cannot read {path}: variable 'data' is compressed with the HDF5 {label} filter "
-        f"(filter id {fid}), whose plugin is not installed. Install the filter plugins: pip "
-        "install hdf5plugin (arcoforge imports it by itself; in your own code, `import "
-        "hdf5plugin` before opening the file).")
-    with pytest.raises(SourceReadError) as info:
-        scan_file((), str(path), str(path), path.stat().st_size, "", None)
-    assert str(info.value) == expected
-    with pytest.raises(SourceReadError) as info:  # through a whole build, and via h5netcdf
-        bake_one(path, "phony_dim_0", tmp_path, file_type="hdf5")
-    assert str(info.value) == expected
-    assert not (tmp_path / "t.zarr").exists()
-
-
-@pytest.mark.parametrize("name", ["hdf5_compression_zstd.h5", "hdf5_mini_blosc.h5"])
-def test_filters_netcdf4_ships_just_work(shared_data: Path, tmp_path: Path, name: str) -> None:
-    """zstd and blosc come with the netCDF4 wheels' plugins: no refusal, same values.
-
-    Run in a fresh interpreter: once TensorFlow is loaded in a process (the test session loads
-    it), netCDF4's bundled filter plugins no longer register ("undefined filter encountered")."""
-    path = shared_data / FILTERS / name
-    script = textwrap.dedent(f"""
-        import netCDF4, numpy as np
-        import arcoforge as af
-        with netCDF4.Dataset({str(path)!r}) as nc:
-            expected = nc["data"][:].data
-        target = {str(tmp_path / "t.zarr")!r}
-        af.bake(af.ZarrRecipe(af.pattern_from_file_sequence([{str(path)!r}], "phony_dim_0")),
-                target, progress=False)
-        np.testing.assert_array_equal(af.open_dataset(target)["data"].values, expected)
-        print("same values")
-    """)
-    env = {k: v for k, v in os.environ.items() if k != "HDF5_PLUGIN_PATH"}
-    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                         timeout=120, env=env)
-    assert run.returncode == 0, run.stderr
-    assert run.stdout.strip() == "same values"
-
-
-@pytest.mark.skipif(HAVE_HDF5PLUGIN, reason="hdf5plugin registers its filters itself")
-def test_filters_with_plugins_turned_off_are_refused_by_name(shared_data: Path,
-                                                             tmp_path: Path) -> None:
-    """TensorFlow sets HDF5_PLUGIN_PATH=disable; a zstd file is then refused with that cause
-    (not an "undefined filter" traceback from the middle of a build)."""
-    path = shared_data / FILTERS / "hdf5_compression_zstd.h5"
-    script = textwrap.dedent(f"""
-        import os
-        os.environ["HDF5_PLUGIN_PATH"] = "disable"
-        import arcoforge as af
-        from arcoforge.errors import SourceReadError
-        try:
-            af.bake(af.ZarrRecipe(af.pattern_from_file_sequence([{str(path)!r}],
-                                                                 "phony_dim_0")),
-                    {str(tmp_path / "t.zarr")!r}, progress=False)
-        except SourceReadError as err:
-            print(err)
-    """)
-    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                         timeout=120)
-    assert run.returncode == 0, run.stderr
-    assert f"cannot read {path}: variable 'data' is compressed with the HDF5 zstd" in run.stdout
-    assert "HDF5_PLUGIN_PATH=disable" in run.stdout and "TensorFlow" in run.stdout
-    assert not (tmp_path / "t.zarr").exists()
-
-
-@pytest.mark.skipif(not HAVE_HDF5PLUGIN, reason="needs hdf5plugin")
-@pytest.mark.parametrize("first", ["arcoforge", "netCDF4"])
-def test_hdf5plugin_makes_every_filter_work(shared_data: Path, tmp_path: Path,
-                                            first: str) -> None:
-    """With hdf5plugin installed every filter file builds, whether or not netCDF4 was imported
-    before arcoforge (then the files are read through h5py)."""
-    script = textwrap.dedent(f"""
-        import sys, h5py, numpy as np
-        import {first}
-        import arcoforge as af
-        for i, name in enumerate(sys.argv[2:]):
-            path = sys.argv[1] + "/" + name
-            target = f"{tmp_path}/t{{i}}.zarr"
-            af.bake(af.ZarrRecipe(af.pattern_from_file_sequence([path], "phony_dim_0")),
-                    target, progress=False)
-            with h5py.File(path) as h5:
-                np.testing.assert_array_equal(af.open_dataset(target)["data"].values,
-                                              h5["data"][()])
-        print("all equal")
-    """)
-    names = sorted(p.name for p in (shared_data / FILTERS).glob("*.h5"))
-    out = subprocess.run([sys.executable, "-c", script, str(shared_data / FILTERS), *names],
-                         capture_output=True, text=True, timeout=300)
-    assert out.returncode == 0, out.stderr[-3000:]
-    assert "all equal" in out.stdout
-
-
-# -- HDF4 --------------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize("name", ["A803sn1d.hdf", "ref_chunked.hdf4"])
-def test_hdf4_file(shared_data: Path, tmp_path: Path, name: str) -> None:
-    path = shared_data / "hdf4" / name
-    with pytest.raises(SourceReadError) as info:
-        bake_one(path, "time", tmp_path)
-    text = str(info.value)
-    assert text.startswith(f"{path} is an HDF4 file; arcoforge reads NetCDF3/4, HDF5 and GRIB. "
-                           "Convert it first")
-    assert "h4toh5" in text and "gdal_translate -of netCDF" in text
-    assert "HTML" not in text and "truncated" not in text
+# GRIB, HDF5 filter plugins and HDF4: tests/test_formats_grib.py, tests/test_formats_hdf.py
 
 
 # -- open_kwargs -------------------------------------------------------------------------------
@@ -546,23 +369,12 @@ def test_error_page_instead_of_data(tmp_path: Path) -> None:
         detect_engine(str(path), url="https://example.org/day.nc")
     text = str(info.value)
     assert text.startswith("https://example.org/day.nc is not a NetCDF, HDF5 or GRIB file "
-                           "(it starts with b'<!DOCTYP')")
+                           "(it starts with b'<!DOCTYP'), nor HDF4;")
     assert "error page" in text and "downloaded again" in text and "truncated" not in text
 
 
 def test_unknown_file_type() -> None:
     with pytest.raises(ConfigError, match=r"unknown file_type 'netcdf5'; use one of \['grib', "
-                                          r"'hdf5', 'netcdf3', 'netcdf4'\] or 'auto'"):
+                                          r"'hdf4', 'hdf5', 'netcdf3', 'netcdf4', 'opendap', "
+                                          r"'zarr'\] or 'auto'"):
         detect_engine("unused.nc", "netcdf5")
-
-
-@pytest.mark.skipif(not HAVE_CFGRIB, reason="needs cfgrib (pip install 'arcoforge[grib]')")
-def test_corrupt_grib_may_be_truncated_or_corrupt(tmp_path: Path) -> None:
-    """GRIB has no header that gives the file's size: there "truncated or corrupt" is right."""
-    path = tmp_path / "bad.grib"
-    path.write_bytes(b"GRIB" + bytes(200))
-    with pytest.raises(SourceReadError) as info:
-        scan_file((), str(path), str(path), 204, "", None, cache_dir=str(tmp_path / "c"))
-    text = str(info.value)
-    assert text.startswith(f"cannot open {path} as cfgrib: ")
-    assert "may be truncated or corrupt" in text and "download it again" in text

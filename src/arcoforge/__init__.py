@@ -33,6 +33,7 @@ if TYPE_CHECKING:  # what type checkers and IDEs see; at run time the names load
         pattern_from_file_sequence,
     )
     from arcoforge.forge.recipes import ZarrRecipe
+    from arcoforge.forge.virtual.recipe import VirtualRecipe
     from arcoforge.open import open_dataset
 
 __version__ = "0.1.0"
@@ -57,8 +58,12 @@ _LAZY: dict[str, str] = {
     "MergeDim": "arcoforge.forge.patterns",
     "pattern_from_file_sequence": "arcoforge.forge.patterns",
     "ZarrRecipe": "arcoforge.forge.recipes",
+    "VirtualRecipe": "arcoforge.forge.virtual.recipe",
     "open_dataset": "arcoforge.open",
 }
+
+#: public submodules reachable as attributes (``af.transforms``)
+_SUBMODULES = ("transforms",)
 
 __all__ = [
     "Auth",
@@ -73,6 +78,7 @@ __all__ = [
     "SourceError",
     "SourceOptions",
     "SourceReadError",
+    "VirtualRecipe",
     "ZarrRecipe",
     "bake",
     "bake_feedstock",
@@ -88,6 +94,10 @@ __all__ = [
 
 def __getattr__(name: str) -> Any:
     """Import a public name's module on first access and cache the name in this module."""
+    if name in _SUBMODULES:  # af.transforms.Rename(...) without importing it first
+        value = importlib.import_module(f"arcoforge.{name}")
+        globals()[name] = value
+        return value
     module = _LAZY.get(name)
     if module is None:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
@@ -98,4 +108,4 @@ def __getattr__(name: str) -> Any:
 
 def __dir__() -> list[str]:
     """Module attributes plus the lazily imported public names (for ``dir()`` and completion)."""
-    return sorted(set(globals()) | set(_LAZY))
+    return sorted(set(globals()) | set(_LAZY) | set(_SUBMODULES))

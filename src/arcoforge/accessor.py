@@ -96,6 +96,16 @@ class ArcoforgeAccessor:
                 return stored
         return compute_statistics(obj, variables, per=LEVEL_DIMS if per is None else per)
 
+    # -- regrid --------------------------------------------------------------------------------
+    def resample(self, area: Any, method: str = "nearest", **kwargs: Any) -> Any:
+        """The swath on a grid with pyresample (:func:`arcoforge.regrid.resample`): ``area`` a
+        spec ``{"crs", "extent", "resolution"}``, an ``AreaDefinition`` or a gridded dataset;
+        ``method`` ``"nearest"``, ``"bilinear"``, ``"ewa"``, ``"bucket_avg"`` or
+        ``"bucket_count"``."""
+        from .regrid.accessor import resample
+
+        return resample(self._obj, area, method, **kwargs)
+
     def to_table(self, sample_dims: Sequence[Hashable], **kwargs: Any) -> xr.DataArray:
         """A ``(sample, feature)`` table for scikit-learn / dask-ml."""
         from .batch import to_table

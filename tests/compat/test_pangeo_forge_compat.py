@@ -29,7 +29,6 @@ from arcoforge.compat import pangeo_forge_recipes as pfr
 from arcoforge.compat.pangeo_forge_recipes.patterns import (
     ConcatDim,
     FilePattern,
-    FileType,
     MergeDim,
     augment_index_with_start_stop,
     pattern_from_file_sequence,
@@ -41,7 +40,10 @@ from arcoforge.compat.pangeo_forge_recipes.recipes import (
     setup_logging,
 )
 from arcoforge.compat.pangeo_forge_recipes.transforms import (
+    OpenURLWithFSSpec,
     OpenWithXarray,
+    PrepareZarrTarget,
+    Rechunk,
     StoreToZarr,
     TransformNotSupportedError,
 )
@@ -188,15 +190,48 @@ def test_to_arcoforge_maps_and_refuses_with_reasons() -> None:
         assert "s3cr3t" not in str(info.value) and "'pw'" not in str(info.value)
 
 
-# -- transforms: names exist and refuse --------------------------------------------------------
+# -- transforms: 0.10 Beam chains compile to arcoforge recipes ----------------------------------
 
 
-def test_transforms_refuse_with_the_alternative() -> None:
-    for cls in (OpenWithXarray, StoreToZarr):
-        with pytest.raises(TransformNotSupportedError,
-                           match=rf"transforms.{cls.__name__} is not supported yet.*"
-                                 r"XarrayZarrRecipe\(pattern, target_chunks"):
-            cls(file_type=FileType.netcdf4)
+def test_chains_compile_and_what_cannot_is_refused_with_the_reason() -> None:
+    import apache_beam as beam
+
+    from arcoforge.compat.pangeo_forge_recipes.transforms import compile_chain
+
+    pattern = _ersst_pattern("https://x.org")
+    dims = pattern.combine_dim_keys
+
+    def chain(*middle: Any, store: Any = None) -> Any:
+        out = beam.Create(pattern.items()) | OpenURLWithFSSpec(max_concurrency=2) | \
+            OpenWithXarray(file_type=pattern.file_type, xarray_open_kwargs={"decode_coords": "all"})
+        for step in middle:
+            out = out | step
+        return out | (store or StoreToZarr(store_name="x.zarr", combine_dims=dims,
+                                           target_chunks={"time": 2}))
+
+    recipe = compile_chain(chain(beam.Map(lambda item: item)))
+    assert isinstance(recipe, af.ZarrRecipe)
+    assert [u for _, u in recipe.pattern.items()] == [u for _, u in pattern.items()]
+    assert recipe.target_chunks == {"time": 2}
+    assert recipe.pattern.open_kwargs == {"decode_coords": "all"}
+    assert recipe.source_options.max_concurrency_per_host == 2
+    assert [t.describe()["transform"] for t in recipe.transforms] == ["BeamSteps"]
+    refused = {
+        "dynamic_chunking_fn=.... cannot be compiled": chain(store=StoreToZarr(
+            store_name="x", combine_dims=dims, dynamic_chunking_fn=lambda ds: {})),
+        r"secrets=\.\.\.\): arcoforge reads credentials from environment variables": (
+            beam.Create(pattern.items()) | OpenURLWithFSSpec(secrets={"token": "s3cr3t"})
+            | OpenWithXarray() | StoreToZarr(store_name="x", combine_dims=dims)),
+        "the chain has no OpenWithXarray": beam.Create(pattern.items()) | StoreToZarr(
+            store_name="x", combine_dims=dims),
+    }
+    for message, bad in refused.items():
+        with pytest.raises(TransformNotSupportedError, match=message) as info:
+            compile_chain(bad)
+        assert "s3cr3t" not in str(info.value)
+    for cls in (Rechunk, PrepareZarrTarget):  # StoreToZarr's insides are not recipe steps
+        with pytest.raises(TransformNotSupportedError, match="internal step of StoreToZarr"):
+            cls()
     assert issubclass(TransformNotSupportedError, ConfigError)
     assert set(pfr.transforms.__all__) >= {"OpenURLWithFSSpec", "StoreToZarr", "Rechunk",
                                            "ConsolidateMetadata", "WriteCombinedReference"}
@@ -230,7 +265,6 @@ def test_xarray_zarr_recipe_is_a_zarr_recipe() -> None:
 def test_xarray_zarr_recipe_error_and_warning_messages() -> None:
     p = _ersst_pattern("x")
     cases = {
-        r"process_input=\.\.\.\) is not supported": dict(process_input=lambda ds, f: ds),
         r"process_chunk=\.\.\.\) is not supported": dict(process_chunk=lambda ds: ds),
         "open_input_with_kerchunk=True. is not supported": dict(open_input_with_kerchunk=True),
         "inputs_per_chunk must be an integer >= 1, got 0": dict(inputs_per_chunk=0),
@@ -252,14 +286,11 @@ def test_xarray_zarr_recipe_error_and_warning_messages() -> None:
         setup_logging("LOUD")
 
 
-def test_hdf_reference_recipe_is_recognised_and_refused() -> None:
+def test_hdf_reference_recipe_is_a_virtual_recipe() -> None:
     recipe = HDFReferenceRecipe(_ersst_pattern("x"), netcdf_storage_options={"anon": True})
     assert recipe.copy_pruned(1).file_pattern.dims == {"time": 1}
-    assert fs.is_recipe(recipe) and fs.unsupported_reason(recipe)
-    for read in (lambda: recipe.pattern, lambda: recipe.source_options,
-                 lambda: recipe.target_chunks, recipe.sha256):
-        with pytest.raises(ConfigError, match="HDFReferenceRecipe .* cannot be baked"):
-            read()
+    assert fs.is_recipe(recipe) and not fs.unsupported_reason(recipe)
+    assert recipe.is_virtual and len(recipe.pattern) == 4  # baked in tests/test_virtual.py
     with pytest.raises(ConfigError, match="file_pattern must be a FilePattern, got list"):
         HDFReferenceRecipe(["a.nc"])  # type: ignore[arg-type]
 
@@ -291,14 +322,31 @@ refs = HDFReferenceRecipe(pattern_from_file_sequence(["{base}/ersst.v5.201901.nc
 RECIPE_0_10 = """\
 import apache_beam as beam
 from pangeo_forge_recipes.patterns import ConcatDim, FilePattern
-from pangeo_forge_recipes.transforms import OpenURLWithFSSpec, OpenWithXarray, StoreToZarr
+from pangeo_forge_recipes.transforms import (ConsolidateDimensionCoordinates, ConsolidateMetadata,
+                                             OpenURLWithFSSpec, OpenWithXarray, StoreToZarr)
 
-pattern = FilePattern(lambda time: f"{base}/ersst.v5.{{time}}.nc", ConcatDim("time", ["201901"]))
+pattern = FilePattern(lambda time: f"{base}/ersst.v5.{{time}}.nc",
+                      ConcatDim("time", {months!r}, nitems_per_file=1))
+
+
+class DropAnomaly(beam.PTransform):
+    @staticmethod
+    def _drop(index, ds):
+        return index, ds.drop_vars("ssta")
+
+    def expand(self, pcoll):
+        return pcoll | "drop ssta" >> beam.MapTuple(self._drop)
+
+
 recipe = (
     beam.Create(pattern.items())
     | OpenURLWithFSSpec()
     | OpenWithXarray(file_type=pattern.file_type)
-    | StoreToZarr(store_name="ersst.zarr", combine_dims=pattern.combine_dim_keys)
+    | DropAnomaly()
+    | StoreToZarr(store_name="ersst.zarr", combine_dims=pattern.combine_dim_keys,
+                  target_chunks={chunks}, attrs={{"title": "ERSST via a Beam chain"}}{extra})
+    | ConsolidateDimensionCoordinates()
+    | ConsolidateMetadata()
 )
 """
 
@@ -325,18 +373,37 @@ def test_pangeo_recipe_module_bakes_over_http_and_verifies(
     assert af.open_dataset(pruned).sizes["time"] == 2
 
 
+def test_pangeo_beam_chain_module_bakes_over_http_and_verifies(
+        ersst: Path, ersst_sources: xr.Dataset, http_server: Any, tmp_path: Path,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    server = http_server(ersst)
+    recipe_py = tmp_path / "recipe.py"
+    recipe_py.write_text(RECIPE_0_10.format(base=server.url, months=MONTHS,
+                                              chunks={"time": 3}, extra=""))
+    target = str(tmp_path / "ersst.zarr")
+    code = cli_main(["bake", str(recipe_py), "--target", target, "--no-progress"])
+    assert code == 0, capsys.readouterr()
+    _no_alias_left()
+    assert cli_main(["verify", target, "--against", str(recipe_py)]) == 0
+    ds = af.open_dataset(target).load()
+    assert "ssta" not in ds and ds.attrs["title"] == "ERSST via a Beam chain"
+    assert ds.sizes["time"] == 4 and ds["sst"].encoding["chunks"][0] == 3
+    np.testing.assert_array_equal(ds["sst"].values, ersst_sources["sst"].values)
+
+
 def test_unsupported_recipe_modules_fail_with_the_reason(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     hdf_py = tmp_path / "hdf.py"
     hdf_py.write_text(RECIPE_HDF.format(base="https://x.org"))
     assert cli_main(["bake", str(hdf_py), "--target", str(tmp_path / "h.zarr")]) == 1
-    assert "HDFReferenceRecipe (virtual kerchunk references) cannot be baked" in \
+    assert "virtual references need an Icechunk target (icechunk://PATH" in \
         capsys.readouterr().err
     beam_py = tmp_path / "beam_recipe.py"
-    beam_py.write_text(RECIPE_0_10.format(base="https://x.org"))
+    beam_py.write_text(RECIPE_0_10.format(base="https://x.org", months=MONTHS, chunks={},
+                                          extra=", dynamic_chunking_fn=len"))
     assert cli_main(["bake", str(beam_py), "--target", str(tmp_path / "b.zarr")]) == 1
     err = capsys.readouterr().err
-    assert "transforms.OpenURLWithFSSpec is not supported yet" in err
+    assert "StoreToZarr(dynamic_chunking_fn=...) cannot be compiled" in err
     _no_alias_left()
     assert not (tmp_path / "h.zarr").exists() and not (tmp_path / "b.zarr").exists()
 
@@ -493,7 +560,6 @@ def test_pangeo_feedstock_lint_errors_and_warnings(tmp_path: Path) -> None:
         "4:error:recipe 'two': module 'recipe' has no object 'missing'",
         "6:error:recipe 'two': recipe:recipe is a int, not an arcoforge recipe",
         "7:error:dict_object recipe:not_a_dict is a list, not a non-empty dict",
-        "9:error:recipe 'refs': recipe:refs cannot be baked: HDFReferenceRecipe",
         "13:error:provenance.providers[0].roles[0]: Input should be 'licensor'",
         "16:error:maintainers[1]: Value error, a maintainer needs a 'name' or a 'github'",
         "15:error:maintainers[0].orcid: String should match pattern",
@@ -567,14 +633,46 @@ def test_s3_sources_via_aws_endpoint_url_and_anon(
 
 
 
-def test_pangeo_0_10_beam_feedstock_lints_with_the_reason(tmp_path: Path) -> None:
-    d = _write(tmp_path / "fs", "recipes:\n  - id: oisst\n    object: 'recipe:recipe'\n",
-               recipe=RECIPE_0_10.format(base="https://x.org"))
-    [problem] = fs.lint(d)
+def test_pangeo_0_10_beam_feedstock_lints_tests_and_refuses_with_the_reason(
+        ersst: Path, tmp_path: Path) -> None:
+    meta = "recipes:\n  - id: ersst\n    object: 'recipe:recipe'\n"
+    good = _write(tmp_path / "good", meta, recipe=RECIPE_0_10.format(
+        base=str(ersst), months=MONTHS, chunks={"time": 2}, extra=""))
+    assert fs.lint(good) == []
+    report = fs.test_feedstock(good, nkeep=2)
+    assert report.ok, str(report)
+    bad = _write(tmp_path / "bad", meta, recipe=RECIPE_0_10.format(
+        base=str(ersst), months=MONTHS, chunks={}, extra=", dynamic_chunking_fn=len"))
+    [problem] = fs.lint(bad)
     assert problem.line == 3
-    assert "recipe 'oisst': cannot import 'recipe': TransformNotSupportedError: " \
-           "pangeo_forge_recipes.transforms.OpenURLWithFSSpec is not supported yet" in \
-           problem.message
-    assert problem.message.endswith("recipe.py:8)")
-    report = fs.test_feedstock(d)
-    assert not report.ok and "FAILED" in str(report)
+    assert "recipe 'ersst': recipe:recipe cannot be baked: StoreToZarr(dynamic_chunking_fn=...)" \
+        " cannot be compiled" in problem.message
+    assert not fs.test_feedstock(bad).ok
+
+
+def test_kerchunk_reference_chain_writes_combined_references(ersst: Path,
+                                                             ersst_sources: xr.Dataset,
+                                                             tmp_path: Path) -> None:
+    import apache_beam as beam
+
+    from arcoforge.compat.pangeo_forge_recipes.transforms import (
+        OpenWithKerchunk,
+        WriteCombinedReference,
+        compile_chain,
+    )
+
+    pattern = FilePattern(lambda time: f"{ersst}/ersst.v5.{time}.nc", ConcatDim("time", MONTHS))
+    chain = (beam.Create(pattern.items()) | OpenWithKerchunk(file_type=pattern.file_type)
+             | WriteCombinedReference(store_name="ersst", concat_dims=["time"]))
+    recipe = compile_chain(chain)
+    assert recipe.is_virtual and recipe.output == "kerchunk"
+    refs = tmp_path / "ersst.json"
+    af.bake(recipe, str(refs), progress=False)
+    ds = xr.open_dataset("reference://", engine="zarr", backend_kwargs={
+        "consolidated": False, "storage_options": {"fo": str(refs)}})
+    np.testing.assert_array_equal(ds["sst"].values, ersst_sources["sst"].values)
+    assert refs.stat().st_size < 100_000  # references, not data
+    with pytest.raises(TransformNotSupportedError, match="in a reference chain cannot be "
+                                                         "compiled"):
+        compile_chain(beam.Create(pattern.items()) | OpenWithKerchunk()
+                      | beam.Map(lambda x: x) | WriteCombinedReference(store_name="x"))

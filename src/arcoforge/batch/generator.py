@@ -43,6 +43,7 @@ XrObj = xr.Dataset | xr.DataArray
 SUFFIX = "_input"
 DEFAULT_BLOCK_BYTES = 256 << 20
 _AHEAD = 2  # blocks decoded ahead while iterating
+_ALL = slice(None)
 
 
 def _to_input_dims(obj: XrObj, input_dims: Sequence[Hashable]) -> XrObj:
@@ -124,6 +125,12 @@ class _BlockReader:
         self.block_list = self.blocks.block_of.tolist()
         self.axes = {v: [self.sliced.index(d) if d in self.sliced else None
                          for d in self.dims[v]] for v in self.lazy}
+        # per lazy variable, how its block key is made from the sliced dims' slices (None:
+        # its dims are the sliced dims in order, the key is those slices)
+        self.keys: list[tuple[Hashable, list[int | None] | None]] = [
+            (v, None if self.axes[v] == list(range(len(self.sliced))) else self.axes[v])
+            for v in self.lazy]
+        self.first_list = self.blocks.first.tolist()
         # variables without some sliced dim: their boxes recur across blocks, keep them
         self.partial = {v for v in self.lazy if any(d not in self.dims[v] for d in self.sliced)}
         self.var_cache: OrderedDict[tuple, np.ndarray] = OrderedDict()
@@ -274,18 +281,18 @@ class _BlockReader:
             for v in self.lazy:
                 out[v] = self.source.read(v, self._box(v, self.batch_lo[i], self.batch_hi[i]))
             return out
-        blo = block.lo_list
-        for v in self.lazy:
-            key = tuple(slice(None) if k is None else slice(lo[k] - blo[k], hi[k] - blo[k])
-                        for k in self.axes[v])
-            out[v] = np.array(block.arrays[v][key])
+        rel = [slice(a - b, c - b) for a, c, b in zip(lo, hi, block.lo_list, strict=True)]
+        arrays = block.arrays
+        for v, axes in self.keys:
+            key = tuple(rel) if axes is None else \
+                tuple(_ALL if k is None else rel[k] for k in axes)
+            out[v] = np.array(arrays[v][key])  # a copy: batches never share values
         return out
 
     def labeled(self, i: int, sequential: bool = False) -> XrObj:
         """Batch ``i``'s bounding box as a loaded labeled object (``ds.isel(box).load()``)."""
-        box = {d: slice(a, b) for d, a, b in zip(self.sliced, self.lo_list[i], self.hi_list[i],
-                                                  strict=True)}
-        return self.builder.build(box, self.values(i, sequential))
+        return self.builder.build_bounds(self.lo_list[i], self.hi_list[i],
+                                         self.values(i, sequential))
 
 
 class BatchGenerator:
@@ -387,13 +394,15 @@ class BatchGenerator:
                 yield self[i]
             return
         reader = self._reader
-        blocks = reader.blocks
+        block_of, first = reader.block_list, reader.first_list
+        contiguous = reader.blocks.contiguous
         try:
             for i in range(len(self)):
-                b = int(blocks.block_of[i])
-                if i == int(blocks.first[b]) and blocks.contiguous:
-                    for ahead in range(1, reader.ahead + 1):
-                        reader.prefetch(b + ahead)
+                if contiguous:
+                    b = block_of[i]
+                    if i == first[b]:
+                        for ahead in range(1, reader.ahead + 1):
+                            reader.prefetch(b + ahead)
                 yield self._fast(i, sequential=True)
         finally:
             reader.close()
@@ -425,7 +434,8 @@ class BatchGenerator:
 
     def _fast(self, i: int, sequential: bool = False) -> XrObj:
         """Batch ``i`` with its values cut from the block cache (``preload_batch=True``)."""
-        self._check_nonempty(i)
+        if self.concat_input_dims:  # without concatenation a batch is one patch, never empty
+            self._check_nonempty(i)
         loaded = self._reader.labeled(i, sequential)
         if not self.concat_input_dims:
             out = _stack_samples(loaded, list(self.input_dims)) if self._stacks else loaded

@@ -12,6 +12,7 @@ Two views of the same windows are computed here, neither touches data:
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -20,7 +21,8 @@ import numpy as np
 
 from ..errors import ConfigError
 
-__all__ = ["BatchBlocks", "BatchPlan", "SampleGrid", "window_starts"]
+__all__ = ["BatchBlocks", "BatchPlan", "SampleGrid", "chunk_of_boxes", "chunk_pieces",
+           "window_starts"]
 
 
 def window_starts(size: int, window: int, stride: int, partial: bool = False) -> np.ndarray:
@@ -171,6 +173,42 @@ class BatchPlan:
                 lo[i] = self.starts[b].min(axis=0)
                 hi[i] = self.stops[b].max(axis=0)
         return lo, hi
+
+
+def chunk_of_boxes(lo: np.ndarray, hi: np.ndarray, chunks: Sequence[int]) -> np.ndarray | None:
+    """The storage chunk that holds each box whole, or None if some box spans two chunks.
+
+    ``lo``/``hi`` are ``(n, k)`` box bounds, ``chunks`` the chunk length of each of the ``k``
+    dims; the answer is ``(n, k)`` chunk indices (``lo // chunks``). Empty boxes count as
+    lying in the chunk of their start.
+    """
+    lo = np.asarray(lo, dtype=np.int64)
+    hi = np.asarray(hi, dtype=np.int64)
+    c = np.maximum(np.asarray(chunks, dtype=np.int64).reshape(-1), 1)
+    if lo.ndim != 2 or lo.shape[1] != c.size:
+        raise ConfigError(f"boxes of {lo.shape[-1]} dims, chunks of {c.size}")
+    first = lo // c
+    last = (np.maximum(hi, lo + 1) - 1) // c
+    return first if np.array_equal(first, last) else None
+
+
+def chunk_pieces(lo: Sequence[int], hi: Sequence[int], chunks: Sequence[int]
+                 ) -> list[tuple[tuple[int, ...], list[int], list[int]]]:
+    """Box ``lo``..``hi`` cut at chunk boundaries: ``(chunk index, piece lo, piece hi)`` each.
+
+    Pieces come in C order of their chunk indices; each lies inside one chunk.
+    """
+    ranges = []
+    for a, z, c in zip(lo, hi, chunks, strict=True):
+        c = max(int(c), 1)
+        a, z = int(a), int(z)
+        ranges.append([(j, max(a, j * c), min(z, (j + 1) * c))
+                       for j in range(a // c, max(a, z - 1) // c + 1)])
+    out = []
+    for combo in itertools.product(*ranges):
+        out.append((tuple(j for j, _, _ in combo), [a for _, a, _ in combo],
+                    [z for _, _, z in combo]))
+    return out
 
 
 @dataclass(frozen=True)

@@ -75,6 +75,11 @@ class FastPathCounters:
             for k, n in counts.items():
                 self._values[k] += n
 
+    def add_one(self, field: str) -> None:
+        """Add one to counter ``field`` (the per-batch call: cheaper than :meth:`add`)."""
+        with self._lock:
+            self._values[field] += 1
+
     def snapshot(self) -> dict[str, int]:
         """The counters now."""
         with self._lock:
@@ -405,6 +410,79 @@ def direct_access(var: Any) -> DirectAccess:
 
 
 # -- xarray side: labeled batches without xarray's per-call indexing cost ----------------------
+_KEEP, _FILL, _ALONG, _SLICE = range(4)
+_VARIABLE_SLOTS = ("_dims", "_data", "_attrs", "_encoding")
+
+
+def _clone_variable(var: Any, data: Any = None) -> Any:
+    """A new ``Variable`` (or ``IndexVariable``) like ``var``: own attrs/encoding dicts.
+
+    ``data`` replaces the values when given, else they are shared (coordinate values, which
+    xarray's ``isel`` shares too). Sets xarray's ``Variable`` slots directly: a third of the
+    cost of its ``fastpath`` constructor. :meth:`LabelBuilder._first` compares the result with
+    xarray's public path, and ``tests/batch/test_fast_path_taken.py`` fails naming the versions
+    if these slots change.
+    """
+    new = object.__new__(type(var))
+    set_dims, set_data, set_attrs, set_encoding = _SLOT_SETTERS
+    set_dims(new, var._dims)
+    set_data(new, var._data if data is None else data)
+    attrs, encoding = var._attrs, var._encoding
+    set_attrs(new, None if attrs is None else dict(attrs))
+    set_encoding(new, None if encoding is None else dict(encoding))
+    return new
+
+
+def _slot_setters() -> tuple[Any, ...]:
+    from xarray import Variable
+
+    if tuple(sorted(Variable.__slots__)) != tuple(sorted(_VARIABLE_SLOTS)):
+        raise TypeError(f"xarray.Variable's slots changed: {Variable.__slots__}")
+    return tuple(getattr(Variable, name).__set__ for name in _VARIABLE_SLOTS)
+
+
+try:
+    _SLOT_SETTERS: tuple[Any, ...] = _slot_setters()
+    _SLOTS_REASON = ""
+except Exception as exc:  # another xarray: LabelBuilder falls back to xarray's public isel
+    _SLOT_SETTERS = ()
+    _SLOTS_REASON = f"{type(exc).__name__}: {exc}"
+
+# what ``Dataset._construct_direct`` sets (xarray 2024-2026); ``_cache`` is filled lazily
+_DATASET_SLOTS = ("_variables", "_coord_names", "_dims", "_indexes", "_attrs", "_close",
+                  "_encoding")
+
+
+def _dataset_setters() -> tuple[type, tuple[Any, ...]] | None:
+    """``(Dataset, its slot setters)`` if its slots are the known ones, else None."""
+    from xarray import Dataset
+
+    known = set(_DATASET_SLOTS) | {"_cache", "__weakref__"}
+    if set(Dataset.__slots__) != known:
+        return None
+    return Dataset, tuple(getattr(Dataset, name).__set__ for name in _DATASET_SLOTS)
+
+
+try:
+    _DATASET_SETTERS = _dataset_setters()
+except Exception:  # noqa: BLE001 - another xarray: Dataset._construct_direct is used
+    _DATASET_SETTERS = None
+
+
+def _new_dataset(cls: Any, variables: dict, coord_names: set, dims: dict, attrs: dict | None,
+                 indexes: dict, encoding: dict | None) -> Any:
+    """``cls._construct_direct(...)`` without its per-attribute ``__setattr__`` calls."""
+    known = _DATASET_SETTERS
+    if known is None or cls is not known[0]:  # subclasses may add slots
+        return cls._construct_direct(variables, coord_names, dims, attrs, indexes, encoding)
+    setters = known[1]
+    obj = object.__new__(cls)
+    for setter, value in zip(setters, (variables, coord_names, dims, indexes, attrs, None,
+                                        encoding), strict=True):
+        setter(obj, value)
+    return obj
+
+
 class LabelBuilder:
     """``skeleton.isel(box)`` with the values of some variables replaced (module docstring).
 
@@ -418,6 +496,15 @@ class LabelBuilder:
         Names of the data variables whose values :meth:`build` is given (for a DataArray: its
         ``values`` key). ``reason`` is set (and :meth:`build` falls back to the public path)
         when the skeleton has an index this cannot reuse, or the first result differs.
+
+    Notes
+    -----
+    A built object shares with other batches only what xarray's ``isel`` shares: the values
+    of variables that have no sliced dim (the same ``Variable`` objects, as ``isel`` returns
+    them) and the read-only values and indexes of sliced index coordinates. Every batch gets
+    its own ``Variable`` objects for sliced variables, its own attrs and encoding dicts and
+    its own containers, so mutating one batch's attributes or coordinates leaves the others
+    unchanged. The filled values are used as given (not copied).
     """
 
     _CACHE_LIMIT = 4096
@@ -431,9 +518,11 @@ class LabelBuilder:
         self.array_key = array_key
         self.sliced = tuple(sliced_dims)
         self.filled = list(filled)
-        self.reason = ""
+        self.reason = _SLOTS_REASON
         self.checked = False
-        self._cache: dict[tuple[Any, int, int], tuple[dict, dict]] = {}
+        self._cache: dict[tuple[int, int, int], dict[Any, tuple[Any, Any]]] = {}
+        if self.reason:
+            return
         try:
             self._prepare()
         except Exception as exc:  # an index or layout this does not reuse, or new internals
@@ -442,6 +531,7 @@ class LabelBuilder:
     def _prepare(self) -> None:
         skel = self.skeleton
         sliced = set(self.sliced)
+        pos = {d: k for k, d in enumerate(self.sliced)}
         if self.is_array:
             self.var = skel.variable
             items = list(skel.coords.variables.items())
@@ -449,19 +539,22 @@ class LabelBuilder:
             items = list(skel.variables.items())
         coord_names = set(skel.coords)
         self.coord_names = coord_names
-        self.plan: list[tuple[Any, str, Any]] = []
+        # (name, kind, payload): payload is the variable (keep, fill), the sliced-dim position
+        # (along: a 1-d coordinate of a sliced dim) or the variable and its sliced dims (slice)
+        self.plan: list[tuple[Any, int, Any]] = []
         along: dict[Any, list[Any]] = {}
         for name, var in items:
             dims = set(var.dims)
             if not self.is_array and name in self.filled:
-                self.plan.append((name, "fill", var))
+                self.plan.append((name, _FILL, var))
             elif not dims & sliced:
-                self.plan.append((name, "keep", var))
+                self.plan.append((name, _KEEP, var))
             elif name in coord_names and len(var.dims) == 1:
-                self.plan.append((name, "along", var.dims[0]))
+                self.plan.append((name, _ALONG, pos[var.dims[0]]))
                 along.setdefault(var.dims[0], []).append(name)
             else:
-                self.plan.append((name, "slice", var))
+                self.plan.append((name, _SLICE, (var, [(d, pos[d]) for d in var.dims
+                                                      if d in pos])))
         self.indexes_keep = {}
         for name, index in skel.xindexes.items():
             idims = set(skel.xindexes.get_all_dims(name))
@@ -473,17 +566,26 @@ class LabelBuilder:
         self.along = along
         coords_only = skel.coords.to_dataset()
         self.per_dim = {d: coords_only[names] for d, names in along.items()}
+        # the dataset's dims in the order ``isel`` lists them (first use by a variable):
+        # (dim, position among the sliced dims or None, size when not sliced)
+        order: dict[Any, tuple[Any, int | None, int]] = {}
+        for _, var in items if not self.is_array else []:
+            for d, n in zip(var.dims, var.shape, strict=True):
+                order.setdefault(d, (d, pos.get(d), int(n)))
+        self.dim_plan = list(order.values())
+        if self.is_array:
+            self.array_dims = [(d, pos.get(d)) for d in self.var.dims]
 
-    def _along(self, d: Any, start: int, stop: int) -> tuple[dict, dict]:
-        key = (d, start, stop)
+    def _along(self, k: int, start: int, stop: int) -> dict[Any, tuple[Any, Any]]:
+        """``{name: (variable, index or None)}``: the coordinates along sliced dim ``k``."""
+        key = (k, start, stop)
         hit = self._cache.get(key)
         if hit is None:
             if len(self._cache) >= self._CACHE_LIMIT:
                 self._cache.clear()
+            d = self.sliced[k]
             sub = self.per_dim[d].isel({d: slice(start, stop)})
-            names = self.along[d]
-            hit = ({n: sub.variables[n] for n in names},
-                   {n: sub.xindexes[n] for n in names if n in sub.xindexes})
+            hit = {n: (sub.variables[n], sub.xindexes.get(n)) for n in self.along[d]}
             self._cache[key] = hit
         return hit
 
@@ -497,57 +599,69 @@ class LabelBuilder:
         data = {v: values[v] if v in values else out.variables[v].data for v in out.data_vars}
         return out.copy(deep=False, data=data)
 
-    def _direct(self, box: dict[Any, slice], values: dict[Any, np.ndarray]) -> Any:
+    def _direct(self, lo: list[int], hi: list[int], values: dict[Any, np.ndarray]) -> Any:
         import xarray as xr
 
-        bounds = {d: (s.start, s.stop) for d, s in box.items()}
         variables: dict[Any, Any] = {}
         indexes = dict(self.indexes_keep)
+        done: dict[int, dict[Any, tuple[Any, Any]]] = {}
         for name, kind, what in self.plan:
-            if kind == "keep":
-                var = what
-            elif kind == "fill":
-                var = xr.Variable(what.dims, values[name], what.attrs, what.encoding,
-                                  fastpath=True)
-            elif kind == "along":
-                got, idx = self._along(what, *bounds[what])
-                var = got[name]
-                if name in idx:
-                    indexes[name] = idx[name]
+            if kind == _ALONG:
+                got = done.get(what)
+                if got is None:
+                    got = done[what] = self._along(what, lo[what], hi[what])
+                var, index = got[name]
+                variables[name] = _clone_variable(var)
+                if index is not None:
+                    indexes[name] = index
+            elif kind == _FILL:
+                variables[name] = _clone_variable(what, values[name])
+            elif kind == _KEEP:
+                variables[name] = what
             else:
-                var = what.isel({d: box[d] for d in what.dims if d in box})
-            variables[name] = var
+                var, dims = what
+                variables[name] = var.isel({d: slice(lo[k], hi[k]) for d, k in dims})
+        skel = self.skeleton
         if self.is_array:
             v = self.var
-            data = values[self.array_key] if self.array_key in values else \
-                v.isel({d: box[d] for d in v.dims if d in box}).data
-            var = xr.Variable(v.dims, data, v.attrs, v.encoding, fastpath=True)
-            return xr.DataArray(var, coords=variables, name=self.skeleton.name,
-                                indexes=indexes, fastpath=True)
-        dims: dict[Any, int] = {}
-        for var in variables.values():
-            dims.update(zip(var.dims, var.shape, strict=True))
-        skel = self.skeleton
-        return type(skel)._construct_direct(variables, set(self.coord_names), dims, skel.attrs,
-                                            indexes, skel.encoding)
+            if self.array_key in values:
+                var = _clone_variable(v, values[self.array_key])
+            else:
+                var = v.isel({d: slice(lo[k], hi[k]) for d, k in self.array_dims
+                              if k is not None})
+            return xr.DataArray(var, coords=variables, name=skel.name, indexes=indexes,
+                                fastpath=True)
+        dims = {d: n if k is None else hi[k] - lo[k] for d, k, n in self.dim_plan}
+        attrs, encoding = skel._attrs, skel._encoding
+        return _new_dataset(type(skel), variables, set(self.coord_names), dims,
+                            None if attrs is None else dict(attrs), indexes,
+                            None if encoding is None else dict(encoding))
 
     def build(self, box: dict[Any, slice], values: dict[Any, np.ndarray]) -> Any:
         """``skeleton.isel(box)`` with ``values`` in place of the filled variables' data."""
-        if self.reason:
-            COUNTERS.add(xarray_labels=1)
-            return self.public(box, values)
-        if not self.checked:
-            return self._first(box, values)
-        COUNTERS.add(direct_labels=1)
-        return self._direct(box, values)
+        lo = [box[d].start for d in self.sliced]
+        hi = [box[d].stop for d in self.sliced]
+        return self.build_bounds(lo, hi, values)
 
-    def _first(self, box: dict[Any, slice], values: dict[Any, np.ndarray]) -> Any:
+    def build_bounds(self, lo: list[int], hi: list[int], values: dict[Any, np.ndarray]) -> Any:
+        """:meth:`build` for the box ``lo[k]:hi[k]`` along each of ``sliced_dims``."""
+        if self.checked:
+            COUNTERS.add_one("direct_labels")
+            return self._direct(lo, hi, values)
+        box = {d: slice(a, b) for d, a, b in zip(self.sliced, lo, hi, strict=True)}
+        if self.reason:
+            COUNTERS.add_one("xarray_labels")
+            return self.public(box, values)
+        return self._first(box, lo, hi, values)
+
+    def _first(self, box: dict[Any, slice], lo: list[int], hi: list[int],
+               values: dict[Any, np.ndarray]) -> Any:
         """Build directly and through xarray once; keep the direct path only if they agree."""
         import xarray as xr
 
         expected = self.public(box, values)
         try:
-            got = self._direct(box, values)
+            got = self._direct(lo, hi, values)
             xr.testing.assert_identical(got, expected)
             pairs = [(got, expected)] if self.is_array else []
             if not self.is_array:
@@ -560,10 +674,16 @@ class LabelBuilder:
                 assert list(a.coords) == list(b.coords), f"coordinate order of {a.name!r}"
             assert {k: type(v) for k, v in got.xindexes.items()} == \
                 {k: type(v) for k, v in expected.xindexes.items()}, "index types"
+            kinds = [(got.coords.variables, expected.coords.variables)]
+            kinds += [(got.variables, expected.variables)] if not self.is_array else \
+                [({None: got.variable}, {None: expected.variable})]
+            for mine, theirs in kinds:
+                assert {k: type(v) for k, v in mine.items()} == \
+                    {k: type(v) for k, v in theirs.items()}, "variable types"
         except Exception as exc:  # noqa: BLE001 - any difference disables the direct path
             self.reason = f"direct labeled batch differs from xarray's isel: {exc}"
-            COUNTERS.add(xarray_labels=1)
+            COUNTERS.add_one("xarray_labels")
             return expected
         self.checked = True
-        COUNTERS.add(direct_labels=1)
+        COUNTERS.add_one("direct_labels")
         return got

@@ -26,7 +26,7 @@ def load_recipes(path: str) -> dict[str, Any]:
     A module that imports ``pangeo_forge_recipes`` gets the compat package for it when the
     real one is not installed.
     """
-    from arcoforge.forge.feedstock import is_recipe, recipe_import_context
+    from arcoforge.forge.feedstock import as_recipe, is_recipe, recipe_import_context
 
     file = Path(path)
     if not file.exists():
@@ -41,10 +41,10 @@ def load_recipes(path: str) -> dict[str, Any]:
             spec.loader.exec_module(module)
     finally:
         sys.path.pop(0)
-    found = {k: v for k, v in vars(module).items() if is_recipe(v)}
+    found = {k: as_recipe(v) for k, v in vars(module).items() if is_recipe(v)}
     extra = getattr(module, "recipes", None)
     if isinstance(extra, dict):
-        found.update({str(k): v for k, v in extra.items() if is_recipe(v)})
+        found.update({str(k): as_recipe(v) for k, v in extra.items() if is_recipe(v)})
     return found
 
 

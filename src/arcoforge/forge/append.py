@@ -37,6 +37,7 @@ from arcoforge.forge.plan import compile_tasks
 from arcoforge.forge.recipes import ZarrRecipe
 from arcoforge.forge.schema import FileSchema, TargetSchema, combine_schemas, reexpress_times
 from arcoforge.forge.targets.base import resolve_target
+from arcoforge.forge.transforms import resolve_transforms
 from arcoforge.provenance import APPENDED, SOURCES, VERSION, source_records
 
 __all__ = ["append", "compile_append_plan", "AppendResult", "AppendError"]
@@ -70,8 +71,15 @@ def append(recipe: ZarrRecipe, target: Any, *, storage_options: Mapping[str, Any
     """Append the files of ``recipe`` that ``target`` does not hold yet, as a new minor version.
 
     ``engine`` (``"local"``, ``"dask"``, ``"beam"``) and ``engine_options`` run the append's
-    plan as they run a build's; ``max_workers`` scans the new files in parallel.
+    plan as they run a build's; ``max_workers`` scans the new files in parallel.  A
+    :class:`~arcoforge.forge.virtual.recipe.VirtualRecipe` appends references to the new files.
     """
+    if getattr(recipe, "is_virtual", False):
+        from arcoforge.forge.virtual.build import append_virtual
+
+        return append_virtual(recipe, target, storage_options=storage_options,  # type: ignore[no-any-return]
+                              workdir=workdir, wait_lock=wait_lock, lock_timeout=lock_timeout,
+                              engine=engine, progress=progress, **engine_options)
     from arcoforge.forge import versions
     from arcoforge.forge.engines import get_engine
     from arcoforge.forge.locking import build_lock
@@ -125,8 +133,11 @@ def compile_append_plan(recipe: ZarrRecipe, target: Any, *, workdir: str | None 
     chunk_start = (old_len // step) * step
 
     # the new files, and the old files that fill the partly filled last chunk (at least one)
+    transforms = tuple(getattr(recipe, "transforms", ()) or ())
+
     def scan(items: Sequence[tuple[Index, str]]) -> list[FileSchema]:
-        return scan_pattern(pattern, recipe.source_options, workdir, scan_workers, items=items)
+        return scan_pattern(pattern, recipe.source_options, workdir, scan_workers, items=items,
+                            transforms=transforms)
 
     new_files = scan(new_items)
     tail: list[FileSchema] = []
@@ -135,6 +146,10 @@ def compile_append_plan(recipe: ZarrRecipe, target: Any, *, workdir: str | None 
         tail = scan([(i, u) for i, u in old_items if i[cdim] == pos]) + tail
         if old_len - _length(tail, cdim) <= chunk_start:
             break
+    if any(t.needs_all_files for t in transforms):  # bind them to the files at the seam
+        transforms = resolve_transforms(transforms, [*tail, *new_files], cdim)
+        tail, new_files = scan([(f.index, f.fetch_url or f.url) for f in tail]), \
+            scan([(f.index, f.fetch_url or f.url) for f in new_files])
     _check_unchanged(tail, attrs, tgt.url)
     try:
         combined = combine_schemas([*tail, *new_files], cdim, cdim_obj.nitems_per_file)
@@ -157,6 +172,7 @@ def compile_append_plan(recipe: ZarrRecipe, target: Any, *, workdir: str | None 
         sources=recorded + source_records(new_files),
         extra_attrs={APPENDED: {"files": len(new_files), "rows": rows,
                                 "after_version": attrs.get(VERSION)}},
+        transforms=transforms,
     )
 
 

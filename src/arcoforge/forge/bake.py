@@ -9,6 +9,7 @@ and holds no engine logic.  It talks to its target only through the
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import tempfile
@@ -23,7 +24,9 @@ import numpy as np
 
 from arcoforge.errors import SchemaError
 from arcoforge.forge.io.fetch import SourceOptions, fetch
+from arcoforge.forge.io.formats import remote_engine
 from arcoforge.forge.io.readers import RawFile, detect_engine, scan_file
+from arcoforge.forge.io.remote import remote_open_kwargs, scan_remote_input
 from arcoforge.forge.patterns import FilePattern, Index
 from arcoforge.forge.plan import (
     StoreTask,
@@ -37,10 +40,13 @@ from arcoforge.forge.schema import (
     FileSchema,
     TargetSchema,
     combine_schemas,
+    share_layout,
     to_target_time_units,
 )
 from arcoforge.forge.targets.base import Target, resolve_target
 from arcoforge.forge.targets.zarr import describe_attr_types
+from arcoforge.forge.transformed import TransformedFile, scan_transformed
+from arcoforge.forge.transforms import Transform, resolve_transforms, transforms_digest
 from arcoforge.provenance import (
     CREATED,
     PACKAGE_VERSIONS,
@@ -98,28 +104,59 @@ class BuildResult:
 def scan_pattern(pattern: FilePattern, options: SourceOptions, workdir: str,
                  max_workers: int = 8,
                  progress: Callable[[int, int], None] | None = None,
-                 items: Sequence[tuple[Index, str]] | None = None) -> list[FileSchema]:
+                 items: Sequence[tuple[Index, str]] | None = None,
+                 transforms: Sequence[Transform] = ()) -> list[FileSchema]:
     """Fetch every source (or only ``items``, a subset of ``pattern.items()``) and read its
-    metadata, in parallel; results in order."""
+    metadata (through ``transforms``), in parallel; results in order."""
     cdim = pattern.concat_dim.name if pattern.concat_dim else None
     items = list(pattern.items()) if items is None else list(items)
 
     def one(item: tuple[Index, str]) -> FileSchema:
         index, url = item
+        remote = remote_engine(url, pattern.file_type)
+        if remote is not None:  # OPeNDAP, Zarr: read where it is, never downloaded
+            return scan_remote_input(index, url, cdim, remote, pattern, options, transforms,
+                                     side_file_dir(workdir))
         local = fetch(url, options, workdir)
-        schema = scan_file(index, local.url, local.path, local.size, local.sha256, cdim,
-                           pattern.file_type, pattern.open_kwargs,
-                           cache_dir=side_file_dir(workdir))
+        if transforms:
+            schema = scan_transformed(index, local.url, local.path, local.size, local.sha256,
+                                      cdim, pattern.file_type, pattern.open_kwargs, transforms,
+                                      cache_dir=side_file_dir(workdir))
+        else:
+            schema = scan_file(index, local.url, local.path, local.size, local.sha256, cdim,
+                               pattern.file_type, pattern.open_kwargs,
+                               cache_dir=side_file_dir(workdir))
         schema.fetch_url = url
         return schema
 
     out: list[FileSchema] = []
+    seen: OrderedDict[bytes, Any] = OrderedDict()  # one copy of the layout files share
     with ThreadPoolExecutor(max_workers=max(1, min(max_workers, len(items)))) as pool:
         for i, fs in enumerate(pool.map(one, items)):
-            out.append(fs)
+            out.append(share_layout(fs, seen))
             if progress:
                 progress(i + 1, len(items))
     return out
+
+
+def scan_sources(recipe: ZarrRecipe, workdir: str, max_workers: int = 8,
+                 progress: Callable[[int, int], None] | None = None,
+                 items: Sequence[tuple[Index, str]] | None = None,
+                 ) -> tuple[list[FileSchema], tuple[Transform, ...]]:
+    """Scan ``recipe``'s sources through its transforms: ``(file schemas, transforms bound to
+    them)``.  Transforms that need every file's schema (e.g. ``DropDuplicateSteps``) are
+    resolved after a first scan, and the files scanned again through the bound chain."""
+    pattern = recipe.pattern
+    transforms = tuple(getattr(recipe, "transforms", ()) or ())
+    files = scan_pattern(pattern, recipe.source_options, workdir, max_workers, progress,
+                         items=items, transforms=transforms)
+    if any(t.needs_all_files for t in transforms):
+        cdim = pattern.concat_dim.name if pattern.concat_dim else None
+        transforms = resolve_transforms(transforms, files, cdim)
+        files = scan_pattern(pattern, recipe.source_options, workdir, max_workers,
+                             items=[(f.index, f.fetch_url or f.url) for f in files],
+                             transforms=transforms)
+    return files, transforms
 
 
 # -- the plan ----------------------------------------------------------------------------------
@@ -137,11 +174,16 @@ class _OpenFiles:
     def __init__(self, maxsize: int = 8, cache_dir: str | None = None) -> None:
         self.maxsize = maxsize
         self.cache_dir = cache_dir
-        self._items: OrderedDict[str, RawFile] = OrderedDict()
+        self._items: OrderedDict[str, RawFile | TransformedFile] = OrderedDict()
 
-    def get(self, path: str, engine: str, open_kwargs: Mapping[str, Any], url: str) -> RawFile:
+    def get(self, path: str, engine: str, open_kwargs: Mapping[str, Any], url: str,
+            transforms: Sequence[Transform] = (), index: Index | None = None,
+            ) -> RawFile | TransformedFile:
         f = self._items.pop(path, None)
-        if f is None:
+        if f is None and transforms:
+            f = TransformedFile(path, engine, open_kwargs, url, transforms, index or Index(),
+                                cache_dir=self.cache_dir)
+        elif f is None:
             f = RawFile(path, engine, open_kwargs, url, cache_dir=self.cache_dir)
         self._items[path] = f
         while len(self._items) > self.maxsize:
@@ -183,19 +225,27 @@ class Plan:
     sources: list[dict[str, Any]] | None = None
     #: more ``arcoforge:*`` attributes to publish (an append: ``arcoforge:appended``)
     extra_attrs: dict[str, Any] = field(default_factory=dict)
+    #: the recipe's transforms, bound to the scanned files (applied when reading sources)
+    transforms: tuple[Transform, ...] = ()
 
     # -- helpers ---------------------------------------------------------------------------
     def _local_path(self, pos: int) -> tuple[str, FileSchema]:
         f = self.schema.files[pos]
+        if remote_engine(f.fetch_url or f.path, self.file_type) is not None:
+            return f.fetch_url or f.path, f  # read where it is
         if os.path.exists(f.path) and os.path.getsize(f.path) == f.size:
             return f.path, f
         local = fetch(f.fetch_url or f.url, self.source_options, self.workdir)
         return local.path, f
 
-    def _open(self, files: _OpenFiles, pos: int) -> tuple[RawFile, FileSchema]:
+    def _open(self, files: _OpenFiles, pos: int) -> tuple[RawFile | TransformedFile, FileSchema]:
         path, f = self._local_path(pos)
+        remote = remote_engine(path, self.file_type)
+        if remote is not None:
+            kwargs = remote_open_kwargs(path, remote, self.open_kwargs, self.source_options)
+            return files.get(path, remote, kwargs, f.url, self.transforms, f.index), f
         engine = detect_engine(path, self.file_type, f.url)
-        return files.get(path, engine, self.open_kwargs, f.url), f
+        return files.get(path, engine, self.open_kwargs, f.url, self.transforms, f.index), f
 
     def static_values(self) -> dict[str, np.ndarray]:
         """Values written at prepare: variables without the concat dim (from the first file of
@@ -325,18 +375,26 @@ def compile_plan(recipe: ZarrRecipe, target: Any, *, workdir: str | None = None,
     tgt = resolve_target(target, storage_options)
     workdir = workdir or recipe.source_options.cache or tempfile.mkdtemp(prefix="arcoforge-")
     pattern = recipe.pattern
-    files = scan_pattern(pattern, recipe.source_options, workdir, scan_workers, progress)
+    files, transforms = scan_sources(recipe, workdir, scan_workers, progress)
     cdim = pattern.concat_dim
     schema = combine_schemas(files, cdim.name if cdim else None,
                              cdim.nitems_per_file if cdim else None)
     chunks = choose_chunks(schema, recipe.target_chunks)
-    return plan_for(recipe, schema, chunks, compile_tasks(schema, chunks), tgt, workdir)
+    return plan_for(recipe, schema, chunks, compile_tasks(schema, chunks), tgt, workdir,
+                    transforms=transforms)
 
 
 def plan_for(recipe: ZarrRecipe, schema: TargetSchema, chunks: dict[str, int],
              tasks: list[StoreTask], target: Target, workdir: str, **extra: Any) -> Plan:
     """The :class:`Plan` that writes ``tasks`` of ``schema`` into ``target`` with ``recipe``'s
-    options (a build's or an append's; ``extra`` sets the other fields, e.g. ``grow``)."""
+    options (a build's or an append's; ``extra`` sets the other fields, e.g. ``grow``,
+    ``transforms``).  The fingerprint covers the schema, the chunks and the transforms: a
+    changed transform is a new version even when the schema stays the same."""
+    fingerprint = schema_fingerprint(schema, chunks)
+    recipe_transforms = tuple(getattr(recipe, "transforms", ()) or ())
+    if recipe_transforms:
+        fingerprint = hashlib.sha256(
+            (fingerprint + transforms_digest(recipe_transforms)).encode()).hexdigest()
     return Plan(
         recipe_hash=recipe.sha256(),
         recipe_description=recipe.describe(),
@@ -349,7 +407,7 @@ def plan_for(recipe: ZarrRecipe, schema: TargetSchema, chunks: dict[str, int],
         file_type=recipe.pattern.file_type,
         open_kwargs=recipe.pattern.open_kwargs,
         max_block_bytes=recipe.max_block_bytes,
-        fingerprint=schema_fingerprint(schema, chunks),
+        fingerprint=fingerprint,
         **extra,
     )
 
@@ -369,6 +427,13 @@ def bake(recipe: ZarrRecipe, target: Any, engine: str = "local", *,
     the new version is a ``"minor"`` (compatible) or ``"major"`` (breaking) change;
     ``version`` publishes an explicit one instead (e.g. ``"2.0"`` from a feedstock's meta.yaml).
     """
+    if getattr(recipe, "is_virtual", False):  # references instead of bytes: forge/virtual/
+        from arcoforge.forge.virtual.build import bake_virtual
+
+        return bake_virtual(recipe, target, engine, storage_options=storage_options,  # type: ignore[arg-type]
+                            workdir=workdir, progress=progress, version_bump=version_bump,
+                            version=version, wait_lock=wait_lock, lock_timeout=lock_timeout,
+                            **engine_options)
     from arcoforge.forge import versions
     from arcoforge.forge.engines import get_engine
     from arcoforge.forge.locking import build_lock

@@ -452,17 +452,61 @@ def recipe_import_context(path: str | os.PathLike[str]) -> Iterator[None]:
 
 def unsupported_reason(obj: Any) -> str | None:
     """Why arcoforge cannot bake ``obj``, when it is a recipe it recognises but refuses (a
-    compat recipe whose class sets ``arcoforge_unsupported``); None otherwise."""
-    reason = getattr(type(obj), "arcoforge_unsupported", None)
+    compat recipe whose class sets ``arcoforge_unsupported``, a pangeo-forge 0.10 Beam chain
+    that cannot be compiled); None otherwise."""
+    if _is_chain(obj):
+        from arcoforge.compat.pangeo_forge_recipes.transforms import compile_chain
+
+        try:
+            compile_chain(obj)
+        except ConfigError as err:
+            return str(err)
+        return None
+    reason = obj.arcoforge_unsupported if isinstance(obj, RefusedChain) else \
+        getattr(type(obj), "arcoforge_unsupported", None)
     return reason if isinstance(reason, str) and reason else None
 
 
+class RefusedChain:
+    """A pangeo-forge 0.10 chain that arcoforge cannot compile: listed by the loaders, and
+    refused with the reason wherever it would be used."""
+
+    def __init__(self, chain: Any, reason: str) -> None:
+        self.chain = chain
+        self.arcoforge_unsupported = reason
+
+    def __getattr__(self, name: str) -> Any:
+        raise ConfigError(f"this pangeo-forge recipe cannot be baked: "
+                          f"{self.arcoforge_unsupported}")
+
+
+def _is_chain(obj: Any) -> bool:
+    """A pangeo-forge 0.10 Beam chain built from the compat transforms."""
+    module = sys.modules.get("arcoforge.compat.pangeo_forge_recipes.transforms")
+    return module is not None and bool(module.is_chain(obj))
+
+
 def is_recipe(obj: Any) -> bool:
-    """A ZarrRecipe (compat XarrayZarrRecipe included), or a recognised recipe that arcoforge
-    refuses with a reason (compat HDFReferenceRecipe)."""
+    """A ZarrRecipe (compat XarrayZarrRecipe included), a VirtualRecipe (compat
+    HDFReferenceRecipe included), a pangeo-forge 0.10 Beam chain (compiled to a ZarrRecipe), or
+    a recognised recipe that arcoforge refuses with a reason."""
     from arcoforge.forge.recipes import ZarrRecipe
 
-    return isinstance(obj, ZarrRecipe) or unsupported_reason(obj) is not None
+    return isinstance(obj, (ZarrRecipe, RefusedChain)) or _is_chain(obj) or \
+        bool(getattr(type(obj), "is_virtual", False)) or unsupported_reason(obj) is not None
+
+
+def as_recipe(obj: Any) -> Any:
+    """``obj`` as a bakeable recipe: a pangeo-forge 0.10 Beam chain compiled to a ZarrRecipe,
+    anything else unchanged."""
+    if _is_chain(obj):
+        from arcoforge.compat.pangeo_forge_recipes.transforms import compile_chain
+
+        try:
+            return compile_chain(obj)
+        except ConfigError as err:
+            return RefusedChain(obj, str(err))  # refused with the reason where it is used
+    return obj
 
 
 def _resolve_recipe(feedstock_dir: str, ref: str) -> Any:
@@ -572,7 +616,7 @@ def load_recipes(feedstock_dir: str | os.PathLike[str],
         if not is_recipe(obj):
             raise FeedstockError([Problem(meta_path, 1,
                                           f"recipe {rid!r}: {ref} is not an arcoforge recipe")])
-        out[rid] = obj
+        out[rid] = as_recipe(obj)
     for ref in meta._dict_objects:
         objs = _resolve_recipe(d, ref)
         if not isinstance(objs, Mapping):
@@ -584,7 +628,7 @@ def load_recipes(feedstock_dir: str | os.PathLike[str],
             if str(rid) in out:
                 raise FeedstockError([Problem(meta_path, 1, f"recipe id {rid!r} is defined "
                                                             "twice")])
-            out[str(rid)] = obj
+            out[str(rid)] = as_recipe(obj)
     return out
 
 

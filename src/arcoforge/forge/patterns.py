@@ -23,7 +23,7 @@ from typing import Any, Literal
 
 from arcoforge.errors import ConfigError, NotFoundError
 
-FileType = Literal["netcdf4", "netcdf3", "hdf5", "grib", "zarr", "auto"]
+FileType = Literal["netcdf4", "netcdf3", "hdf5", "hdf4", "grib", "zarr", "opendap", "auto"]
 
 __all__ = [
     "ConcatDim",
@@ -82,12 +82,21 @@ class Index:
     """Position of one file in a pattern: ``(dim name, position)`` pairs in pattern order."""
 
     positions: tuple[tuple[str, int], ...] = field(default=())
+    #: the file's key along each combine dimension (``(dim name, key)``; not part of equality)
+    keys: tuple[tuple[str, Any], ...] = field(default=(), compare=False, hash=False, repr=False)
 
     def __getitem__(self, name: str) -> int:
         for dim, pos in self.positions:
             if dim == name:
                 return pos
         raise NotFoundError(name)
+
+    def key(self, name: str) -> Any:
+        """The file's key along combine dimension ``name`` (what the format function got)."""
+        for dim, value in self.keys:
+            if dim == name:
+                return value
+        raise NotFoundError(f"no key for combine dimension {name!r} in index {self}")
 
     def __str__(self) -> str:
         return ",".join(f"{d}={p}" for d, p in self.positions)
@@ -104,7 +113,9 @@ class FilePattern:
     *combine_dims:
         :class:`ConcatDim` (at most one) and any number of :class:`MergeDim`.
     file_type:
-        ``"netcdf4"``, ``"netcdf3"``, ``"hdf5"``, ``"grib"`` or ``"auto"`` (detect from the bytes).
+        ``"netcdf4"``, ``"netcdf3"``, ``"hdf5"``, ``"hdf4"``, ``"grib"`` or ``"auto"`` (detect
+        from the bytes; ``dap2://``/``dap4://`` URLs and ``*.zarr`` stores are recognised too);
+        ``"zarr"`` and ``"opendap"`` inputs are read where they are, never downloaded whole.
     open_kwargs:
         Extra keyword arguments for :func:`xarray.open_dataset` (e.g. ``{"group": "data"}``).
     """
@@ -156,7 +167,8 @@ class FilePattern:
         """Yield ``(index, url)`` for every file, concat position varying fastest."""
         ranges = [range(len(d.keys)) for d in self.combine_dims]
         for positions in itertools.product(*ranges):
-            index = Index(tuple((d.name, p) for d, p in zip(self.combine_dims, positions)))
+            index = Index(tuple((d.name, p) for d, p in zip(self.combine_dims, positions)),
+                          tuple((d.name, d.keys[p]) for d, p in zip(self.combine_dims, positions)))
             yield index, self[index]
 
     def __iter__(self) -> Iterator[Index]:

@@ -9,11 +9,12 @@ task reads only the bytes it writes, whatever the size of the files.  Rows whose
 
 from __future__ import annotations
 
+import bisect
 import hashlib
 import itertools
 import json
 import math
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 from arcoforge.errors import ConfigError, NotFoundError
@@ -33,7 +34,7 @@ __all__ = [
 DEFAULT_CHUNK_BYTES = 32 * 2**20
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Piece:
     """Rows ``src`` (along the concat dim) of file ``file`` fill rows ``dst`` of the target."""
 
@@ -42,7 +43,7 @@ class Piece:
     dst: tuple[int, int]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class StoreTask:
     """Write target rows ``region`` of ``variables``; idempotent, independent of other tasks."""
 
@@ -99,12 +100,27 @@ def _row_bytes(var: VariableSchema, concat_dim: str | None, chunks_hint: Mapping
     return n
 
 
-def pieces_for_region(offsets: list[tuple[int, int]], file_lengths: Mapping[int, int],
-                      region: tuple[int, int]) -> tuple[Piece, ...]:
-    """Which rows of which files fill target rows ``region`` (files given as (pos, offset))."""
+def pieces_for_region(offsets: Sequence[tuple[int, int]],
+                      file_lengths: Mapping[int, int] | Sequence[int],
+                      region: tuple[int, int],
+                      starts: Sequence[int] | None = None) -> tuple[Piece, ...]:
+    """Which rows of which files fill target rows ``region`` (files given as (pos, offset), in
+    increasing offset order).
+
+    ``starts`` (the offsets alone, as :func:`bisect` wants them) makes the lookup logarithmic
+    in the number of files: only the files that overlap ``region`` are visited, so compiling one
+    task per file of a 100,000-file pattern stays linear.
+    """
     start, stop = region
+    first = 0
+    if starts is not None:
+        # the last file starting at or before ``start`` may still overlap it
+        first = max(bisect.bisect_right(starts, start) - 1, 0)
     pieces = []
-    for pos, offset in offsets:
+    for k in range(first, len(offsets)):  # indexing, not islice: skipping must cost nothing
+        pos, offset = offsets[k]
+        if starts is not None and offset >= stop:
+            break
         length = file_lengths[pos]
         lo, hi = max(start, offset), min(stop, offset + length)
         if lo < hi:
@@ -113,7 +129,12 @@ def pieces_for_region(offsets: list[tuple[int, int]], file_lengths: Mapping[int,
 
 
 def compile_tasks(schema: TargetSchema, chunks: Mapping[str, int]) -> list[StoreTask]:
-    """One task per chunk-row along the concat dimension, in order."""
+    """One task per chunk-row along the concat dimension, in order.
+
+    Linear in the number of files and tasks: each task visits only the files that overlap its
+    rows (a binary search over the files' offsets), and tasks share their variable names and
+    group keys.
+    """
     cdim = schema.concat_dim
     if cdim is None:
         return []
@@ -124,14 +145,17 @@ def compile_tasks(schema: TargetSchema, chunks: Mapping[str, int]) -> list[Store
         return []
     total = schema.dims[cdim]
     step = chunks[cdim]
-    lengths = {pos: f.dims.get(cdim, 0) for pos, f in enumerate(schema.files)}
+    lengths = [f.dims.get(cdim, 0) for f in schema.files]
     groups = sorted({schema.variable_group[v] for v in concat_vars})
+    members = {g: schema.group_files[g] for g in groups}
+    # offsets are cumulative lengths, so they grow with the file position (bisect wants that)
+    starts = {g: [offset for _, offset in members[g]] for g in groups}
     width = max(4, len(str(math.ceil(total / step))))
     tasks = []
     for i, start in enumerate(range(0, total, step)):
         region = (start, min(start + step, total))
         pieces = tuple(
-            (g, pieces_for_region(schema.group_files[g], lengths, region)) for g in groups
+            (g, pieces_for_region(members[g], lengths, region, starts[g])) for g in groups
         )
         tasks.append(StoreTask(f"{cdim}-{i:0{width}d}", region, concat_vars, pieces))
     return tasks

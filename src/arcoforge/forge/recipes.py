@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from arcoforge.forge.io.fetch import SourceOptions
 from arcoforge.forge.patterns import FilePattern
+from arcoforge.forge.transforms import Transform, as_transforms, describe_transforms
 
 __all__ = ["ZarrRecipe"]
 
@@ -30,22 +31,35 @@ class ZarrRecipe:
     max_block_bytes:
         A store task reads and writes at most about this many bytes of one variable at a time
         (larger rows are split into whole chunks along the other dimensions).
+    transforms:
+        Steps applied to each source dataset, in order: functions ``(index, ds) -> ds`` and
+        :mod:`arcoforge.transforms` (rename, select, a new dimension from a pattern key, ...).
     """
 
     pattern: FilePattern
     target_chunks: Mapping[str, int] | None = None
     source_options: SourceOptions = field(default_factory=SourceOptions)
     max_block_bytes: int = 256 * 2**20
+    transforms: Sequence[Transform | Any] = ()
+
+    def __post_init__(self) -> None:
+        self.transforms = as_transforms(self.transforms)
 
     def sha256(self) -> str:
         """A hash of everything that determines the build's output."""
         h = hashlib.sha256(self.pattern.sha256().encode())
         h.update(json.dumps(dict(self.target_chunks or {}), sort_keys=True).encode())
+        if self.transforms:
+            h.update(json.dumps(describe_transforms(self.transforms), sort_keys=True,
+                                default=str).encode())
         return h.hexdigest()
 
     def describe(self) -> dict[str, Any]:
-        return {
+        out: dict[str, Any] = {
             "type": type(self).__name__,
             "pattern": repr(self.pattern),
             "target_chunks": dict(self.target_chunks or {}),
         }
+        if self.transforms:
+            out["transforms"] = describe_transforms(self.transforms)
+        return out

@@ -14,8 +14,9 @@ file(s), the variable and the problem otherwise.
 from __future__ import annotations
 
 import logging
+from collections import OrderedDict
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -29,6 +30,7 @@ __all__ = [
     "FileSchema",
     "TargetSchema",
     "combine_schemas",
+    "share_layout",
     "attrs_to_json",
     "attrs_from_json",
     "reexpress_times",
@@ -77,6 +79,9 @@ class FileSchema:
     concat_values: np.ndarray | None = None
     #: the URL to fetch the file again (``url`` is the display form, secrets redacted)
     fetch_url: str = ""
+    #: digests of the raw values of variables without the concat dimension (see
+    #: :func:`value_digest`): the store keeps one copy of them, so they must agree across files
+    static_digests: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -217,11 +222,71 @@ def _check_same_structure(ref: FileSchema, other: FileSchema, concat_dim: str | 
                 continue  # re-expressed in the first file's units (to_target_time_units)
             a, b = rv.attrs.get(attr), ov.attrs.get(attr)
             if (a is None) != (b is None) or (a is not None and not _attr_equal(a, b)):
+                hint = ("store them in one unit with transforms=[arcoforge.transforms."
+                        "ReexpressTimes()]" if attr == "units" and _both_cf_time(rv, ov) else
+                        "rebuild the odd file with the same encoding, re-encode with "
+                        "arcoforge.transforms.SetEncoding, or build the periods as separate "
+                        "datasets")
                 raise SchemaError(
                     f"variable {name!r}: attribute {attr!r} is {a!r} in {ref.url} but {b!r} in "
-                    f"{other.url}. Raw values could not be copied faithfully; rebuild the odd "
-                    "file with the same encoding or build the periods as separate datasets."
+                    f"{other.url}. Raw values could not be copied faithfully; {hint}."
                 )
+
+
+#: static variables larger than this are not compared between files (their digest is skipped)
+STATIC_DIGEST_MAX_BYTES = 64 * 2**20
+
+
+def value_digest(values: Any) -> str:
+    """A digest of raw values (dtype, shape and bytes) to compare a variable between files."""
+    import hashlib
+
+    arr = np.asarray(values)
+    if arr.dtype.byteorder not in ("=", "|"):  # the same values in either byte order
+        arr = arr.astype(arr.dtype.newbyteorder("="))
+    h = hashlib.sha256(f"{arr.dtype.str}{arr.shape}".encode())
+    if arr.dtype.kind == "O":
+        h.update(repr(arr.tolist()).encode())
+    else:
+        h.update(np.ascontiguousarray(arr).tobytes())
+    return h.hexdigest()
+
+
+def wants_digest(dims: Sequence[str], shape: Sequence[int], itemsize: int,
+                 concat_dim: str | None) -> bool:
+    """Whether the scan records a :func:`value_digest` of a variable (a static one: no concat
+    dimension, and not too large)."""
+    return concat_dim is not None and concat_dim not in dims and \
+        int(np.prod(shape, dtype=np.int64)) * itemsize <= STATIC_DIGEST_MAX_BYTES
+
+
+def _check_static(ref: FileSchema, other: FileSchema, concat_dim: str | None) -> None:
+    """Variables without the concat dimension are stored once (from the first file): they
+    must be the same in every file along it, or the others' values would be lost silently."""
+    if concat_dim is None:
+        return
+    for name, rv in ref.variables.items():
+        if concat_dim in rv.dims:
+            continue
+        ov = other.variables[name]
+        for attr in ENCODING_ATTRS:
+            a, b = rv.attrs.get(attr), ov.attrs.get(attr)
+            if (a is None) != (b is None) or (a is not None and not _attr_equal(a, b)):
+                raise SchemaError(
+                    f"variable {name!r} (no {concat_dim!r} dimension, stored once) has "
+                    f"{attr}={a!r} in {ref.url} but {b!r} in {other.url}; the store would keep "
+                    f"only the first. Make the files agree (e.g. transforms: Select/"
+                    f"SetAttrs), or drop the variable (transforms.DropVariables)."
+                )
+        da, db = ref.static_digests.get(name), other.static_digests.get(name)
+        if da is not None and db is not None and da != db:
+            raise SchemaError(
+                f"variable {name!r} has no {concat_dim!r} dimension, so the store keeps one copy, "
+                f"but its values differ between {ref.url} and {other.url}; the second file's "
+                f"values would be lost. Drop it (transforms.DropVariables([{name!r}])), give it "
+                f"the concat dimension (transforms.ExpandDimFromKey), or build the files "
+                "separately."
+            )
 
 
 def _both_cf_time(a: VariableSchema, b: VariableSchema) -> bool:
@@ -268,6 +333,16 @@ def _concat_problem(files: Sequence[FileSchema], values: Sequence[np.ndarray],
     def show(v: Any) -> str:
         return format_coordinate_value(v, attrs)
 
+    if any(np.asarray(v).dtype.kind not in "iufcmM" for v in values):
+        # labels (e.g. ensemble member names): no order, but no label twice
+        seen: dict[Any, str] = {}
+        for f, v in zip(files, values):
+            for item in np.asarray(v).ravel().tolist():
+                if item in seen:
+                    return (f"the {concat_dim!r} label {item!r} appears in {seen[item]} and "
+                            f"{f.url}; each label of the concat coordinate must be unique.")
+                seen[item] = f.url
+        return None
     for f, v in zip(files, values):
         if v.size > 1 and not np.all(np.diff(v) > 0):
             dup = v[:-1][np.diff(v) == 0]
@@ -278,7 +353,9 @@ def _concat_problem(files: Sequence[FileSchema], values: Sequence[np.ndarray],
         if va.size and vb.size:
             if vb[0] == va[-1]:
                 return (f"the same {concat_dim!r} value {show(vb[0])} appears in {fa.url} and "
-                        f"{fb.url} (duplicate timestamp). Remove one of the files from the pattern.")
+                        f"{fb.url} (duplicate timestamp). Remove one of the files from the pattern, "
+                        "or drop repeated steps with transforms=[arcoforge.transforms."
+                        "DropDuplicateSteps()].")
             if vb[0] < va[-1]:
                 return (f"coordinate {concat_dim!r} goes backwards between {fa.url} (ends at "
                         f"{show(va[-1])}) and {fb.url} (starts at {show(vb[0])}): overlapping or "
@@ -312,7 +389,24 @@ def reexpress_times(values: np.ndarray, units: Any, target_units: Any, calendar:
             f"times {where}in {units!r} are not whole numbers of {target_units!r}; their "
             "integer values cannot be re-expressed exactly."
         )
+    if values.dtype.kind in "iu":
+        info = np.iinfo(values.dtype)
+        if converted.min() < info.min or converted.max() > info.max:
+            raise SchemaError(
+                f"times {where}in {units!r} do not fit {values.dtype} once expressed in "
+                f"{target_units!r} (they would wrap around); store them with a wider dtype: "
+                "add arcoforge.transforms.ReexpressTimes() to the recipe's transforms."
+            )
     return converted.astype(values.dtype)
+
+
+def comparable_concat_values(files: Sequence[FileSchema],
+                             concat_dim: str | None) -> list[np.ndarray] | None:
+    """Every file's concat coordinate values in the first file's units (None when the files
+    have no concat coordinate)."""
+    if not files or concat_dim is None or any(f.concat_values is None for f in files):
+        return None
+    return [_in_first_units(f, files[0], concat_dim) for f in files]
 
 
 def _in_first_units(f: FileSchema, first: FileSchema, concat_dim: str) -> np.ndarray:
@@ -399,14 +493,20 @@ def _check_concat_coordinate(files: Sequence[FileSchema], concat_dim: str) -> np
     if any(f.concat_values is None for f in files):
         return None
     values = [_in_first_units(f, files[0], concat_dim) for f in files]
-    problem = _concat_problem(files, values, concat_dim, files[0].variables[concat_dim].attrs)
+    joined = np.concatenate(values) if values else None
+    problem = None
+    # one vectorised test for the common case; the per-file walk only to explain a problem
+    if joined is not None and joined.size > 1 and (
+            joined.dtype.kind not in "iufcmM" or not bool(np.all(np.diff(joined) > 0))):
+        problem = _concat_problem(files, values, concat_dim,
+                                  files[0].variables[concat_dim].attrs)
     if problem:
         units = str(files[0].variables[concat_dim].attrs.get("units", ""))
         if " since " in units:
             raise SchemaError(problem)
         log.warning("%s (not a CF time coordinate, so the files are concatenated in pattern "
                     "order anyway)", problem)
-    return np.concatenate(values) if values else None
+    return joined
 
 
 def coordinate_names(f: FileSchema) -> set[str]:
@@ -468,6 +568,44 @@ def _merge_clash(names: Sequence[str], files: Sequence[FileSchema],
     )
 
 
+#: the parts of a :class:`FileSchema` that files of one archive usually have in common
+_LAYOUT_FIELDS = ("dims", "variables", "attrs", "static_digests")
+
+
+def share_layout(f: FileSchema, seen: OrderedDict[bytes, Any], keep: int = 256) -> FileSchema:
+    """Make ``f`` share its dimensions, variables, attributes and static digests with an
+    earlier file whose ones are identical (same pickled bytes), and return it.
+
+    A scan of 100,000 files of one archive then holds one copy of their common layout instead
+    of 100,000 (memory, and the size of the plan sent to workers), and :func:`combine_schemas`
+    skips comparing files that share it.  ``seen`` is the caller's table, one per scan; it
+    keeps the ``keep`` most recently used layouts.
+    """
+    import pickle
+
+    for name in _LAYOUT_FIELDS:
+        value = getattr(f, name)
+        try:
+            key = name.encode() + b"\0" + pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
+        except Exception:  # noqa: BLE001 - an unpicklable attribute: keep the file's own copy
+            continue
+        shared = seen.get(key)
+        if shared is None:
+            seen[key] = value
+            while len(seen) > keep:
+                seen.popitem(last=False)
+        else:
+            seen.move_to_end(key)
+            setattr(f, name, shared)
+    return f
+
+
+def _shares_layout(ref: FileSchema, other: FileSchema) -> bool:
+    """Whether ``other`` holds the very objects of ``ref``'s layout (see :func:`share_layout`),
+    so that the structure checks between them cannot fail."""
+    return all(getattr(ref, n) is getattr(other, n) for n in _LAYOUT_FIELDS)
+
+
 def combine_schemas(files: Sequence[FileSchema], concat_dim: str | None,
                     nitems_per_file: int | None = None) -> TargetSchema:
     """Combine per-file schemas (in pattern order) into the target schema, or raise SchemaError."""
@@ -503,7 +641,10 @@ def combine_schemas(files: Sequence[FileSchema], concat_dim: str | None,
         gfiles = [files[p] for p in positions]
         ref = gfiles[0]
         for other in gfiles[1:]:
+            if _shares_layout(ref, other):
+                continue  # the very same layout objects (share_layout): nothing to compare
             _check_same_structure(ref, other, concat_dim)
+            _check_static(ref, other, concat_dim)
         offsets: list[tuple[int, int]] = []
         total = 0
         for p in positions:
@@ -555,7 +696,9 @@ def combine_schemas(files: Sequence[FileSchema], concat_dim: str | None,
         dims=dims,
         variables=variables,
         attrs=dict(first.attrs),
-        files=list(files),
+        # one concat coordinate array (``concat_values``) instead of one per file
+        files=[replace(f, concat_values=None) if f.concat_values is not None else f
+               for f in files],
         variable_group=variable_group,
         group_files=group_files,
         concat_values=concat_values,

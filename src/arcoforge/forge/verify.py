@@ -38,8 +38,19 @@ import xarray as xr
 
 from arcoforge.errors import ArcoforgeError, SourceReadError
 from arcoforge.forge.io.fetch import LocalSource, fetch
-from arcoforge.forge.io.formats import FILE_TYPE_ENGINE
+from arcoforge.forge.io.formats import (
+    FILE_TYPE_ENGINE,
+    dap_source,
+    detect_engine,
+    grib_open_kwargs,
+    remote_engine,
+    xarray_engine,
+)
+from arcoforge.forge.io.redact import redact
+from arcoforge.forge.io.remote import remote_open_kwargs
+from arcoforge.forge.patterns import Index
 from arcoforge.forge.recipes import ZarrRecipe
+from arcoforge.forge.transforms import apply_decoded
 from arcoforge.open import open_dataset
 from arcoforge.provenance import strip_provenance
 
@@ -227,6 +238,17 @@ def _verify(target: Any, recipe: ZarrRecipe, version: str | None, src_opts: dict
     return report
 
 
+def _bound_transforms(recipe: ZarrRecipe, workdir: str) -> tuple[Any, ...]:
+    """The recipe's transforms; those that need every file (DropDuplicateSteps, ...) bound
+    to the sources by the forge's own scan (what they bind is small: steps to drop, units)."""
+    transforms = tuple(getattr(recipe, "transforms", ()) or ())
+    if any(t.needs_all_files for t in transforms):
+        from arcoforge.forge.bake import scan_sources
+
+        _, transforms = scan_sources(recipe, workdir)
+    return transforms
+
+
 def _open_checked(opener: Any, decode: dict[str, Any], auto_times: bool, what: str) -> Any:
     """``opener(**decode)``; when times are left to the default and only decode_times=False
     opens it, raise :class:`_UndecodableTimes`."""
@@ -272,6 +294,9 @@ class _Comparison:
         #: units/calendar that bounds variables inherit, in the store and in the current file
         self._store_inherit = _inherited_time_attrs(store)
         self._file_inherit: dict[str, dict[str, Any]] = {}
+        #: the recipe's transforms, applied to each source as xarray opened it (decoded)
+        self.transforms = _bound_transforms(recipe, workdir)
+        self.index_of = {url: index for index, url in self.pattern.items()}
 
     # -- the walk ----------------------------------------------------------------------------
     def run(self) -> None:
@@ -305,22 +330,28 @@ class _Comparison:
         """Compare the files of one merge group; their total length along the concat dim."""
         offset = 0
         for url in urls:
+            remote = remote_engine(url, self.pattern.file_type)
             try:
-                src = fetch(url, self.recipe.source_options, self.workdir)
+                src = LocalSource(redact(url), url, 0, "") if remote else \
+                    fetch(url, self.recipe.source_options, self.workdir)
             except ArcoforgeError as err:
                 self.report.problems.append(f"cannot fetch a source, so later files of merge "
                                             f"group {label} cannot be placed: {err}")
                 return None
-            intact = self._intact(src)
+            intact = True if remote else self._intact(src)
             try:
-                ds = _open_checked(self._opener(src.path), self.decode, self.auto_times, src.url)
+                ds = _open_checked(self._opener(src.path, remote), self.decode, self.auto_times,
+                                   src.url)
             except _UndecodableTimes:
                 raise
             except Exception as err:  # noqa: BLE001 - reported, not raised
                 self.report.problems.append(f"cannot open {src.url} on its own: {err}; later "
                                             f"files of merge group {label} cannot be placed")
                 return None
-            with ds:
+            opened = ds
+            if self.transforms:
+                ds = apply_decoded(self.transforms, self.index_of.get(url, Index()), ds, src.url)
+            with opened:
                 if self.cdim is not None and self.cdim not in ds.dims:
                     self.report.problems.append(
                         f"{src.url} has no dimension {self.cdim!r} to concatenate along")
@@ -344,11 +375,24 @@ class _Comparison:
             offset += n
         return offset if self.cdim is not None else None
 
-    def _opener(self, path: str) -> Any:
+    def _opener(self, path: str, remote: str | None = None) -> Any:
         def opener(**decode: Any) -> xr.Dataset:
             kwargs = {**self.src_opts, **decode}
-            if self.engine:
-                kwargs["engine"] = self.engine
+            if remote == "opendap":
+                engine, target = dap_source(path)
+                return xr.open_dataset(target, engine=engine, **kwargs)
+            if remote == "zarr":
+                kwargs = remote_open_kwargs(path, "zarr", kwargs, self.recipe.source_options)
+                kwargs.pop("cache", None)
+                return xr.open_dataset(path, engine="zarr", **kwargs)
+            engine = self.engine
+            if engine is None:  # xarray guesses, but not GRIB's side files or HDF4
+                detected = detect_engine(path, "auto", path)
+                engine = detected if detected in ("cfgrib", FILE_TYPE_ENGINE["hdf4"]) else None
+            if engine == "cfgrib":  # its index in our work folder, never beside the source
+                kwargs = grib_open_kwargs(kwargs, path, self.workdir)
+            if engine is not None:
+                kwargs["engine"] = xarray_engine(engine)
             return xr.open_dataset(path, **kwargs)
         return opener
 
@@ -391,9 +435,11 @@ class _Comparison:
                               f"vs {fv.dims} in {url}")
             prov.bad.setdefault(label, (url, start))
             return
-        if sv.dtype != fv.dtype and {sv.dtype.kind, fv.dtype.kind} != {"M", "O"}:
+        if sv.dtype != fv.dtype and {sv.dtype.kind, fv.dtype.kind} not in ({"M", "O"},
+                                                                           {"T", "O"}):
             # (datetime64 vs cftime objects: the same dates, decoded differently by xarray
-            # where a range crosses the end of datetime64[ns]; their values are compared)
+            # where a range crosses the end of datetime64[ns]; variable-length strings: Zarr
+            # v3 reads them as numpy StringDType, netCDF as objects; values are compared)
             self.problems.add((name, "dtype"), f"variable {name!r}: dtype {sv.dtype} in the "
                               f"store vs {fv.dtype} in {url}")
         axis = fv.dims.index(self.cdim) if has_cdim else None
@@ -419,6 +465,8 @@ class _Comparison:
             ae, ee = sv.encoding.get(key), fv.encoding.get(key)
             if key == "_FillValue" and ee is None:
                 continue  # zarr may record an unused fill value where netCDF has none
+            if self.transforms and key not in fv.encoding:
+                continue  # a transform made this variable: it has no source encoding
             if key == "dtype" and ae is not None and ee is not None:
                 # byte order is how bytes are laid out, not what they hold
                 if np.dtype(ae).newbyteorder("=") != np.dtype(ee).newbyteorder("="):

@@ -2,9 +2,10 @@
 ``import arcoforge.compat.pangeo_forge_recipes as pangeo_forge_recipes``.
 
 Same module layout as pangeo-forge-recipes: ``patterns`` and ``types`` (0.10 behaviour),
-``recipes`` (the 0.9 class API: ``XarrayZarrRecipe`` bakes with arcoforge,
-``HDFReferenceRecipe`` is recognised but refused) and ``transforms`` (every 0.10 Beam transform
-name exists and refuses, with the reason, when constructed).
+``recipes`` (the 0.9 class API: ``XarrayZarrRecipe`` bakes a Zarr/Icechunk store,
+``HDFReferenceRecipe`` a virtual one) and ``transforms`` (0.10 Beam chains --
+``beam.Create(pattern.items()) | OpenURLWithFSSpec() | OpenWithXarray() | ... | StoreToZarr()``
+-- compiled into arcoforge recipes).
 
 Existing recipe modules run unchanged: while arcoforge loads a recipe module (``arcoforge
 bake recipe.py``, a feedstock's ``meta.yaml``), :func:`pangeo_alias` makes ``import

@@ -1,6 +1,8 @@
 """Engines run a :class:`~arcoforge.forge.bake.Plan`; they hold no domain logic.
 
-An engine is a callable ``run(plan, progress=True, **options) -> list[TaskStats]`` that calls
+Engines: ``local`` (threads or processes), ``dask`` (distributed), ``beam`` (any Beam runner),
+``prefect`` (a Prefect 3 flow); docs/engines.md says which to use when.  An engine is a
+callable ``run(plan, progress=True, **options) -> list[TaskStats]`` that calls
 ``plan.prepare()`` once, ``plan.run_task(task)`` for every task (any order, retried on failure),
 and ``plan.finalize(stats)`` once all tasks succeeded.
 """
@@ -13,14 +15,18 @@ from typing import Any
 
 from arcoforge.errors import ConfigError, MissingDependencyError
 
-__all__ = ["get_engine", "ENGINES"]
+__all__ = ["get_engine", "ENGINES", "EXTRAS"]
 
 #: engine name -> "module:function"
 ENGINES = {
     "local": "arcoforge.forge.engines.local:run",
     "dask": "arcoforge.forge.engines.dask:run",
     "beam": "arcoforge.forge.engines.beam:run",
+    "prefect": "arcoforge.forge.engines.prefect:run",
 }
+
+#: engine name -> the arcoforge extra that installs what it needs
+EXTRAS = {"dask": "distributed", "beam": "beam", "prefect": "prefect"}
 
 
 def get_engine(name: str) -> Callable[..., Any]:
@@ -35,6 +41,6 @@ def get_engine(name: str) -> Callable[..., Any]:
     except ModuleNotFoundError as err:
         raise MissingDependencyError(
             f"engine {name!r} needs an optional dependency that is not installed ({err.name}); "
-            f"install it with: pip install 'arcoforge[{'distributed' if name == 'dask' else name}]'"
+            f"install it with: pip install 'arcoforge[{EXTRAS.get(name, name)}]'"
         ) from err
     return getattr(module, func)  # type: ignore[no-any-return]

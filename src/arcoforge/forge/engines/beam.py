@@ -21,13 +21,12 @@ results come back to this process (the in-process runners).
 from __future__ import annotations
 
 import logging
-import time
 import uuid
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from arcoforge.errors import EngineError
-from arcoforge.forge.engines.common import fork_of, retryable, run_forked_task
+from arcoforge.forge.engines.common import fork_of, run_forked_task, run_with_retries
 
 __all__ = ["run"]
 
@@ -81,19 +80,11 @@ class _Store:
     def __call__(self, task: Any) -> Any:
         from apache_beam.metrics import Metrics
 
-        attempt = 0
-        while True:
-            try:
-                stats, fork = self._run(task)
-                break
-            except Exception as err:
-                attempt += 1
-                if attempt > self.retries or not retryable(err):
-                    raise
-                log.warning("task %s failed (%s); retrying (%d/%d)", task.key, err, attempt,
-                            self.retries)
-                Metrics.counter(NAMESPACE, "retries").inc()
-                time.sleep(self.retry_delay * attempt)
+        def count_retry(task: Any, err: BaseException, attempt: int) -> None:
+            Metrics.counter(NAMESPACE, "retries").inc()
+
+        stats, fork = run_with_retries(self._run, task, self.retries, self.retry_delay,
+                                       on_retry=count_retry)
         Metrics.counter(NAMESPACE, "tasks_skipped" if stats.skipped else "tasks_run").inc()
         Metrics.counter(NAMESPACE, "bytes_read").inc(stats.bytes_read)
         Metrics.counter(NAMESPACE, "bytes_written").inc(stats.bytes_written)

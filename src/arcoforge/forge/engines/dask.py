@@ -1,15 +1,21 @@
 """Run a :class:`~arcoforge.forge.bake.Plan` on a Dask distributed cluster.
 
-``prepare`` and ``finalize`` run here (the client process); every unfinished store task is one
-Dask task that calls ``plan.run_task(task)`` on a worker.  The plan is sent to the cluster once,
-as the result of a small task (so a worker's death cannot lose it).  Dask reschedules the tasks
-of a worker that dies; a task that raises is resubmitted up to
-``retries`` times when its error may be transient (the same policy as the local engine), and a
-permanent failure cancels the remaining tasks and is raised with the task's key added, before
-anything is published.
+``prepare`` and ``finalize`` run here (the client process); the unfinished store tasks run on
+the workers as Dask tasks that call ``plan.run_task(task)``.  Up to
+:data:`~arcoforge.forge.engines.common.MAX_WORK_UNITS` store tasks, each is one Dask task;
+above that they are batched (``batch_size`` store tasks per Dask task, by default so that there
+are at most that many), so that a 100,000-task plan does not load the scheduler with 100,000
+tasks and their bookkeeping.  The plan is sent to the cluster once, as the result of a small
+task (so a worker's death cannot lose it).
 
-Targets with a single committer (``target.single_committer``: Icechunk): each
-store task then writes into its own copy of the fork and returns it, and the coordinator merges
+A store task that raises is retried on its worker up to ``retries`` times when its error may be
+transient (the shared policy of :mod:`.common`); Dask reschedules the tasks of a worker that
+dies (finished store tasks of a rescheduled batch are skipped, they are idempotent); a
+permanent failure cancels the remaining tasks and is raised with the store task's key added,
+before anything is published.
+
+Targets with a single committer (``target.single_committer``: Icechunk): each Dask task then
+writes its store tasks into its own copy of the fork and returns it, and the coordinator merges
 the returned forks into its session before ``finalize`` commits.
 """
 
@@ -17,12 +23,11 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import time
 from collections.abc import Iterator
 from typing import Any
 
 from arcoforge.errors import EngineError
-from arcoforge.forge.engines.common import fork_of, retryable, run_forked_task
+from arcoforge.forge.engines.common import fork_of, run_unit, unit_size, work_units
 from arcoforge.forge.engines.progress import task_progress
 
 __all__ = ["run"]
@@ -32,10 +37,6 @@ log = logging.getLogger("arcoforge.forge.engines.dask")
 
 def _identity(obj: Any) -> Any:
     return obj
-
-
-def _run_task(plan: Any, task: Any) -> Any:
-    return plan.run_task(task)
 
 
 @contextlib.contextmanager
@@ -60,15 +61,34 @@ def _client(client: Any, scheduler: str | None, workers: int | None, threads_per
 def run(plan: Any, progress: bool = True, client: Any = None, scheduler: str | None = None,
         workers: int | None = None, threads_per_worker: int = 1,
         memory_limit: str | int | None = "auto", retries: int = 2,
-        retry_delay: float = 1.0) -> list[Any]:
+        retry_delay: float = 1.0, batch_size: int | None = None) -> list[Any]:
     """Run ``plan`` with Dask distributed.
 
-    Uses ``client`` (a ``distributed.Client``) when given, else connects to the ``scheduler``
-    address, else starts a ``LocalCluster`` of ``workers`` (default 2) worker processes with
-    ``threads_per_worker`` threads and ``memory_limit`` each, and closes it at the end.
-    """
-    from distributed import as_completed
+    Parameters
+    ----------
+    plan:
+        The compiled plan (:func:`arcoforge.forge.bake.compile_plan`).
+    progress:
+        Show a progress bar of the store tasks.
+    client:
+        A ``distributed.Client`` to use (left open).
+    scheduler:
+        Else the address of a scheduler to connect to.
+    workers, threads_per_worker, memory_limit:
+        Else a ``LocalCluster`` of ``workers`` (default 2) worker processes with
+        ``threads_per_worker`` threads and ``memory_limit`` each, closed at the end.
+    retries, retry_delay:
+        Transient failures of a store task are retried this many times, waiting
+        ``retry_delay * attempt`` seconds.
+    batch_size:
+        Store tasks per Dask task; by default 1, or more when the plan has more than
+        :data:`~arcoforge.forge.engines.common.MAX_WORK_UNITS` tasks.
 
+    Returns
+    -------
+    list
+        One :class:`~arcoforge.forge.bake.TaskStats` per store task.
+    """
     from arcoforge.forge.bake import TaskStats
 
     if client is None and scheduler is None:  # a LocalCluster will re-import __main__
@@ -76,81 +96,69 @@ def run(plan: Any, progress: bool = True, client: Any = None, scheduler: str | N
 
         # before anything is written: fail fast, clearly, and leave no state behind
         ensure_main_guarded("engine='dask' (a local Dask cluster)", dask_start_method())
+    size = unit_size(len(plan.tasks), batch_size)  # a bad batch_size fails before any work
     plan.prepare()
     todo, done = plan.split_done()
     stats: list[Any] = [TaskStats(t.key, skipped=True) for t in done]
     if todo:
         with _client(client, scheduler, workers, threads_per_worker, memory_limit) as c, \
                 task_progress(len(plan.tasks), len(stats), enabled=progress) as advance:
-            stats.extend(_run_all(c, plan, todo, retries, retry_delay, advance, as_completed))
+            stats.extend(_run_all(c, plan, work_units(todo, size), retries, retry_delay,
+                                  advance))
     plan.finalize(stats)
     return stats
 
 
-def _run_all(c: Any, plan: Any, todo: list[Any], retries: int, retry_delay: float,
-             advance: Any, as_completed: Any) -> list[Any]:
-    from distributed import KilledWorker
+def _run_all(c: Any, plan: Any, units: list[tuple[Any, ...]], retries: int,
+             retry_delay: float, advance: Any) -> list[Any]:
+    from distributed import KilledWorker, as_completed
 
     fork = fork_of(plan)
     # The plan (and fork) travel as the results of small tasks rather than scattered data: a
     # worker that dies with scattered data loses it for good and its dependents wait forever,
     # whereas a task's result is simply computed again elsewhere.
     plan_future = c.submit(_identity, plan, pure=False)
-    if fork is None:
-        def submit(t: Any, attempt: int) -> Any:
-            return c.submit(_run_task, plan_future, t, pure=False, key=_key(t, attempt))
-    else:
-        fork_future = c.submit(_identity, fork, pure=False)
-
-        def submit(t: Any, attempt: int) -> Any:
-            return c.submit(run_forked_task, plan_future, fork_future, t, pure=False,
-                            key=_key(t, attempt))
-    futures = {submit(t, 0): t for t in todo}
-    attempts = {t.key: 0 for t in todo}
+    fork_future = c.submit(_identity, fork, pure=False) if fork is not None else None
+    futures = {
+        c.submit(run_unit, plan_future, unit, retries, retry_delay, fork_future, pure=False,
+                 key=_key(unit)): unit
+        for unit in units
+    }
     out: list[Any] = []
-    ac = as_completed(list(futures))
     try:
-        for fut in ac:
-            task = futures.pop(fut)
+        for fut in as_completed(list(futures)):
+            unit = futures.pop(fut)
             if fut.status == "finished":
-                if fork is None:
-                    out.append(fut.result())
-                else:
-                    task_stats, task_fork = fut.result()
-                    plan.target.merge([task_fork], checkpoint=False)
-                    out.append(task_stats)
-                advance(1)
+                unit_stats, unit_fork = fut.result()
+                if unit_fork is not None:
+                    plan.target.merge([unit_fork], checkpoint=False)
+                out.extend(unit_stats)
+                advance(len(unit_stats))
                 continue
             err = fut.exception()
+            what = (f"store task {unit[0].key}" if len(unit) == 1 else
+                    f"a batch of store tasks {unit[0].key} .. {unit[-1].key}")
             if isinstance(err, KilledWorker):
                 raise EngineError(
-                    f"store task {task.key}: the Dask workers running it died repeatedly (out of "
+                    f"{what}: the Dask workers running it died repeatedly (out of "
                     "memory?); give the workers more memory or lower the recipe's "
                     "max_block_bytes / target_chunks. Nothing was published."
                 ) from err
-            attempts[task.key] += 1
-            if attempts[task.key] > retries or not retryable(err):
-                with contextlib.suppress(Exception):
-                    err.add_note(f"(in arcoforge store task {task.key}, after "
-                                 f"{attempts[task.key]} attempt(s); nothing was published)")
-                fut.result()  # raises err with its remote traceback
-            log.warning("task %s failed (%s); retrying (%d/%d)", task.key, err,
-                        attempts[task.key], retries)
-            time.sleep(retry_delay * attempts[task.key])
-            new = submit(task, attempts[task.key])
-            futures[new] = task
-            ac.add(new)
+            with contextlib.suppress(Exception):
+                err.add_note(f"(in the Dask task running {what}; nothing was published)")
+            fut.result()  # raises err with its remote traceback
         if fork is not None:
             plan.target.merge([], checkpoint=True)
     finally:
         if futures:
             c.cancel(list(futures))
         with contextlib.suppress(Exception):
-            c.cancel([plan_future])
+            c.cancel([plan_future] + ([fork_future] if fork_future is not None else []))
     return out
 
 
-def _key(task: Any, attempt: int) -> str:
+def _key(unit: tuple[Any, ...]) -> str:
     import uuid
 
-    return f"arcoforge-store-{task.key}-{attempt}-{uuid.uuid4().hex[:8]}"
+    last = f"-{unit[-1].key}" if len(unit) > 1 else ""
+    return f"arcoforge-store-{unit[0].key}{last}-{uuid.uuid4().hex[:8]}"

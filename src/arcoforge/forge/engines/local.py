@@ -24,6 +24,9 @@ __all__ = ["run"]
 
 log = logging.getLogger("arcoforge.forge.engines.local")
 
+#: store tasks submitted to the pool at a time, per worker (the rest wait in the plan)
+WINDOW_PER_WORKER = 4
+
 # set in each worker process by the pool initializer
 _PLAN: Any = None
 _FORK: bytes | None = None
@@ -63,17 +66,30 @@ def run(plan: Any, progress: bool = True, workers: int | None = None, processes:
     else:
         executor = ThreadPoolExecutor(workers)
         submit = lambda t: executor.submit(plan.run_task, t)  # noqa: E731
-    attempts = {t.key: 0 for t in todo}
+    attempts: dict[str, int] = {}
+    queue = iter(todo)
+    # a bounded window of submitted tasks: waiting on 100,000 futures at once costs
+    # O(pending) per completion, quadratic over the build, and holds every future in memory
+    window = max(1, workers) * WINDOW_PER_WORKER
     with executor, task_progress(len(plan.tasks), done_before, enabled=progress) as advance:
-        pending: dict[Future[Any], Any] = {submit(t): t for t in todo}
+        pending: dict[Future[Any], Any] = {}
+
+        def fill() -> None:
+            while len(pending) < window:
+                task = next(queue, None)
+                if task is None:
+                    return
+                pending[submit(task)] = task
+
+        fill()
         while pending:
-            done, _ = wait(list(pending), return_when=FIRST_COMPLETED)
-            for fut in done:
+            finished, _ = wait(list(pending), return_when=FIRST_COMPLETED)
+            for fut in finished:
                 task = pending.pop(fut)
                 try:
                     result = fut.result()
                 except Exception as err:
-                    attempts[task.key] += 1
+                    attempts[task.key] = attempts.get(task.key, 0) + 1
                     if attempts[task.key] > retries or not retryable(err):
                         for f in pending:
                             f.cancel()
@@ -88,6 +104,7 @@ def run(plan: Any, progress: bool = True, workers: int | None = None, processes:
                     plan.target.merge([task_fork], checkpoint=False)
                 stats.append(result)
                 advance(1)
+            fill()
     if fork is not None:
         plan.target.merge([], checkpoint=True)
     plan.finalize(stats)

@@ -45,6 +45,7 @@ this module (``_Guard``, ``_PartFile``, ``_auto_deadline``, ...) are re-exported
 
 from __future__ import annotations
 
+import dataclasses
 import os
 
 from arcoforge.errors import SourceError
@@ -75,9 +76,11 @@ from arcoforge.forge.io.transfer import _download
 from arcoforge.forge.io.urls import (
     _KEY_ID_PROTOCOLS,
     _LOCAL_PROTOCOLS,
+    URL_MAP_ENV,
     _local_path,
     _protocol,
     _split_userinfo,
+    map_url,
 )
 
 __all__ = [
@@ -99,9 +102,27 @@ def fetch(url: str, options: SourceOptions | None = None, workdir: str | None = 
 
     ``options.cache`` (a local directory or any fsspec URL) says where downloads are kept;
     otherwise ``workdir``; otherwise a temporary directory shared by this process.
+    A URL with a mirror in ``$ARCOFORGE_URL_MAP`` (:func:`~arcoforge.forge.io.urls.map_url`) is
+    read from the mirror; the result's ``url`` stays the recipe's URL.
     Raises :class:`SourceError` with a message that names the URL (redacted), the problem and
     what to do.
     """
+    mirror = map_url(url)
+    if mirror == url:
+        return _fetch(url, options, workdir)
+    extra = [options.auth.query_param] if options and options.auth and options.auth.query_param \
+        else []
+    try:
+        local = _fetch(mirror, options, workdir)
+    except SourceError as err:
+        problem = str(err).removeprefix(f"{err.url}: ")
+        raise SourceError(f"{redact(url, extra)} (read from the mirror {err.url}, "
+                          f"{URL_MAP_ENV})", problem, reason=err.reason) from err
+    return dataclasses.replace(local, url=redact(url, extra))
+
+
+def _fetch(url: str, options: SourceOptions | None, workdir: str | None) -> LocalSource:
+    """:func:`fetch` of ``url`` itself (no mirror)."""
     options = options or SourceOptions()
     extra = [options.auth.query_param] if options.auth and options.auth.query_param else []
     safe_url = redact(url, extra)

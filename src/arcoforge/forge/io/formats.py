@@ -1,7 +1,13 @@
-"""What a source file is and whether this installation can read it: the format from the first
-bytes (NetCDF3, HDF5/NetCDF4, GRIB; HDF4 recognised and refused with what to do), the xarray engine
-for it, HDF5 filter plugins (hdf5plugin), cfgrib and its index files, and NetCDF-4 user-defined
-types that cannot be stored faithfully (compound, enum, vlen).
+"""What a source is and whether this installation can read it: the format from the first
+bytes (NetCDF3, HDF5/NetCDF4, GRIB, HDF4), the xarray engine for it, HDF5 filter plugins
+(hdf5plugin), cfgrib (its index files, ``filter_by_keys``), HDF4 through pyhdf
+(:mod:`.hdf4`), inputs read where they are (OPeNDAP endpoints, Zarr stores: :func:`remote_engine`)
+and NetCDF-4 user-defined types that cannot be stored faithfully (compound, enum, vlen).
+
+Engines are xarray's names (``netcdf4``, ``h5netcdf``, ``cfgrib``, ``zarr``) plus two of
+arcoforge's own: ``arcoforge_hdf4`` (:class:`~arcoforge.forge.io.hdf4.HDF4BackendEntrypoint`)
+and ``opendap`` (xarray's ``netcdf4`` engine on a DAP2 URL, or ``pydap`` for DAP4);
+:func:`xarray_engine` turns either into what :func:`xarray.open_dataset` takes.
 """
 
 from __future__ import annotations
@@ -27,9 +33,11 @@ from arcoforge.errors import (
     SourceReadError,
     TruncatedFileError,
 )
+from arcoforge.forge.io.hdf4 import HDF4_ENGINE
 from arcoforge.forge.io.integrity import _HDF4_MAGIC, _hdf5_superblock_at
 
-__all__ = ["detect_engine", "FILE_TYPE_ENGINE"]
+__all__ = ["detect_engine", "FILE_TYPE_ENGINE", "REMOTE_ENGINES", "remote_engine",
+           "xarray_engine"]
 
 _MAGIC = {
     b"CDF\x01": "netcdf4",
@@ -39,8 +47,13 @@ _MAGIC = {
     b"GRIB": "cfgrib",
 }
 
-#: the xarray engine that reads each ``file_type`` (``"auto"``: told from the first bytes)
-FILE_TYPE_ENGINE = {"netcdf4": "netcdf4", "netcdf3": "netcdf4", "hdf5": "h5netcdf", "grib": "cfgrib"}
+#: the engine that reads each ``file_type`` (``"auto"``: told from the first bytes, or from the
+#: URL for inputs read where they are); :func:`xarray_engine` gives xarray's name for it
+FILE_TYPE_ENGINE = {"netcdf4": "netcdf4", "netcdf3": "netcdf4", "hdf5": "h5netcdf",
+                    "grib": "cfgrib", "hdf4": HDF4_ENGINE, "zarr": "zarr", "opendap": "opendap"}
+
+#: engines whose inputs are read where they are (never downloaded into the cache)
+REMOTE_ENGINES = frozenset({"zarr", "opendap"})
 
 
 # HDF5 (and so netCDF4) is not thread-safe: every open, metadata read, slice read and close that
@@ -229,6 +242,98 @@ def _require_cfgrib(url: str) -> None:
         ) from err
 
 
+#: GRIB keys that split a file into datasets cfgrib can build, most useful first (the keys
+#: cfgrib's documentation filters by)
+_GRIB_SPLIT_KEYS = ("typeOfLevel", "stepType", "dataType", "edition", "gridType",
+                    "numberOfPoints")
+
+
+def grib_open_kwargs(kwargs: Mapping[str, Any], path: str,
+                     cache_dir: str | None) -> dict[str, Any]:
+    """``kwargs`` for ``xr.open_dataset(path, engine="cfgrib")`` as arcoforge opens GRIB: the
+    index file in ``cache_dir`` (never beside the source) and ``errors="raise"``, so that
+    messages cfgrib cannot fit into one dataset stop the build instead of being skipped
+    silently (cfgrib's default only logs them).  The user's own ``backend_kwargs`` (or the same
+    keywords given directly, e.g. ``filter_by_keys``) win."""
+    out = dict(kwargs)
+    backend_kwargs = dict(out.get("backend_kwargs") or {})
+    if "indexpath" not in out and "indexpath" not in backend_kwargs:
+        backend_kwargs["indexpath"] = _grib_index_path(path, cache_dir)
+    if "errors" not in out and "errors" not in backend_kwargs:
+        backend_kwargs["errors"] = "raise"
+    out["backend_kwargs"] = backend_kwargs
+    return out
+
+
+def _grib_filter(kwargs: Mapping[str, Any]) -> dict[str, Any]:
+    backend_kwargs = kwargs.get("backend_kwargs") or {}
+    return dict(kwargs.get("filter_by_keys") or backend_kwargs.get("filter_by_keys") or {})
+
+
+def _grib_key_values(path: str, kwargs: Mapping[str, Any]) -> dict[str, list[Any]]:
+    """The values each of :data:`_GRIB_SPLIT_KEYS` takes in ``path`` (within the recipe's
+    ``filter_by_keys``), from cfgrib's index (cached by ``grib_open_kwargs``' index path)."""
+    import cfgrib.dataset
+    import cfgrib.messages
+
+    options = {**(kwargs.get("backend_kwargs") or {}),
+               **{k: v for k, v in kwargs.items() if k != "backend_kwargs"}}
+    fbk = _grib_filter(kwargs)
+    # the same stream and keys as cfgrib's own open, so its cached index is reused
+    stream = cfgrib.messages.FileStream(path, errors=options.get("errors", "raise"))
+    keys = cfgrib.dataset.compute_index_keys(options.get("time_dims", ("time", "step")),
+                                             options.get("extra_coords", {}), fbk)
+    index = cfgrib.dataset.open_fileindex(stream, options.get("indexpath", ""), keys,
+                                          filter_by_keys=fbk)
+    out: dict[str, list[Any]] = {}
+    for key in _GRIB_SPLIT_KEYS:
+        try:
+            out[key] = list(index[key])
+        except Exception:  # noqa: BLE001 - a key this index does not hold
+            continue
+    return out
+
+
+def is_grib_build_error(err: BaseException) -> bool:
+    """Whether ``err`` is cfgrib's ``DatasetBuildError`` (messages that do not fit together)."""
+    return type(err).__name__ == "DatasetBuildError" and "cfgrib" in type(err).__module__
+
+
+def grib_build_error(err: BaseException, path: str, url: str,
+                     kwargs: Mapping[str, Any]) -> ConfigError:
+    """The error for cfgrib's ``DatasetBuildError`` on ``path``: what it means, which keys vary
+    in the file and the ``filter_by_keys`` that builds one dataset per value."""
+    try:
+        values = _grib_key_values(path, kwargs)
+    except Exception:  # noqa: BLE001 - the explanation must not hide the error
+        values = {}
+    varying = {k: v for k, v in values.items() if len(v) > 1}
+    given = _grib_filter(kwargs)
+    head = (
+        f"cannot open {url} as one dataset: cfgrib's DatasetBuildError ({err}). The file holds "
+        "GRIB messages that do not share one set of coordinates (e.g. surface and pressure-"
+        "level fields, or analyses and accumulations), so cfgrib cannot put them in one "
+        "dataset"
+    )
+    if given:
+        head += f", even with filter_by_keys={given!r}"
+    if varying:
+        key, vals = next(iter(varying.items()))
+        listing = "; ".join(f"{k}: {', '.join(map(repr, v))}" for k, v in varying.items())
+        example = {**given, key: vals[0]}
+        return ConfigError(
+            f"{head}. In this file these keys take several values: {listing}. Build one "
+            f"dataset per value (one recipe each), filtering the messages with the pattern's "
+            f"open_kwargs={{'backend_kwargs': {{'filter_by_keys': {example!r}}}}}, and so on "
+            f"for {', '.join(repr(v) for v in vals[1:])}."
+        )
+    return ConfigError(
+        f"{head}. Filter the messages with the pattern's open_kwargs={{'backend_kwargs': "
+        "{'filter_by_keys': {...}}} (keys such as typeOfLevel, stepType, dataType, shortName), "
+        "one recipe per kind of message; `grib_ls` lists the keys of each message."
+    )
+
+
 def _grib_index_path(path: str, cache_dir: str | None) -> str:
     """Where cfgrib keeps its ``.idx`` index for ``path``: in ``cache_dir`` (or a temporary
     folder), never beside the source, which may be read-only or shared."""
@@ -254,8 +359,84 @@ def _hdf5_superblock_offset(path: str) -> int | None:
     return _hdf5_superblock_at(path, size)
 
 
+def require_hdf4(url: str) -> None:
+    """Raise :class:`MissingDependencyError` when pyhdf (HDF4's reader) is missing."""
+    if importlib.util.find_spec("pyhdf") is None:
+        raise MissingDependencyError(
+            f"{url} is an HDF4 file; reading HDF4 needs pyhdf: pip install 'arcoforge[hdf4]' "
+            "(or convert the file first, e.g. with the HDF Group's h4toh5, and build from the "
+            "HDF5 copy)"
+        )
+
+
+def xarray_engine(engine: str) -> Any:
+    """What :func:`xarray.open_dataset` takes as ``engine`` for arcoforge's ``engine``: the
+    HDF4 backend class for ``arcoforge_hdf4``, ``netcdf4`` for ``opendap`` (DAP2 through the
+    netCDF-C library), otherwise ``engine`` itself."""
+    if engine == HDF4_ENGINE:
+        from arcoforge.forge.io.hdf4 import HDF4BackendEntrypoint
+
+        return HDF4BackendEntrypoint
+    if engine == "opendap":
+        return "netcdf4"
+    return engine
+
+
+_DAP_SCHEMES = ("dap2", "dap4")
+_ZARR_MARKERS = ("zarr.json", ".zgroup", ".zarray", ".zmetadata")
+
+
+def _scheme(url: str) -> str:
+    match = re.match(r"^([A-Za-z][A-Za-z0-9+.-]*)://", url)
+    return match.group(1).lower() if match else ""
+
+
+def remote_engine(url: str, file_type: str = "auto") -> str | None:
+    """``"opendap"`` or ``"zarr"`` when ``url`` is an input read where it is (never downloaded
+    whole): ``file_type="opendap"`` or a ``dap2://``/``dap4://`` URL; ``file_type="zarr"``, a
+    URL or path ending in ``.zarr``, or a local folder holding Zarr metadata.  None for files.
+    """
+    if file_type in REMOTE_ENGINES:
+        return file_type
+    if file_type != "auto":
+        return None
+    scheme = _scheme(url)
+    if scheme in _DAP_SCHEMES:
+        return "opendap"
+    bare = url.split("?", 1)[0].split("#", 1)[0].rstrip("/")
+    if bare.lower().endswith(".zarr"):
+        return "zarr"
+    local = bare[len("file://"):] if scheme == "file" else (bare if not scheme else None)
+    if local and os.path.isdir(local) and any(
+            os.path.exists(os.path.join(local, m)) for m in _ZARR_MARKERS):
+        return "zarr"
+    return None
+
+
+def dap_source(url: str) -> tuple[str, str]:
+    """``(xarray engine, URL)`` that opens the OPeNDAP endpoint ``url``: DAP2 (``http(s)://``
+    or ``dap2://``, which means HTTPS) through the netCDF-C library (xarray's ``netcdf4``
+    engine), DAP4 (``dap4://``) through pydap (``pip install 'arcoforge[opendap]'``)."""
+    scheme = _scheme(url)
+    if scheme == "dap4":
+        if importlib.util.find_spec("pydap") is None:
+            raise MissingDependencyError(
+                f"{url} is a DAP4 endpoint; reading DAP4 needs pydap: pip install "
+                "'arcoforge[opendap]' (or give the DAP2 URL, https://..., which the netCDF "
+                "library reads)"
+            )
+        return "pydap", url
+    if scheme == "dap2":
+        return "netcdf4", "https://" + url[len("dap2://"):]
+    return "netcdf4", url
+
+
 def detect_engine(path: str, file_type: str = "auto", url: str | None = None) -> str:
-    """The xarray engine for ``path``: from ``file_type``, or from the file's first bytes."""
+    """The engine for ``path``: from ``file_type``, or from the file's first bytes
+    (``arcoforge_hdf4`` for HDF4; :func:`xarray_engine` gives xarray's name for it)."""
+    remote = remote_engine(path, file_type)
+    if remote is not None:
+        return remote  # read where it is: there are no first bytes to look at
     if file_type != "auto":
         try:
             return FILE_TYPE_ENGINE[file_type]
@@ -270,13 +451,7 @@ def detect_engine(path: str, file_type: str = "auto", url: str | None = None) ->
             return engine
     name = url or path
     if head.startswith(_HDF4_MAGIC):
-        raise SourceReadError(
-            f"{name} is an HDF4 file; arcoforge reads NetCDF3/4, HDF5 and GRIB. Convert it "
-            "first, e.g. with the HDF Group's h4toh5 (h4toh5 in.hdf out.h5) or with GDAL "
-            "(gdal_translate -of netCDF in.hdf out.nc, one subdataset at a time), and build "
-            "from the converted files; a netCDF-C library built with HDF4 support (nccopy -k "
-            "nc4 in.hdf out.nc) converts it too."
-        )
+        return HDF4_ENGINE
     if _hdf5_superblock_offset(path) is not None:  # HDF5 behind a user block
         return "netcdf4"
     if not head:
@@ -291,9 +466,9 @@ def detect_engine(path: str, file_type: str = "auto", url: str | None = None) ->
             f"fetch it again: {_REFETCH}."
         )
     raise SourceReadError(
-        f"{name} is not a NetCDF, HDF5 or GRIB file (it starts with {head[:8]!r}); it may be "
-        "an error page saved in its place, or another format. Check the URL (and credentials), "
-        "or delete the cached copy so it is downloaded again."
+        f"{name} is not a NetCDF, HDF5 or GRIB file (it starts with {head[:8]!r}), nor HDF4; it "
+        "may be an error page saved in its place, or another format. Check the URL (and "
+        "credentials), or delete the cached copy so it is downloaded again."
     )
 
 

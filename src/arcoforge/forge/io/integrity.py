@@ -228,9 +228,12 @@ def check_complete(path: str, url: str | None = None) -> None:
     superblock's end-of-file address (which, as the HDF5 library writes it, already includes the
     base address), with the superblock found at 0 or after a user block (512, 1024, 2048, ...
     bytes), superblock versions 0 to 3.  Other formats, and headers this check
-    cannot understand, pass: opening the file reports those.
+    cannot understand, pass: opening the file reports those.  Inputs that are not files (a Zarr
+    store's folder, an OPeNDAP or Zarr URL read where it is) have no size to check and pass.
     """
     name = url or path
+    if os.path.isdir(path) or ("://" in path and not os.path.exists(path)):
+        return
     size = os.path.getsize(path)
     with open(path, "rb") as fh:
         magic = fh.read(4)

@@ -29,17 +29,28 @@ from arcoforge.errors import (
 from arcoforge.forge.io.formats import (
     _OPEN_LOCK,
     _REFETCH,
+    REMOTE_ENGINES,
     _check_netcdf4_type,
     _check_xarray_type,
-    _grib_index_path,
     _hdf5_superblock_offset,
     _reader_for_filters,
     _require_cfgrib,
     detect_engine,
+    grib_build_error,
+    grib_open_kwargs,
+    is_grib_build_error,
+    require_hdf4,
+    xarray_engine,
 )
+from arcoforge.forge.io.hdf4 import HDF4_ENGINE
 from arcoforge.forge.io.integrity import check_complete
 from arcoforge.forge.patterns import Index
-from arcoforge.forge.schema import FileSchema, SchemaError, VariableSchema
+from arcoforge.forge.schema import (
+    FileSchema,
+    VariableSchema,
+    value_digest,
+    wants_digest,
+)
 
 __all__ = ["SourceReadError", "RawFile", "check_complete", "detect_engine", "open_raw",
            "scan_file", "read_slice"]
@@ -119,7 +130,8 @@ def _select_group(root: Any, group: str | None, path: str, url: str) -> Any:
 
 
 def _explain(err: BaseException, path: str, engine: str, url: str, action: str,
-             group: str | None = None) -> ArcoforgeError:
+             group: str | None = None,
+             open_kwargs: Mapping[str, Any] | None = None) -> ArcoforgeError:
     """The error to raise for ``err`` (raised by ``action``, e.g. ``"open ... as netcdf4"``):
     the real cause when it can be found, "may be corrupt" only when none is."""
     if isinstance(err, ArcoforgeError):
@@ -127,6 +139,8 @@ def _explain(err: BaseException, path: str, engine: str, url: str, action: str,
     bad = _bad_keyword(err, engine, url)
     if bad is not None:
         return bad
+    if engine == "cfgrib" and is_grib_build_error(err):
+        return grib_build_error(err, path, url, open_kwargs or {})
     if group and "group not found" in str(err):
         return _group_error(path, url, group)
     try:
@@ -169,23 +183,32 @@ def open_raw(path: str, engine: str, open_kwargs: Mapping[str, Any] | None = Non
     """Open ``path`` without CF decoding; errors name the source, the cause and the fix.
 
     ``cache_dir`` is where readers may keep side files (cfgrib's ``.idx`` indexes); by default
-    a temporary folder, never the source's own folder.
+    a temporary folder, never the source's own folder.  GRIB is opened with cfgrib's
+    ``errors="raise"`` (:func:`~arcoforge.forge.io.formats.grib_open_kwargs`): messages that do
+    not fit one dataset are an error that names the keys to filter by, never dropped.  A
+    remote input (``engine`` ``"opendap"`` or ``"zarr"``, ``path`` its URL) is opened where it
+    is (:func:`~arcoforge.forge.io.remote.open_remote`), so :class:`RawFile` reads it slice by
+    slice.
     """
+    if engine in REMOTE_ENGINES:
+        from arcoforge.forge.io.remote import open_remote
+
+        return open_remote(path, engine, open_kwargs)
     name = url or path
     kwargs = reader_kwargs(open_kwargs)
     kwargs.setdefault("cache", False)
     if engine == "cfgrib":
         _require_cfgrib(name)
-        backend_kwargs = dict(kwargs.get("backend_kwargs") or {})
-        backend_kwargs.setdefault("indexpath", _grib_index_path(path, cache_dir))
-        kwargs["backend_kwargs"] = backend_kwargs
+        kwargs = grib_open_kwargs(kwargs, path, cache_dir)
+    elif engine == HDF4_ENGINE:
+        require_hdf4(name)
     try:
         with _OPEN_LOCK:
-            return xr.open_dataset(path, engine=engine, decode_cf=False, mask_and_scale=False,
-                                   decode_times=False, **kwargs)
+            return xr.open_dataset(path, engine=xarray_engine(engine), decode_cf=False,
+                                   mask_and_scale=False, decode_times=False, **kwargs)
     except Exception as err:  # noqa: BLE001 - re-raised with context
         raise _explain(err, path, engine, name, f"open {name} as {engine}",
-                       kwargs.get("group")) from err
+                       kwargs.get("group"), kwargs) from err
 
 
 def _chunks_of(var: xr.Variable) -> tuple[int, ...] | None:
@@ -193,15 +216,6 @@ def _chunks_of(var: xr.Variable) -> tuple[int, ...] | None:
     if isinstance(chunks, dict):
         chunks = tuple(chunks.get(d, n) for d, n in zip(var.dims, var.shape))
     return tuple(int(c) for c in chunks) if chunks else None
-
-
-def _string_check(name: str, dtype: np.dtype, dims: tuple[str, ...], concat_dim: str | None,
-                  url: str) -> None:
-    if dtype.kind in "OSU" and dims and concat_dim in dims:
-        raise SchemaError(
-            f"variable {name!r} in {url} holds strings along {concat_dim!r}; "
-            "string variables along the concat dimension are not supported yet."
-        )
 
 
 def _concat_values(read: Any, concat_dim: str, url: str, path: str, engine: str) -> np.ndarray:
@@ -214,7 +228,8 @@ def _concat_values(read: Any, concat_dim: str, url: str, path: str, engine: str)
 
 def _scan_netcdf4(path: str, group: str | None, url: str,
                   concat_dim: str | None) -> tuple[dict[str, int], dict[str, VariableSchema],
-                                                   dict[str, Any], np.ndarray | None]:
+                                                   dict[str, Any], np.ndarray | None,
+                                                   dict[str, str]]:
     """Metadata straight from the netCDF4 library: what xarray's raw view shows, ~5x faster."""
     import netCDF4
 
@@ -229,11 +244,11 @@ def _scan_netcdf4(path: str, group: str | None, url: str,
         nc.set_auto_chartostring(False)
         dims = {str(k): len(v) for k, v in nc.dimensions.items()}
         variables = {}
+        digests: dict[str, str] = {}
         for name, var in nc.variables.items():
             _check_netcdf4_type(var, str(name), url)
             dtype = np.dtype(object) if var.dtype is str else np.dtype(var.dtype)
             vdims = tuple(str(d) for d in var.dimensions)
-            _string_check(name, dtype, vdims, concat_dim, url)
             attrs = {k: var.getncattr(k) for k in var.ncattrs()}
             attrs.pop("least_significant_digit", None)  # xarray keeps it as encoding
             chunking = var.chunking()
@@ -245,13 +260,15 @@ def _scan_netcdf4(path: str, group: str | None, url: str,
             )
             for d, n in zip(vdims, var.shape):
                 dims.setdefault(d, int(n))  # dimensions of parent groups
+            if wants_digest(vdims, var.shape, dtype.itemsize, concat_dim):
+                digests[str(name)] = value_digest(var[...])
         attrs = {k: nc.getncattr(k) for k in nc.ncattrs()}
         values = None
         if concat_dim is not None and concat_dim in nc.variables \
                 and nc.variables[concat_dim].ndim == 1:
             values = _concat_values(lambda: nc.variables[concat_dim][:], concat_dim, url, path,
                                     "netcdf4")
-        return dims, variables, attrs, values
+        return dims, variables, attrs, values, digests
     finally:
         root.close()
 
@@ -259,24 +276,26 @@ def _scan_netcdf4(path: str, group: str | None, url: str,
 def _scan_xarray(path: str, engine: str, open_kwargs: Mapping[str, Any] | None, url: str,
                  concat_dim: str | None, cache_dir: str | None = None,
                  ) -> tuple[dict[str, int], dict[str, VariableSchema], dict[str, Any],
-                            np.ndarray | None]:
+                            np.ndarray | None, dict[str, str]]:
     ds = open_raw(path, engine, open_kwargs, url, cache_dir)
     with ds:
         variables = {}
+        digests: dict[str, str] = {}
         for name, var in ds.variables.items():
             _check_xarray_type(var, str(name), url)
             vdims = tuple(str(d) for d in var.dims)
-            _string_check(str(name), var.dtype, vdims, concat_dim, url)
             variables[str(name)] = VariableSchema(
                 name=str(name), dims=vdims, shape=tuple(int(n) for n in var.shape),
                 dtype=var.dtype.str, attrs=dict(var.attrs), source_chunks=_chunks_of(var),
             )
+            if wants_digest(vdims, var.shape, var.dtype.itemsize, concat_dim):
+                digests[str(name)] = value_digest(var.values)
         values = None
         if concat_dim is not None and concat_dim in ds.variables and ds[concat_dim].ndim == 1:
             values = _concat_values(lambda: ds[concat_dim].values, concat_dim, url, path,
                                     engine)
         dims = {str(k): int(v) for k, v in ds.sizes.items()}
-        return dims, variables, dict(ds.attrs), values
+        return dims, variables, dict(ds.attrs), values, digests
 
 
 def scan_file(index: Index, url: str, path: str, size: int, sha256: str, concat_dim: str | None,
@@ -295,12 +314,14 @@ def scan_file(index: Index, url: str, path: str, size: int, sha256: str, concat_
     engine = _reader_for_filters(path, engine, url, group)
     with _OPEN_LOCK:
         if engine == "netcdf4" and not kwargs:
-            dims, variables, attrs, values = _scan_netcdf4(path, group, url, concat_dim)
+            dims, variables, attrs, values, digests = _scan_netcdf4(path, group, url,
+                                                                    concat_dim)
         else:
-            dims, variables, attrs, values = _scan_xarray(path, engine, open_kwargs, url,
-                                                          concat_dim, cache_dir)
+            dims, variables, attrs, values, digests = _scan_xarray(path, engine, open_kwargs,
+                                                                   url, concat_dim, cache_dir)
     return FileSchema(index=index, url=url, path=path, size=size, sha256=sha256, dims=dims,
-                      variables=variables, attrs=attrs, concat_values=values)
+                      variables=variables, attrs=attrs, concat_values=values,
+                      static_digests=digests)
 
 
 def read_slice(ds: xr.Dataset, name: str, key: tuple[slice, ...], url: str) -> np.ndarray:

@@ -77,11 +77,28 @@ def open_repository(target: Any, create: bool = False) -> Any:
     url = os.fspath(target)
     path = url[len(SCHEME):] if url.startswith(SCHEME) else url
     storage = icechunk.local_filesystem_storage(os.path.abspath(path))
+    access = virtual_chunk_access(storage)  # virtual stores: authorize their containers
     if create:
-        return icechunk.Repository.open_or_create(storage)
+        return icechunk.Repository.open_or_create(storage, authorize_virtual_chunk_access=access)
     if not icechunk.Repository.exists(storage):
         raise TargetError(f"no Icechunk repository at {url}")
-    return icechunk.Repository.open(storage)
+    return icechunk.Repository.open(storage, authorize_virtual_chunk_access=access)
+
+
+def virtual_chunk_access(storage: Any) -> dict[str, Any] | None:
+    """Credentials for the virtual chunk containers configured in the repository at
+    ``storage`` (None when it has none, or does not exist yet), so that reading a virtual
+    store needs no extra steps (see :mod:`arcoforge.forge.targets.virtual`)."""
+    import icechunk
+
+    from arcoforge.forge.targets.virtual import authorize
+
+    try:
+        config = icechunk.Repository.fetch_config(storage)
+    except Exception:  # noqa: BLE001 - no repository there yet
+        return None
+    containers = dict(getattr(config, "virtual_chunk_containers", None) or {}) if config else {}
+    return authorize(containers) or None
 
 
 def describe_repository(repo: Any) -> str:
@@ -160,6 +177,9 @@ class IcechunkTarget:
         self.build_branch = build_branch
         self.checkpoint_tasks = int(checkpoint_tasks)
         self.checkpoint_seconds = float(checkpoint_seconds)
+        #: per-variable zarr encodings that replace the layout's at prepare (a virtual
+        #: store's arrays take the chunks and codecs of the files they reference)
+        self.layout_overrides: dict[str, dict[str, Any]] = {}
         self._init_runtime(copy=False)
 
     def _init_runtime(self, copy: bool) -> None:
@@ -202,6 +222,7 @@ class IcechunkTarget:
         self.build_branch = state["build_branch"]
         self.checkpoint_tasks = state["checkpoint_tasks"]
         self.checkpoint_seconds = state["checkpoint_seconds"]
+        self.layout_overrides = {}
         self._init_runtime(copy=True)
         self._mode, self._fp, self._base, done = state["state"]
         self._done = set(done)
@@ -343,8 +364,11 @@ class IcechunkTarget:
                            schema, static)
             else:
                 template = template_dataset(schema, static, chunks)
+                encoding = layout_encoding(schema, chunks)
+                for name, extra in self.layout_overrides.items():  # virtual arrays' codecs
+                    encoding.setdefault(name, {}).update(extra)
                 template.to_zarr(self._session.store, mode="w", compute=False, zarr_format=3,
-                                 consolidated=False, encoding=layout_encoding(schema, chunks))
+                                 consolidated=False, encoding=encoding)
             self._session.commit("arcoforge: build started",
                                  metadata=self._build_metadata("in-progress"))
             self._new_session()
@@ -396,6 +420,44 @@ class IcechunkTarget:
                             metadata=self._build_metadata("in-progress"))
         self._pending = 0
         self._new_session()
+
+    # -- virtual references (additions for arcoforge.forge.virtual) ---------------------------
+    def configure_virtual_containers(self, containers: Iterable[Any]) -> None:
+        """Make sure the repository's config holds the virtual chunk containers ``containers``
+        (:class:`~arcoforge.forge.targets.virtual.ContainerSpec`), saved in the repository so
+        that readers find them, and reopen it authorized to read them."""
+        import icechunk
+
+        from arcoforge.forge.targets.virtual import authorize
+
+        with self._mutex:
+            repo = self.repo
+            config = repo.config
+            have = dict(config.virtual_chunk_containers or {})
+            missing = [c for c in containers if c.prefix not in have]
+            if not missing:
+                return
+            for spec in missing:
+                config.set_virtual_chunk_container(spec.container())
+            self._repo = icechunk.Repository.open(
+                repo.storage, config=config,
+                authorize_virtual_chunk_access=authorize(
+                    dict(config.virtual_chunk_containers or {})))
+            self._repo.save_config()
+            self._session = None
+            self._group = None
+
+    def write_virtual_refs(self, name: str, refs: list[Any]) -> int:
+        """Set virtual chunk references (``icechunk.VirtualChunkSpec``) of array ``name`` in the
+        build session (or this fork); returns how many were set."""
+        with self._rw.shared():
+            store = self._zgroup().store
+            failed = store.set_virtual_refs(name, refs, validate_containers=True)  # type: ignore[attr-defined]
+        if failed:
+            raise TargetError(f"{self.url}: Icechunk refused {len(failed)} virtual references "
+                              f"of {name!r} (e.g. chunk {failed[0]}): a source changed since "
+                              "its references were made. Build again.")
+        return len(refs)
 
     # -- parallel writers --------------------------------------------------------------------
     def fork_for_workers(self) -> IcechunkTarget:

@@ -113,8 +113,18 @@ def template_dataset(schema: TargetSchema, static: Mapping[str, np.ndarray],
         else:
             var_chunks = tuple(chunks.get(d, n) for d, n in zip(var.dims, var.shape))
             data = da.empty(var.shape, dtype=np.dtype(var.dtype), chunks=var_chunks)
-        data_vars[name] = xr.Variable(var.dims, data, attrs=dict(var.attrs))
+        attrs = dict(var.attrs)
+        if _is_bytes(var.dtype):
+            attrs.pop("_FillValue", None)  # xarray cannot read it back for bytes in Zarr
+        data_vars[name] = xr.Variable(var.dims, data, attrs=attrs)
     return xr.Dataset(data_vars, attrs=dict(schema.attrs))
+
+
+def _is_bytes(dtype: str) -> bool:
+    """Fixed-width byte strings (NetCDF char arrays): xarray writes a ``_FillValue`` for them
+    to Zarr that it cannot decode again, so they are stored without one (the zarr array's own
+    fill value, empty bytes, is what NetCDF's default char fill reads as)."""
+    return np.dtype(dtype).kind == "S"
 
 
 def layout_encoding(schema: TargetSchema, chunks: Mapping[str, int]) -> dict[str, dict[str, Any]]:
@@ -124,7 +134,7 @@ def layout_encoding(schema: TargetSchema, chunks: Mapping[str, int]) -> dict[str
         encoding[name] = {
             "chunks": tuple(chunks.get(d, n) for d, n in zip(var.dims, var.shape)),
         }
-        if "_FillValue" not in var.attrs:
+        if "_FillValue" not in var.attrs or _is_bytes(var.dtype):
             encoding[name]["_FillValue"] = None  # the source has none; don't invent one
     return encoding
 

@@ -1,6 +1,7 @@
 """pangeo-forge-recipes 0.9's recipe classes: :class:`XarrayZarrRecipe` (baked by arcoforge as a
-:class:`~arcoforge.forge.recipes.ZarrRecipe`) and :class:`HDFReferenceRecipe` (recognised,
-refused when baked, with the reason)."""
+:class:`~arcoforge.forge.recipes.ZarrRecipe`) and :class:`HDFReferenceRecipe` (baked by arcoforge
+as a :class:`~arcoforge.forge.virtual.recipe.VirtualRecipe`: an Icechunk store of references, or
+a kerchunk JSON file)."""
 
 from __future__ import annotations
 

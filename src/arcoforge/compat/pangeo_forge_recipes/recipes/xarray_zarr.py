@@ -18,8 +18,10 @@ How the 0.9 options map onto arcoforge:
   consolidated), ``subset_inputs`` (inputs are always read by slice), ``lock_timeout``.
 * ``delete_input_encoding``: arcoforge always keeps the sources' encodings (packing, fill
   values, calendars) so that the store equals its sources.
-* Refused with a :class:`~arcoforge.errors.ConfigError` that says why: ``process_input`` and
-  ``process_chunk`` (arcoforge copies sources unchanged), ``open_input_with_kerchunk``, and the
+* ``process_input(ds, fname)`` becomes an arcoforge transform applied to every input
+  (:class:`ProcessInput`); arcoforge's own ``transforms=[...]`` are accepted too.
+* Refused with a :class:`~arcoforge.errors.ConfigError` that says why: ``process_chunk``
+  (arcoforge transforms inputs, not combined chunks), ``open_input_with_kerchunk``, and the
   pattern features :meth:`FilePattern.to_arcoforge` refuses.  ``xarray_concat_kwargs`` and
   ``storage_config`` are ignored with a warning (arcoforge combines by its own schema rules; the
   target comes from ``--target`` or the bakery profile).
@@ -29,7 +31,7 @@ from __future__ import annotations
 
 import dataclasses
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -38,6 +40,7 @@ from arcoforge.forge.io.options import SourceOptions
 from arcoforge.forge.patterns import ConcatDim as AfConcat
 from arcoforge.forge.patterns import FilePattern as AfPattern
 from arcoforge.forge.recipes import ZarrRecipe
+from arcoforge.forge.transforms import Function
 
 from ..patterns import ConcatDim, FilePattern, FileType, MergeDim
 from .base import BaseRecipe
@@ -58,6 +61,27 @@ def _pangeo_view(pattern: AfPattern, storage_options: Mapping[str, Any]) -> File
 
 
 @dataclass(init=False)
+@dataclass
+class ProcessInput(Function):
+    """pangeo-forge 0.9's ``process_input(ds, fname) -> ds``, applied to every input file
+    (decoded, as pangeo-forge opened it) as an arcoforge transform."""
+
+    pattern: Any = field(default=None, repr=False)
+
+    def __init__(self, func: Callable[..., Any], pattern: AfPattern) -> None:
+        super().__init__(func)
+        self.pattern = pattern
+
+    def apply(self, index: Any, ds: Any) -> Any:
+        import xarray as xr
+
+        out = self.func(ds, self.pattern[index])  # type: ignore[call-arg,arg-type]
+        if not isinstance(out, xr.Dataset):
+            raise ConfigError(f"process_input returned {type(out).__name__}, not an "
+                              "xarray.Dataset")
+        return out
+
+
 class XarrayZarrRecipe(ZarrRecipe, BaseRecipe):
     """A dataset made of many NetCDF/GRIB files, written to Zarr: pangeo-forge-recipes 0.9's
     ``XarrayZarrRecipe`` arguments, baked by arcoforge (see the module docstring for how each
@@ -106,17 +130,17 @@ class XarrayZarrRecipe(ZarrRecipe, BaseRecipe):
         pattern: AfPattern | FilePattern | None = None,
         source_options: SourceOptions | None = None,
         max_block_bytes: int = 256 * 2**20,
+        transforms: Sequence[Any] = (),
     ) -> None:
         given = file_pattern if file_pattern is not None else pattern
         if given is None:
             raise ConfigError("XarrayZarrRecipe needs a file pattern: "
                               "XarrayZarrRecipe(FilePattern(...), target_chunks={...})")
-        if process_input is not None or process_chunk is not None:
-            which = "process_input" if process_input is not None else "process_chunk"
+        if process_chunk is not None:
             raise ConfigError(
-                f"XarrayZarrRecipe({which}=...) is not supported: arcoforge copies the sources "
-                "unchanged so that the store can be verified against them. Fix the files "
-                "upstream, or bake them as they are and transform the dataset when reading it")
+                "XarrayZarrRecipe(process_chunk=...) is not supported: arcoforge transforms each "
+                "input, not combined chunks. Move the step to process_input (it is applied to "
+                "every input file) or to arcoforge transforms=[...]")
         if open_input_with_kerchunk:
             raise ConfigError("XarrayZarrRecipe(open_input_with_kerchunk=True) is not supported: "
                               "arcoforge reads each input with xarray after downloading it")
@@ -153,8 +177,12 @@ class XarrayZarrRecipe(ZarrRecipe, BaseRecipe):
         concat = af_pattern.concat_dim
         if concat is not None and concat.name not in chunks and concat.nitems_per_file:
             chunks[concat.name] = concat.nitems_per_file * inputs_per_chunk
+        steps = list(transforms)
+        if process_input is not None and not any(isinstance(t, ProcessInput) for t in steps):
+            steps.insert(0, ProcessInput(process_input, af_pattern))
         super().__init__(pattern=af_pattern, target_chunks=chunks or None,
-                         source_options=options, max_block_bytes=max_block_bytes)
+                         source_options=options, max_block_bytes=max_block_bytes,
+                         transforms=steps)
         self.file_pattern = pangeo
         self.inputs_per_chunk = inputs_per_chunk
         self.cache_inputs = cache_inputs

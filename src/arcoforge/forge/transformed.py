@@ -1,0 +1,126 @@
+"""Sources seen through a recipe's transforms: their schema (scan) and raw slices (store tasks).
+
+Without transforms the forge reads files directly (:mod:`arcoforge.forge.io.readers`).  With
+transforms, each source is opened lazily (dask-backed, nothing read yet), transformed
+(:func:`~arcoforge.forge.transforms.apply_transforms`), and then read exactly like a file:
+:func:`scan_transformed` gives its :class:`~arcoforge.forge.schema.FileSchema`,
+:class:`TransformedFile` its raw values slice by slice.  Only the slices a task needs are read.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import xarray as xr
+
+from arcoforge.forge.io.formats import (
+    _OPEN_LOCK,
+    _check_xarray_type,
+    _reader_for_filters,
+    detect_engine,
+)
+from arcoforge.forge.io.integrity import check_complete
+from arcoforge.forge.io.readers import _explain, open_raw, reader_kwargs
+from arcoforge.forge.patterns import Index
+from arcoforge.forge.schema import FileSchema, VariableSchema, value_digest, wants_digest
+from arcoforge.forge.transforms import Transform, apply_transforms
+
+__all__ = ["open_transformed", "scan_transformed", "schema_of", "TransformedFile"]
+
+
+def _chunks_of(var: xr.Variable) -> tuple[int, ...] | None:
+    chunks = var.encoding.get("chunksizes") or var.encoding.get("preferred_chunks")
+    if isinstance(chunks, dict):
+        chunks = tuple(chunks.get(d, n) for d, n in zip(var.dims, var.shape))
+    if not chunks or len(chunks) != var.ndim:
+        return None
+    return tuple(int(c) for c in chunks)
+
+
+def _values(var: xr.Variable) -> np.ndarray:
+    """Compute ``var`` in this thread (no dask pool inside an engine's worker)."""
+    import dask
+
+    with _OPEN_LOCK, dask.config.set(scheduler="synchronous"):
+        return np.asarray(var.values)
+
+
+def open_transformed(path: str, engine: str, open_kwargs: Mapping[str, Any] | None,
+                     url: str, transforms: Sequence[Transform], index: Index,
+                     cache_dir: str | None = None) -> xr.Dataset:
+    """The raw dataset of ``path`` after ``transforms`` (lazy: dask-backed)."""
+    kwargs = reader_kwargs(open_kwargs)
+    group = kwargs.pop("group", None)
+    engine = _reader_for_filters(path, engine, url, group)
+    if group:
+        kwargs["group"] = group
+    kwargs.setdefault("chunks", {})
+    raw = open_raw(path, engine, kwargs, url, cache_dir)
+    try:
+        return apply_transforms(transforms, index, raw, url)
+    except BaseException:
+        raw.close()
+        raise
+
+
+def schema_of(ds: xr.Dataset, index: Index, url: str, path: str, size: int, sha256: str,
+              concat_dim: str | None) -> FileSchema:
+    """The :class:`FileSchema` of a raw (transformed) dataset."""
+    variables = {}
+    digests: dict[str, str] = {}
+    for name, var in ds.variables.items():
+        _check_xarray_type(var, str(name), url)
+        vdims = tuple(str(d) for d in var.dims)
+        variables[str(name)] = VariableSchema(
+            name=str(name), dims=vdims, shape=tuple(int(n) for n in var.shape),
+            dtype=var.dtype.str, attrs=dict(var.attrs), source_chunks=_chunks_of(var))
+        if wants_digest(vdims, var.shape, var.dtype.itemsize, concat_dim):
+            digests[str(name)] = value_digest(_values(var))
+    values = None
+    if concat_dim is not None and concat_dim in ds.variables and ds[concat_dim].ndim == 1:
+        values = _values(ds.variables[concat_dim])
+    dims = {str(k): int(v) for k, v in ds.sizes.items()}
+    return FileSchema(index=index, url=url, path=path, size=size, sha256=sha256, dims=dims,
+                      variables=variables, attrs=dict(ds.attrs), concat_values=values,
+                      static_digests=digests)
+
+
+def scan_transformed(index: Index, url: str, path: str, size: int, sha256: str,
+                     concat_dim: str | None, file_type: str, open_kwargs: Mapping[str, Any],
+                     transforms: Sequence[Transform], cache_dir: str | None = None,
+                     ) -> FileSchema:
+    """Like :func:`~arcoforge.forge.io.readers.scan_file`, through ``transforms``."""
+    engine = detect_engine(path, file_type, url)
+    check_complete(path, url)
+    ds = open_transformed(path, engine, open_kwargs, url, transforms, index, cache_dir)
+    with ds:
+        return schema_of(ds, index, url, path, size, sha256, concat_dim)
+
+
+class TransformedFile:
+    """A source read through the recipe's transforms; the interface of
+    :class:`~arcoforge.forge.io.readers.RawFile` (``read(name, key)``, ``close()``)."""
+
+    def __init__(self, path: str, engine: str, open_kwargs: Mapping[str, Any] | None,
+                 url: str, transforms: Sequence[Transform], index: Index,
+                 cache_dir: str | None = None) -> None:
+        self.url = url
+        self._path = path
+        self._engine = engine
+        self._ds = open_transformed(path, engine, open_kwargs, url, transforms, index,
+                                    cache_dir)
+
+    def read(self, name: str, key: tuple[slice, ...]) -> np.ndarray:
+        """The raw values of ``name[key]`` after the transforms."""
+        try:
+            var = self._ds.variables[name]
+            return _values(var[key] if key else var)
+        except Exception as err:  # noqa: BLE001
+            raise _explain(err, self._path, self._engine, self.url,
+                           f"read variable {name!r} from {self.url}") from err
+
+    def close(self) -> None:
+        with _OPEN_LOCK:
+            self._ds.close()

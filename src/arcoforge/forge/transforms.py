@@ -1,0 +1,679 @@
+"""Transforms: make each source analysis-ready before it joins the store.
+
+A recipe takes an ordered list of transforms, ``af.ZarrRecipe(pattern, transforms=[...])``.  Each
+is applied to every source file as an :class:`xarray.Dataset`, together with the file's
+:class:`~arcoforge.forge.patterns.Index` (its position and keys in the pattern)::
+
+    def fix_units(index, ds):           # the pangeo-forge ``preprocess`` idiom
+        ds["sst"].attrs["units"] = "degC"
+        return ds
+
+    recipe = af.ZarrRecipe(pattern, transforms=[
+        fix_units,                                   # any function (index, ds) -> ds
+        af.transforms.Rename({"tasmax": "tmax"}),
+        af.transforms.ExpandDimFromKey("member"),    # a new dimension from the pattern key
+    ])
+
+The scan applies the transforms lazily to each file's metadata, so the target's schema is the
+transformed one; store tasks apply them again to read the data.  Transforms are part of the
+recipe's hash and provenance: changing one publishes a new version.
+
+Two kinds:
+
+* **metadata-only** transforms (:attr:`Transform.metadata_only` is True: renaming, dropping or
+  keeping variables, positional selection, attributes, a new dimension from a key) see the
+  *raw* dataset -- values as stored, packing attributes (``scale_factor``, ``_FillValue``,
+  ``units``) still attributes -- and keep the fast raw-copy path: the bytes are copied, never
+  decoded and re-encoded.
+* **value-changing** transforms (user functions, :class:`Select` by label,
+  :class:`ReexpressTimes`, :class:`SetEncoding`) see the *decoded* dataset, as
+  ``xr.open_dataset`` shows it (masked, scaled, times as datetimes).  The result is encoded back
+  with each variable's ``.encoding`` (dtype, packing, fill value, time units), so what they do
+  not change stays faithful to the source.
+
+Three transforms need to see every file first and are resolved after a first scan
+(:attr:`Transform.needs_all_files`): :class:`DropDuplicateSteps`, :class:`FillMissingVariable`
+and :class:`ReexpressTimes` without explicit ``units``.  They must come after the per-file
+transforms in the list.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import json
+from collections.abc import Callable, Hashable, Mapping, Sequence
+from dataclasses import dataclass, field, fields
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
+
+import numpy as np
+import xarray as xr
+
+from arcoforge.errors import ConfigError, SchemaError
+from arcoforge.forge.patterns import Index
+
+if TYPE_CHECKING:
+    from arcoforge.forge.schema import FileSchema
+
+__all__ = [
+    "Transform",
+    "Function",
+    "Rename",
+    "DropVariables",
+    "KeepVariables",
+    "Select",
+    "SetAttrs",
+    "SetEncoding",
+    "ExpandDimFromKey",
+    "FillMissingVariable",
+    "ReexpressTimes",
+    "DropDuplicateSteps",
+    "as_transforms",
+    "apply_transforms",
+    "apply_decoded",
+    "describe_transforms",
+    "resolve_transforms",
+]
+
+def _json(value: Any) -> Any:
+    """A JSON-able, stable rendering of a transform parameter (for hashes and provenance)."""
+    if isinstance(value, Mapping):
+        return {str(k): _json(v) for k, v in sorted(value.items(), key=lambda kv: str(kv[0]))}
+    if isinstance(value, (list, tuple)):
+        return [_json(v) for v in value]
+    if isinstance(value, slice):
+        return {"slice": [value.start, value.stop, value.step]}
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return value
+    return repr(value)
+
+
+class Transform:
+    """Base class of the transforms: one step applied to each source dataset.
+
+    Subclasses are dataclasses implementing :meth:`apply`.  Set :attr:`metadata_only` when the
+    step only renames, drops, selects by position or sets attributes: it then sees the raw
+    (undecoded) dataset and keeps the raw-copy path.  Otherwise it sees the decoded dataset.
+    """
+
+    #: True: applied to the raw dataset, values are copied untouched (the fast path)
+    metadata_only: ClassVar[bool] = False
+    #: True: must see every file's schema first (resolved by :meth:`resolve` after a scan)
+    needs_all_files: ClassVar[bool] = False
+
+    def apply(self, index: Index, ds: xr.Dataset) -> xr.Dataset:
+        """Return the transformed ``ds`` (the source at pattern position ``index``)."""
+        raise NotImplementedError
+
+    def __call__(self, index: Index, ds: xr.Dataset) -> xr.Dataset:
+        return self.apply(index, ds)
+
+    def apply_to_decoded(self, index: Index, ds: xr.Dataset) -> xr.Dataset:
+        """:meth:`apply` on a decoded dataset (``verify``'s view of a source); the same unless
+        the step creates raw values (:class:`FillMissingVariable`)."""
+        return self.apply(index, ds)
+
+    def resolve(self, files: Sequence[FileSchema], concat_dim: str | None) -> Transform:
+        """A copy bound to the scanned ``files`` (transforms with :attr:`needs_all_files`);
+        ``concat_dim`` is the pattern's concat dimension."""
+        return self
+
+    def describe(self) -> dict[str, Any]:
+        """What this step does, JSON-able: part of the recipe hash and of provenance."""
+        params = {f.name: _json(getattr(self, f.name)) for f in fields(self)  # type: ignore[arg-type]
+                  if f.repr}
+        return {"transform": type(self).__name__, **params}
+
+
+@dataclass
+class Function(Transform):
+    """A user function ``(index, ds) -> ds``: the pangeo-forge ``preprocess`` idiom.
+
+    It sees the decoded dataset (set ``metadata_only=True`` when it only renames, drops or sets
+    attributes, to see the raw one and keep the raw-copy path).  Its source code is part of the
+    recipe hash, so editing the function publishes a new version.
+    """
+
+    func: Callable[[Index, xr.Dataset], xr.Dataset]
+    metadata_only: bool = False  # type: ignore[misc]
+
+    def __post_init__(self) -> None:
+        if not callable(self.func):
+            raise ConfigError(f"transform {self.func!r} is not callable; a transform is a "
+                              "function (index, ds) -> ds or an arcoforge.transforms.Transform")
+
+    def apply(self, index: Index, ds: xr.Dataset) -> xr.Dataset:
+        out = self.func(index, ds)
+        if not isinstance(out, xr.Dataset):
+            raise ConfigError(
+                f"transform {_name(self.func)} returned {type(out).__name__}, not an "
+                "xarray.Dataset; a transform must return the (new) dataset")
+        return out
+
+    def describe(self) -> dict[str, Any]:
+        try:
+            source = inspect.getsource(self.func)
+        except (OSError, TypeError):
+            source = repr(self.func)
+        digest = hashlib.sha256(source.encode()).hexdigest()[:16]
+        return {"transform": "Function", "name": _name(self.func), "source_sha256": digest,
+                "metadata_only": self.metadata_only}
+
+
+def _name(func: Any) -> str:
+    module = getattr(func, "__module__", None) or ""
+    qual = getattr(func, "__qualname__", None) or repr(func)
+    return f"{module}.{qual}" if module else qual
+
+
+def _missing(ds: xr.Dataset, names: Sequence[Hashable], what: str, index: Index) -> None:
+    absent = [n for n in names if n not in ds.variables]
+    if absent:
+        raise SchemaError(
+            f"{what}: no variable {', '.join(repr(a) for a in absent)} in the source at {index} "
+            f"(it has {', '.join(repr(str(v)) for v in ds.variables)})")
+
+
+@dataclass
+class Rename(Transform):
+    """Rename variables and dimensions: ``Rename({"tasmax": "tmax", "lat": "latitude"})``.
+
+    Names absent from a file are an error unless ``missing_ok=True``.
+    """
+
+    names: Mapping[str, str]
+    missing_ok: bool = False
+    metadata_only: ClassVar[bool] = True
+
+    def apply(self, index: Index, ds: xr.Dataset) -> xr.Dataset:
+        present = {k: v for k, v in self.names.items() if k in ds.variables or k in ds.dims}
+        if not self.missing_ok and len(present) != len(self.names):
+            _missing(ds, [k for k in self.names if k not in present], "Rename", index)
+        return ds.rename(present)
+
+
+@dataclass
+class DropVariables(Transform):
+    """Drop variables: ``DropVariables(["time_bnds"])`` (absent names are ignored)."""
+
+    names: Sequence[str]
+    metadata_only: ClassVar[bool] = True
+
+    def apply(self, index: Index, ds: xr.Dataset) -> xr.Dataset:
+        return ds.drop_vars([n for n in self.names if n in ds.variables])
+
+
+@dataclass
+class KeepVariables(Transform):
+    """Keep only these variables, plus the coordinates they need (their dimension
+    coordinates and the names in their ``coordinates`` and ``bounds`` attributes)."""
+
+    names: Sequence[str]
+    metadata_only: ClassVar[bool] = True
+
+    def apply(self, index: Index, ds: xr.Dataset) -> xr.Dataset:
+        _missing(ds, self.names, "KeepVariables", index)
+        keep: set[Hashable] = set(self.names)
+        for name in self.names:
+            var = ds.variables[name]
+            keep.update(d for d in var.dims if d in ds.variables)
+            for attr in ("coordinates", "bounds"):  # raw: attributes; decoded: encoding
+                keep.update(str(var.attrs.get(attr, "")).split())
+                keep.update(str(var.encoding.get(attr, "")).split())
+        for name in list(keep):  # bounds of kept coordinates
+            if name in ds.variables:
+                keep.update(str(ds.variables[name].attrs.get("bounds", "")).split())
+        return ds.drop_vars([n for n in ds.variables if n not in keep])
+
+
+@dataclass
+class Select(Transform):
+    """Subset each file: ``Select(isel={"lat": slice(0, 90)})`` by position (metadata-only),
+    or ``Select(sel={"lat": slice(-30, 30)})`` by coordinate label (on decoded values)."""
+
+    isel: Mapping[str, Any] | None = None
+    sel: Mapping[str, Any] | None = None
+
+    def __post_init__(self) -> None:
+        if not self.isel and not self.sel:
+            raise ConfigError("Select needs isel={...} or sel={...}")
+
+    @property  # type: ignore[misc]
+    def metadata_only(self) -> bool:  # type: ignore[override]
+        return not self.sel
+
+    def apply(self, index: Index, ds: xr.Dataset) -> xr.Dataset:
+        for part in (self.isel, self.sel):
+            absent = [d for d in (part or {}) if d not in ds.dims]
+            if absent:
+                raise SchemaError(f"Select: the source at {index} has no dimension "
+                                  f"{', '.join(map(repr, absent))} (it has {list(ds.dims)})")
+        if self.isel:
+            ds = ds.isel(self.isel)
+        if self.sel:
+            ds = ds.sel(self.sel)
+        return ds
+
+
+@dataclass
+class SetAttrs(Transform):
+    """Set (or, with value None, delete) attributes: ``SetAttrs({"sst": {"units": "degC"},
+    None: {"title": "..."}})`` -- the key ``None`` addresses the global attributes."""
+
+    attrs: Mapping[str | None, Mapping[str, Any]]
+    metadata_only: ClassVar[bool] = True
+
+    def apply(self, index: Index, ds: xr.Dataset) -> xr.Dataset:
+        ds = ds.copy()
+        for name, new in self.attrs.items():
+            if name is not None and name not in ds.variables:
+                _missing(ds, [name], "SetAttrs", index)
+            target = ds.attrs if name is None else ds.variables[name].attrs
+            for key, value in new.items():
+                if value is None:
+                    target.pop(key, None)
+                else:
+                    target[key] = value
+        return ds
+
+
+@dataclass
+class SetEncoding(Transform):
+    """Change how variables are stored: ``SetEncoding({"sst": {"dtype": "int16",
+    "scale_factor": 0.01, "_FillValue": -32768}})`` (keys of xarray's ``.encoding``).
+
+    Values are decoded, then encoded again with the new encoding."""
+
+    encoding: Mapping[str, Mapping[str, Any]]
+
+    def apply(self, index: Index, ds: xr.Dataset) -> xr.Dataset:
+        _missing(ds, list(self.encoding), "SetEncoding", index)
+        ds = ds.copy()
+        for name, enc in self.encoding.items():
+            ds.variables[name].encoding.update(enc)
+        return ds
+
+
+@dataclass
+class ExpandDimFromKey(Transform):
+    """A new dimension from a pattern key: ``ExpandDimFromKey("member")`` gives every data
+    variable a leading dimension ``member`` of length 1 whose coordinate is the file's key.
+
+    With ``ConcatDim("member", keys=[...])`` in the pattern, files of an ensemble (each
+    holding the same variables) become one ``(member, ...)`` dataset.  ``dim`` defaults to the
+    pattern dimension ``key``; ``variables`` limits which variables get the dimension (default:
+    every variable that is not a coordinate)."""
+
+    key: str
+    dim: str | None = None
+    variables: Sequence[str] | None = None
+    metadata_only: ClassVar[bool] = True
+
+    def apply(self, index: Index, ds: xr.Dataset) -> xr.Dataset:
+        dim = self.dim or self.key
+        try:
+            value = index.key(self.key)
+        except Exception:  # noqa: BLE001
+            raise ConfigError(
+                f"ExpandDimFromKey({self.key!r}): the pattern has no combine dimension "
+                f"{self.key!r} (the file's index is {index})") from None
+        if dim in ds.dims:
+            raise SchemaError(f"ExpandDimFromKey: the source at {index} already has a "
+                              f"dimension {dim!r}")
+        names = list(self.variables) if self.variables is not None else list(ds.data_vars)
+        _missing(ds, names, "ExpandDimFromKey", index)
+        coord = np.asarray([value], dtype=object if isinstance(value, str) else None)
+        out = ds.copy()
+        for name in names:
+            out[name] = ds[name].expand_dims({dim: 1})
+        return out.assign_coords({dim: (dim, coord)})
+
+
+# -- transforms that see every file ------------------------------------------------------------
+
+
+@dataclass
+class FillMissingVariable(Transform):
+    """Add a variable to the files that lack it, filled with ``fill_value``.
+
+    Its dimensions, dtype and attributes come from the first file that has it; its shape from
+    each file's own dimension lengths.  The default fill is the variable's ``_FillValue``
+    (or ``missing_value``), else NaN for floats; integer variables without one need an
+    explicit ``fill_value``.
+    """
+
+    name: str
+    fill_value: Any = None
+    template: dict[str, Any] | None = field(default=None, repr=False)
+    metadata_only: ClassVar[bool] = True
+    needs_all_files: ClassVar[bool] = True
+
+    def resolve(self, files: Sequence[FileSchema], concat_dim: str | None) -> Transform:
+        have = [f for f in files if self.name in f.variables]
+        if not have:
+            raise SchemaError(f"FillMissingVariable({self.name!r}): no source file has a "
+                              f"variable {self.name!r}")
+        var = have[0].variables[self.name]
+        fill = self.fill_value
+        if fill is None:
+            fill = var.attrs.get("_FillValue", var.attrs.get("missing_value"))
+        if fill is None:
+            if np.dtype(var.dtype).kind not in "fc":
+                raise ConfigError(
+                    f"FillMissingVariable({self.name!r}): {var.dtype} variable without "
+                    "_FillValue; give fill_value=... (a value that is not valid data)")
+            fill = np.nan
+        template = {"dims": list(var.dims), "dtype": var.dtype, "attrs": dict(var.attrs),
+                    "fill": fill, "from": have[0].url}
+        return FillMissingVariable(self.name, self.fill_value, template)
+
+    def apply(self, index: Index, ds: xr.Dataset) -> xr.Dataset:
+        if self.name in ds.variables:
+            return ds
+        if self.template is None:
+            return ds  # first scan: resolved afterwards
+        import dask.array as da
+
+        dims = tuple(self.template["dims"])
+        absent = [d for d in dims if d not in ds.sizes]
+        if absent:
+            raise SchemaError(
+                f"FillMissingVariable({self.name!r}): the source at {index} has no dimension "
+                f"{', '.join(map(repr, absent))} to give the filled variable its shape")
+        shape = tuple(ds.sizes[d] for d in dims)
+        data = da.full(shape, self.template["fill"], dtype=np.dtype(self.template["dtype"]))
+        out = ds.copy()
+        out[self.name] = xr.Variable(dims, data, dict(self.template["attrs"]))
+        return out
+
+    def apply_to_decoded(self, index: Index, ds: xr.Dataset) -> xr.Dataset:
+        if self.name in ds.variables:
+            return ds
+        out = self.apply(index, ds)
+        decoded = _decode(xr.Dataset({self.name: out.variables[self.name]}))
+        out[self.name] = decoded.variables[self.name]
+        return out
+
+    def describe(self) -> dict[str, Any]:
+        return {"transform": "FillMissingVariable", "name": self.name,
+                "fill_value": _json(self.fill_value)}
+
+
+def _is_time(var: xr.Variable) -> bool:
+    """A decoded CF time variable (datetimes from "<unit> since <date>" units)."""
+    units = var.encoding.get("units")
+    return isinstance(units, str) and " since " in units and var.dtype.kind in "MO"
+
+
+@dataclass
+class ReexpressTimes(Transform):
+    """Store every time-like variable with one unit origin, e.g. ``units="milliseconds since
+    2018-07-02"`` -- for files that each count time from their own origin (GOES GLM granules:
+    ``event_time_offset`` in "milliseconds since <file start>").
+
+    Without ``units`` each variable takes the units of its first file.  Integer times are
+    widened to int64 (an int16 offset overflows once several files share one origin); floats
+    to float64.  ``variables`` limits which variables change (default: every time-like one)."""
+
+    units: str | None = None
+    variables: Sequence[str] | None = None
+    bound: dict[str, str] | None = field(default=None, repr=False)
+
+    @property  # type: ignore[misc]
+    def needs_all_files(self) -> bool:  # type: ignore[override]
+        return self.units is None
+
+    def resolve(self, files: Sequence[FileSchema], concat_dim: str | None) -> Transform:
+        if self.units is not None:
+            return self
+        bound: dict[str, str] = {}
+        for f in files:
+            for name, var in f.variables.items():
+                units = var.attrs.get("units")
+                if name in bound or not isinstance(units, str) or " since " not in units:
+                    continue
+                if self.variables is None or name in self.variables:
+                    bound[name] = units
+        return ReexpressTimes(None, self.variables, bound)
+
+    def apply(self, index: Index, ds: xr.Dataset) -> xr.Dataset:
+        if self.units is None and self.bound is None:
+            return ds  # first scan: resolved afterwards
+        ds = ds.copy()
+        names = self.variables if self.variables is not None else list(ds.variables)
+        for name in names:
+            if name not in ds.variables:
+                continue
+            var = ds.variables[name]
+            units = self.units or (self.bound or {}).get(str(name))
+            if units is None or not _is_time(var):
+                continue
+            enc = var.encoding
+            old = np.dtype(enc.get("dtype", "float64"))
+            enc["units"] = units
+            enc["dtype"] = np.dtype("int64") if old.kind in "iu" else np.dtype("float64")
+            if "_FillValue" in enc and enc["_FillValue"] is not None:
+                enc["_FillValue"] = enc["dtype"].type(enc["_FillValue"])
+        return ds
+
+    def describe(self) -> dict[str, Any]:
+        return {"transform": "ReexpressTimes", "units": self.units,
+                "variables": _json(self.variables)}
+
+
+@dataclass
+class DropDuplicateSteps(Transform):
+    """Drop steps of the concat dimension that repeat a coordinate value already present in
+    another file (CMIP files that repeat the boundary month): ``keep="first"`` keeps the
+    earlier file's step, ``keep="last"`` the later one's."""
+
+    keep: Literal["first", "last"] = "first"
+    selection: dict[Index, list[int]] | None = field(default=None, repr=False)
+    dim: str | None = field(default=None, repr=False)
+    metadata_only: ClassVar[bool] = True
+    needs_all_files: ClassVar[bool] = True
+
+    def __post_init__(self) -> None:
+        if self.keep not in ("first", "last"):
+            raise ConfigError(f"DropDuplicateSteps(keep={self.keep!r}): keep is 'first' or "
+                              "'last'")
+
+    def resolve(self, files: Sequence[FileSchema], concat_dim: str | None) -> Transform:
+        from arcoforge.forge.schema import comparable_concat_values
+
+        per_file = comparable_concat_values(files, concat_dim)
+        if per_file is None:
+            raise SchemaError("DropDuplicateSteps needs a concat dimension with a coordinate "
+                              "variable in every file")
+        dim = concat_dim
+        order = range(len(files)) if self.keep == "first" else range(len(files) - 1, -1, -1)
+        seen: set[Any] = set()
+        selection: dict[Index, list[int]] = {}
+        for pos in order:
+            vals = per_file[pos]
+            keep = [i for i, v in enumerate(vals.tolist()) if v not in seen]
+            seen.update(vals.tolist())
+            if len(keep) != len(vals):
+                selection[files[pos].index] = keep
+        return DropDuplicateSteps(self.keep, selection, dim)
+
+    def apply(self, index: Index, ds: xr.Dataset) -> xr.Dataset:
+        if not self.selection or self.dim is None:
+            return ds
+        keep = self.selection.get(index)
+        if keep is None:
+            return ds
+        return ds.isel({self.dim: keep})
+
+    def describe(self) -> dict[str, Any]:
+        return {"transform": "DropDuplicateSteps", "keep": self.keep}
+
+
+# -- applying a chain ---------------------------------------------------------------------------
+
+
+def as_transforms(items: Sequence[Any] | None) -> tuple[Transform, ...]:
+    """Normalise a recipe's ``transforms`` argument (functions become :class:`Function`) and
+    check the order (transforms that see every file come last)."""
+    out: list[Transform] = []
+    for item in items or ():
+        if isinstance(item, Transform):
+            out.append(item)
+        elif callable(item):
+            out.append(Function(item))
+        else:
+            raise ConfigError(f"transforms: {item!r} is neither a function (index, ds) -> ds "
+                              "nor an arcoforge.transforms.Transform")
+    seen_global = None
+    for t in out:
+        if t.needs_all_files:
+            seen_global = t
+        elif seen_global is not None:
+            raise ConfigError(
+                f"transforms: {type(seen_global).__name__} needs every file's schema and must "
+                f"come after the per-file transforms, but {type(t).__name__} follows it")
+    return tuple(out)
+
+
+def describe_transforms(transforms: Sequence[Transform]) -> list[dict[str, Any]]:
+    """The transforms' descriptions (provenance and the recipe hash)."""
+    return [t.describe() for t in transforms]
+
+
+def transforms_digest(transforms: Sequence[Transform]) -> str:
+    return hashlib.sha256(json.dumps(describe_transforms(transforms), sort_keys=True,
+                                     default=str).encode()).hexdigest()
+
+
+def resolve_transforms(transforms: Sequence[Transform], files: Sequence[FileSchema],
+                       concat_dim: str | None) -> tuple[Transform, ...]:
+    """Bind the transforms that need every file's schema to the scanned ``files``."""
+    return tuple(t.resolve(files, concat_dim) if t.needs_all_files else t for t in transforms)
+
+
+def _decode(ds: xr.Dataset) -> xr.Dataset:
+    from arcoforge.quiet import expected_warnings
+
+    with expected_warnings():
+        return xr.decode_cf(ds, use_cftime=None)
+
+
+def _encode(ds: xr.Dataset) -> xr.Dataset:
+    """Back to raw values and attributes with each variable's ``.encoding``."""
+    from xarray import conventions
+
+    variables, attrs = conventions.encode_dataset_coordinates(ds)
+    variables, attrs = conventions.cf_encoder(variables, attrs)
+    for name, var in variables.items():
+        enc = ds.variables[name].encoding if name in ds.variables else {}
+        _keep_time_text(var, enc)
+        # xarray writes ``_Unsigned`` back only for variables with a fill value; without it
+        # the stored integers would read back as negative numbers
+        unsigned = ds.variables[name].encoding.get("_Unsigned") if name in ds.variables else None
+        if unsigned is not None and "_Unsigned" not in var.attrs and var.dtype.kind == "i":
+            var.attrs["_Unsigned"] = unsigned
+    out = xr.Dataset(variables, attrs=attrs)
+    # the encoder turns data variables' coordinates into a "coordinates" attribute; keep the
+    # coordinate flags of the original so the raw view matches what a file would show
+    return out.set_coords([n for n in ds.coords if n in out.variables])
+
+
+def apply_decoded(transforms: Sequence[Transform], index: Index, ds: xr.Dataset,
+                  url: str) -> xr.Dataset:
+    """Apply ``transforms`` to a dataset as ``xr.open_dataset`` decodes it (what ``verify``
+    compares the store with): every step sees decoded values."""
+    for t in transforms:
+        try:
+            ds = t.apply_to_decoded(index, ds)
+        except Exception as err:  # noqa: BLE001
+            raise SchemaError(f"transform {t.describe().get('name') or type(t).__name__} failed "
+                              f"on {url}: {type(err).__name__}: {err}") from err
+    return ds
+
+
+def _same_time_units(a: str, b: str) -> bool:
+    """Whether two CF time units mean the same ("days since 1854-01-15 00:00" and "days since
+    1854-01-15"): xarray's encoder rewrites the text, arcoforge keeps the source's."""
+    import pandas as pd
+
+    try:
+        ua, _, ra = a.partition(" since ")
+        ub, _, rb = b.partition(" since ")
+        return ua.strip() == ub.strip() and pd.Timestamp(ra.strip()) == pd.Timestamp(rb.strip())
+    except (ValueError, TypeError):
+        return False
+
+
+def _keep_time_text(var: xr.Variable, enc: Mapping[str, Any]) -> None:
+    """Keep a time variable's ``units`` text as the source wrote it, and no ``calendar`` that
+    the source did not have (xarray's encoder writes its own spelling of both)."""
+    units = enc.get("units")
+    if isinstance(units, str) and isinstance(var.attrs.get("units"), str) and \
+            var.attrs["units"] != units and _same_time_units(units, var.attrs["units"]):
+        var.attrs["units"] = units
+    if "units" in enc and "calendar" not in enc and \
+            var.attrs.get("calendar") in ("proleptic_gregorian", "standard", "gregorian") and \
+            var.dtype.kind in "iuf" and "units" in var.attrs:
+        var.attrs.pop("calendar")  # CF's default calendar; what a file without one means
+
+
+def _carry_encoding(before: xr.Dataset, after: xr.Dataset) -> xr.Dataset:
+    """A value-changing step that replaced a variable (``ds["sst"] = ds["sst"] + 273.15``)
+    drops its ``.encoding``; keep the source's when the values keep their dtype, so what the
+    step did not mean to change (packing, fill value, time units) stays as it was."""
+    for name, var in after.variables.items():
+        old = before.variables.get(name)
+        if old is not None and old.encoding and not var.encoding and var.dtype == old.dtype:
+            var.encoding = dict(old.encoding)
+    return after
+
+
+def apply_transforms(transforms: Sequence[Transform], index: Index,
+                     raw: xr.Dataset, url: str) -> xr.Dataset:
+    """Apply ``transforms`` to the raw (``decode_cf=False``) dataset of the source at ``index``
+    and return the transformed raw dataset: metadata-only steps run on the raw view,
+    value-changing ones between a decode and an encode."""
+    ds = raw
+    decoded = False
+    for t in transforms:
+        try:
+            if t.metadata_only:
+                if decoded:
+                    ds = _encode(ds)
+                    decoded = False
+            elif not decoded:
+                ds = _decode(ds)
+                decoded = True
+            before = ds
+            ds = t.apply(index, ds)
+            if decoded:
+                ds = _carry_encoding(before, ds)
+        except (ConfigError, SchemaError) as err:
+            err.add_note(f"arcoforge: in transform {t.describe().get('transform')} on {url}")
+            raise
+        except Exception as err:  # noqa: BLE001 - user code: say where it failed
+            raise SchemaError(
+                f"transform {t.describe().get('name') or type(t).__name__} failed on {url} "
+                f"(pattern index {index}): {type(err).__name__}: {err}") from err
+    if decoded:
+        ds = _encode(ds)
+    return _encode_leftovers(ds)
+
+
+def _encode_leftovers(ds: xr.Dataset) -> xr.Dataset:
+    """Encode the variables a metadata-only step created with values that are not raw file
+    values (datetimes or bools, e.g. ``ExpandDimFromKey`` over date keys): as a file would
+    hold them, so builds and appends see the same dtype."""
+    odd = [n for n, v in ds.variables.items() if v.dtype.kind in "Mmb"]
+    if not odd:
+        return ds
+    encoded = _encode(ds[odd] if all(n in ds.data_vars or n in ds.coords for n in odd)
+                      else xr.Dataset({n: ds.variables[n] for n in odd}))
+    out = ds.copy()
+    for name in odd:
+        out[name] = encoded.variables[name]
+    return out
