@@ -9,7 +9,9 @@ and holds no engine logic.  It talks to its target only through the
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import json
 import logging
 import os
 import tempfile
@@ -101,38 +103,119 @@ class BuildResult:
 # -- scanning ----------------------------------------------------------------------------------
 
 
+@dataclass
+class ScanJob:
+    """Scan one source of a pattern: fetch it (into the input cache) and read its metadata
+    through the recipe's transforms.  Picklable, so an engine can run it on its workers
+    (``scan_map``): the coordinator then only combines the returned schemas.
+
+    The result is kept in ``<workdir>/scans/`` keyed by the file's sha256 and everything else
+    that shapes a schema (file type, open options, transforms, concat dimension), so a re-run
+    does not open a file it has already scanned."""
+
+    pattern: FilePattern
+    options: SourceOptions
+    workdir: str
+    transforms: tuple[Transform, ...] = ()
+
+    def __call__(self, item: tuple[Index, str]) -> FileSchema:
+        pattern = self.pattern
+        cdim = pattern.concat_dim.name if pattern.concat_dim else None
+        index, url = item
+        remote = remote_engine(url, pattern.file_type)
+        if remote is not None:  # OPeNDAP, Zarr: read where it is, never downloaded
+            return scan_remote_input(index, url, cdim, remote, pattern, self.options,
+                                     self.transforms, side_file_dir(self.workdir))
+        local = fetch(url, self.options, self.workdir)
+        cached = self._cache_path(local.sha256, cdim)
+        schema = _load_scan(cached)
+        if schema is None:
+            if self.transforms:
+                schema = scan_transformed(index, local.url, local.path, local.size,
+                                          local.sha256, cdim, pattern.file_type,
+                                          pattern.open_kwargs, self.transforms,
+                                          cache_dir=side_file_dir(self.workdir))
+            else:
+                schema = scan_file(index, local.url, local.path, local.size, local.sha256,
+                                   cdim, pattern.file_type, pattern.open_kwargs,
+                                   cache_dir=side_file_dir(self.workdir))
+            _save_scan(cached, schema)
+        else:  # the same bytes scanned before (maybe at another place in the pattern)
+            schema.index, schema.url, schema.path = index, local.url, local.path
+        schema.fetch_url = url
+        return schema
+
+    def _cache_path(self, sha256: str, cdim: str | None) -> str | None:
+        if "://" in self.workdir or not sha256:
+            return None
+        if any(t.depends_on_index for t in self.transforms):
+            return None  # the same bytes may give another schema at another index
+        key = hashlib.sha256(json.dumps(
+            [sha256, self.pattern.file_type, self.pattern.open_kwargs, cdim,
+             transforms_digest(self.transforms) if self.transforms else None, _SCAN_VERSION],
+            sort_keys=True, default=str).encode()).hexdigest()
+        return os.path.join(self.workdir, "scans", key + ".pkl")
+
+
+#: bump when FileSchema changes shape: older cached scans are then ignored
+_SCAN_VERSION = 1
+
+
+def _load_scan(path: str | None) -> FileSchema | None:
+    if path is None or not os.path.exists(path):
+        return None
+    import pickle
+
+    try:
+        with open(path, "rb") as fh:
+            schema = pickle.load(fh)
+    except Exception:  # noqa: BLE001 - a damaged cache entry is a miss
+        return None
+    return schema if isinstance(schema, FileSchema) else None
+
+
+def _save_scan(path: str | None, schema: FileSchema) -> None:
+    if path is None:
+        return
+    import pickle
+
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    tmp = f"{path}.{os.getpid()}.part"
+    try:
+        with open(tmp, "wb") as fh:
+            pickle.dump(schema, fh, protocol=pickle.HIGHEST_PROTOCOL)
+        os.replace(tmp, path)
+    except Exception:  # noqa: BLE001 - the cache is an optimisation
+        with contextlib.suppress(OSError):
+            os.remove(tmp)
+
+
+#: ``scan_map(job, items) -> results in order``: how an engine runs a :class:`ScanJob`
+ScanMap = Callable[[Callable[[tuple[Index, str]], FileSchema], Sequence[tuple[Index, str]]],
+                   list[FileSchema]]
+
+
 def scan_pattern(pattern: FilePattern, options: SourceOptions, workdir: str,
                  max_workers: int = 8,
                  progress: Callable[[int, int], None] | None = None,
                  items: Sequence[tuple[Index, str]] | None = None,
-                 transforms: Sequence[Transform] = ()) -> list[FileSchema]:
+                 transforms: Sequence[Transform] = (),
+                 scan_map: ScanMap | None = None) -> list[FileSchema]:
     """Fetch every source (or only ``items``, a subset of ``pattern.items()``) and read its
-    metadata (through ``transforms``), in parallel; results in order."""
-    cdim = pattern.concat_dim.name if pattern.concat_dim else None
+    metadata (through ``transforms``), in parallel; results in order.  ``scan_map`` runs the
+    scan on an engine's workers (default: ``max_workers`` threads here)."""
     items = list(pattern.items()) if items is None else list(items)
-
-    def one(item: tuple[Index, str]) -> FileSchema:
-        index, url = item
-        remote = remote_engine(url, pattern.file_type)
-        if remote is not None:  # OPeNDAP, Zarr: read where it is, never downloaded
-            return scan_remote_input(index, url, cdim, remote, pattern, options, transforms,
-                                     side_file_dir(workdir))
-        local = fetch(url, options, workdir)
-        if transforms:
-            schema = scan_transformed(index, local.url, local.path, local.size, local.sha256,
-                                      cdim, pattern.file_type, pattern.open_kwargs, transforms,
-                                      cache_dir=side_file_dir(workdir))
-        else:
-            schema = scan_file(index, local.url, local.path, local.size, local.sha256, cdim,
-                               pattern.file_type, pattern.open_kwargs,
-                               cache_dir=side_file_dir(workdir))
-        schema.fetch_url = url
-        return schema
-
+    job = ScanJob(pattern, options, workdir, tuple(transforms))
     out: list[FileSchema] = []
     seen: OrderedDict[bytes, Any] = OrderedDict()  # one copy of the layout files share
+    if scan_map is not None:
+        for i, fs in enumerate(scan_map(job, items)):
+            out.append(share_layout(fs, seen))
+            if progress:
+                progress(i + 1, len(items))
+        return out
     with ThreadPoolExecutor(max_workers=max(1, min(max_workers, len(items)))) as pool:
-        for i, fs in enumerate(pool.map(one, items)):
+        for i, fs in enumerate(pool.map(job, items)):
             out.append(share_layout(fs, seen))
             if progress:
                 progress(i + 1, len(items))
@@ -142,6 +225,7 @@ def scan_pattern(pattern: FilePattern, options: SourceOptions, workdir: str,
 def scan_sources(recipe: ZarrRecipe, workdir: str, max_workers: int = 8,
                  progress: Callable[[int, int], None] | None = None,
                  items: Sequence[tuple[Index, str]] | None = None,
+                 scan_map: ScanMap | None = None,
                  ) -> tuple[list[FileSchema], tuple[Transform, ...]]:
     """Scan ``recipe``'s sources through its transforms: ``(file schemas, transforms bound to
     them)``.  Transforms that need every file's schema (e.g. ``DropDuplicateSteps``) are
@@ -149,13 +233,13 @@ def scan_sources(recipe: ZarrRecipe, workdir: str, max_workers: int = 8,
     pattern = recipe.pattern
     transforms = tuple(getattr(recipe, "transforms", ()) or ())
     files = scan_pattern(pattern, recipe.source_options, workdir, max_workers, progress,
-                         items=items, transforms=transforms)
+                         items=items, transforms=transforms, scan_map=scan_map)
     if any(t.needs_all_files for t in transforms):
         cdim = pattern.concat_dim.name if pattern.concat_dim else None
         transforms = resolve_transforms(transforms, files, cdim)
         files = scan_pattern(pattern, recipe.source_options, workdir, max_workers,
                              items=[(f.index, f.fetch_url or f.url) for f in files],
-                             transforms=transforms)
+                             transforms=transforms, scan_map=scan_map)
     return files, transforms
 
 
@@ -370,12 +454,15 @@ class Plan:
 def compile_plan(recipe: ZarrRecipe, target: Any, *, workdir: str | None = None,
                  storage_options: Mapping[str, Any] | None = None,
                  scan_workers: int = 8,
-                 progress: Callable[[int, int], None] | None = None) -> Plan:
-    """Scan the recipe's sources and compile the build plan for ``target``."""
+                 progress: Callable[[int, int], None] | None = None,
+                 scan_map: ScanMap | None = None) -> Plan:
+    """Scan the recipe's sources and compile the build plan for ``target``; ``scan_map`` runs
+    the scan on an engine's workers (default: threads here)."""
     tgt = resolve_target(target, storage_options)
     workdir = workdir or recipe.source_options.cache or tempfile.mkdtemp(prefix="arcoforge-")
     pattern = recipe.pattern
-    files, transforms = scan_sources(recipe, workdir, scan_workers, progress)
+    files, transforms = scan_sources(recipe, workdir, scan_workers, progress,
+                                     scan_map=scan_map)
     cdim = pattern.concat_dim
     schema = combine_schemas(files, cdim.name if cdim else None,
                              cdim.nitems_per_file if cdim else None)
@@ -435,15 +522,17 @@ def bake(recipe: ZarrRecipe, target: Any, engine: str = "local", *,
                             version=version, wait_lock=wait_lock, lock_timeout=lock_timeout,
                             **engine_options)
     from arcoforge.forge import versions
-    from arcoforge.forge.engines import get_engine
+    from arcoforge.forge.engines import engine_session, get_engine
     from arcoforge.forge.locking import build_lock
 
     t0 = time.perf_counter()
     runner = get_engine(engine)
     tgt = resolve_target(target, storage_options)
-    with build_lock(tgt, wait=wait_lock, timeout=lock_timeout):
+    with build_lock(tgt, wait=wait_lock, timeout=lock_timeout), \
+            engine_session(engine, engine_options) as (scan_map, run_options):
         recover(tgt)
-        plan = compile_plan(recipe, tgt, workdir=workdir, storage_options=storage_options)
+        plan = compile_plan(recipe, tgt, workdir=workdir, storage_options=storage_options,
+                            scan_map=scan_map)
         plan.version_bump = version_bump
         plan.version = version
         up_to_date = is_up_to_date(plan)
@@ -454,7 +543,7 @@ def bake(recipe: ZarrRecipe, target: Any, engine: str = "local", *,
             versions.apply_retention(tgt)  # a crash may have come between publish and retention
             stats: Sequence[TaskStats] = [TaskStats(t.key, skipped=True) for t in plan.tasks]
         else:
-            stats = run_plan(runner, plan, progress=progress, **engine_options)
+            stats = run_plan(runner, plan, progress=progress, **run_options)
     result = BuildResult(
         target=plan.target.url,
         files=len(plan.schema.files),

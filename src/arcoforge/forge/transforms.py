@@ -104,6 +104,9 @@ class Transform:
     metadata_only: ClassVar[bool] = False
     #: True: must see every file's schema first (resolved by :meth:`resolve` after a scan)
     needs_all_files: ClassVar[bool] = False
+    #: False: the result does not depend on the file's place in the pattern, so the scan of
+    #: the same bytes may be reused for another index (the scan cache)
+    depends_on_index: ClassVar[bool] = True
 
     def apply(self, index: Index, ds: xr.Dataset) -> xr.Dataset:
         """Return the transformed ``ds`` (the source at pattern position ``index``)."""
@@ -188,6 +191,7 @@ class Rename(Transform):
     names: Mapping[str, str]
     missing_ok: bool = False
     metadata_only: ClassVar[bool] = True
+    depends_on_index: ClassVar[bool] = False
 
     def apply(self, index: Index, ds: xr.Dataset) -> xr.Dataset:
         present = {k: v for k, v in self.names.items() if k in ds.variables or k in ds.dims}
@@ -202,6 +206,7 @@ class DropVariables(Transform):
 
     names: Sequence[str]
     metadata_only: ClassVar[bool] = True
+    depends_on_index: ClassVar[bool] = False
 
     def apply(self, index: Index, ds: xr.Dataset) -> xr.Dataset:
         return ds.drop_vars([n for n in self.names if n in ds.variables])
@@ -214,6 +219,7 @@ class KeepVariables(Transform):
 
     names: Sequence[str]
     metadata_only: ClassVar[bool] = True
+    depends_on_index: ClassVar[bool] = False
 
     def apply(self, index: Index, ds: xr.Dataset) -> xr.Dataset:
         _missing(ds, self.names, "KeepVariables", index)
@@ -266,6 +272,7 @@ class SetAttrs(Transform):
 
     attrs: Mapping[str | None, Mapping[str, Any]]
     metadata_only: ClassVar[bool] = True
+    depends_on_index: ClassVar[bool] = False
 
     def apply(self, index: Index, ds: xr.Dataset) -> xr.Dataset:
         ds = ds.copy()

@@ -9,13 +9,14 @@ and ``plan.finalize(stats)`` once all tasks succeeded.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from arcoforge.errors import ConfigError, MissingDependencyError
 
-__all__ = ["get_engine", "ENGINES", "EXTRAS"]
+__all__ = ["get_engine", "engine_session", "ENGINES", "EXTRAS"]
 
 #: engine name -> "module:function"
 ENGINES = {
@@ -44,3 +45,19 @@ def get_engine(name: str) -> Callable[..., Any]:
             f"install it with: pip install 'arcoforge[{EXTRAS.get(name, name)}]'"
         ) from err
     return getattr(module, func)  # type: ignore[no-any-return]
+
+
+@contextlib.contextmanager
+def engine_session(name: str, options: dict[str, Any]) -> Iterator[tuple[Any, dict[str, Any]]]:
+    """``(scan_map, run_options)`` for one build on engine ``name``: engines that can scan on
+    their workers (``session`` in the engine's module, e.g. Dask) open their cluster once, run
+    the scan there (``scan_map``) and hand the same cluster to ``run`` (``run_options``);
+    the others scan here (``scan_map`` None) and run with ``options`` unchanged."""
+    run = get_engine(name)
+    module = importlib.import_module(run.__module__)
+    session = getattr(module, "session", None)
+    if session is None:
+        yield None, dict(options)
+        return
+    with session(**options) as opened:
+        yield opened

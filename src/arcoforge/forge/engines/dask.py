@@ -58,6 +58,58 @@ def _client(client: Any, scheduler: str | None, workers: int | None, threads_per
         yield c
 
 
+@contextlib.contextmanager
+def session(client: Any = None, scheduler: str | None = None, workers: int | None = None,
+            threads_per_worker: int = 1, memory_limit: str | int | None = "auto",
+            **options: Any) -> Iterator[tuple[Any, dict[str, Any]]]:
+    """One cluster for a whole build: yields ``(scan_map, run_options)``.  ``scan_map`` runs
+    the scan on the workers -- each fetches its sources into the input cache and reads their
+    metadata; this process only combines the schemas and reads no source bytes -- and
+    ``run_options`` hand the same client to :func:`run`."""
+    if client is None and scheduler is None:
+        from arcoforge._guard import dask_start_method, ensure_main_guarded
+
+        ensure_main_guarded("engine='dask' (a local Dask cluster)", dask_start_method())
+    with _client(client, scheduler, workers, threads_per_worker, memory_limit) as c:
+        yield _scan_map(c, options.get("batch_size")), {**options, "client": c,
+                                                        "threads_per_worker":
+                                                            threads_per_worker}
+
+
+def _scan_unit(job: Any, items: tuple[Any, ...]) -> list[Any]:
+    return [job(item) for item in items]
+
+
+def _scan_map(c: Any, batch_size: int | None) -> Any:
+    """``scan_map(job, items)``: ``job(item)`` for every item on the cluster, results in
+    order (items batched like store tasks, so 100,000 files make at most a few thousand Dask
+    tasks)."""
+
+    def scan_map(job: Any, items: Any) -> list[Any]:
+        items = list(items)
+        if not items:
+            return []
+        units = work_units(items, unit_size(len(items), batch_size))
+        job_future = c.submit(_identity, job, pure=False)
+        futures = [c.submit(_scan_unit, job_future, unit, pure=False,
+                            key=f"arcoforge-scan-{i}-{_uuid()}") for i, unit in enumerate(units)]
+        try:
+            out: list[Any] = []
+            for fut in futures:
+                out.extend(fut.result())
+            return out
+        finally:
+            c.cancel(futures + [job_future])
+
+    return scan_map
+
+
+def _uuid() -> str:
+    import uuid
+
+    return uuid.uuid4().hex[:8]
+
+
 def run(plan: Any, progress: bool = True, client: Any = None, scheduler: str | None = None,
         workers: int | None = None, threads_per_worker: int = 1,
         memory_limit: str | int | None = "auto", retries: int = 2,

@@ -84,6 +84,7 @@ from arcoforge.forge.io.urls import (
 )
 
 __all__ = [
+    "COUNTERS",
     "Auth",
     "SourceOptions",
     "LocalSource",
@@ -96,6 +97,11 @@ __all__ = [
     "SAFE_QUERY_PARAMS",
     "SECRET_QUERY_PARAMS",
 ]
+
+#: what this process downloaded (from sources or a remote input cache): ``downloads`` and
+#: ``bytes``; engines that scan on their workers leave the coordinator's at zero
+COUNTERS: dict[str, int] = {"downloads": 0, "bytes": 0}
+
 
 def fetch(url: str, options: SourceOptions | None = None, workdir: str | None = None) -> LocalSource:
     """Return a local, complete, checksummed copy of ``url`` (or ``url`` itself when local).
@@ -162,8 +168,12 @@ def _fetch(url: str, options: SourceOptions | None, workdir: str | None) -> Loca
         if remote_cache is not None:
             pulled = _pull_remote_cache(remote_cache, name, target, safe_url, options, creds)
             if pulled is not None:
+                COUNTERS["downloads"] += 1
+                COUNTERS["bytes"] += pulled.size
                 return pulled
         result = _download(url, safe_url, target, options, creds)
+        COUNTERS["downloads"] += 1
+        COUNTERS["bytes"] += result.size
         if remote_cache is not None:
             _push_remote_cache(remote_cache, name, target, safe_url, options, creds)
         return result
