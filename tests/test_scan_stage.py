@@ -100,3 +100,27 @@ def test_dask_scans_on_the_workers_and_the_coordinator_reads_no_source_bytes(
     assert local.files == len(files)
     xr.testing.assert_identical(af.open_dataset(str(tmp_path / "l.zarr"))["sst"],
                                 af.open_dataset(str(tmp_path / "d.zarr"))["sst"])
+
+
+def test_beam_scans_in_its_workers(shared_data: pathlib.Path, http_server: object,
+                                   tmp_path: pathlib.Path) -> None:
+    """With Beam's runner in multi-processing mode the sources are fetched and scanned by the
+    SDK worker processes; the launching process downloads nothing."""
+    pytest.importorskip("apache_beam")
+    files = _ersst(shared_data, 4)
+    server = http_server(pathlib.Path(files[0]).parent)  # type: ignore[operator]
+    base, names = server.url, [pathlib.Path(f).name for f in files]  # type: ignore[attr-defined]
+    pattern = af.FilePattern(lambda time: f"{base}/{names[time]}",
+                             af.ConcatDim("time", list(range(len(names))), nitems_per_file=1))
+    recipe = af.ZarrRecipe(pattern, target_chunks={"time": 2})
+    before = dict(COUNTERS)
+    result = af.bake(recipe, str(tmp_path / "b.zarr"), engine="beam", progress=False,
+                     workdir=str(tmp_path / "work"),
+                     pipeline_options=["direct_running_mode=multi_processing",
+                                       "direct_num_workers=2"])
+    assert result.files == len(files) and result.tasks_skipped == 0
+    assert COUNTERS == before
+    local = af.bake(recipe, str(tmp_path / "l.zarr"), progress=False)
+    assert local.files == len(files)
+    xr.testing.assert_identical(af.open_dataset(str(tmp_path / "l.zarr"))["sst"],
+                                af.open_dataset(str(tmp_path / "b.zarr"))["sst"])

@@ -579,14 +579,14 @@ def is_up_to_date(plan: Plan) -> bool:
             and versions.published_fingerprint(plan.target) == plan.fingerprint)
 
 
-def run_plan(runner: Callable[..., Any], plan: Plan, **options: Any) -> Any:
-    """Run ``plan`` with the engine ``runner``; when it fails, the error gets a note saying
-    where the resumable state of the build is kept and how to abandon it."""
+def run_plan(engine_run: Callable[..., Any], plan: Plan, /, **options: Any) -> Any:
+    """Run ``plan`` with the engine's run function ``engine_run``; when it fails, the error
+    gets a note saying where the resumable state of the build is kept and how to abandon it."""
     from arcoforge.quiet import expected_warnings
 
     try:
         with expected_warnings():
-            return runner(plan, **options)
+            return engine_run(plan, **options)
     except Exception as err:
         where = plan.target.unfinished_location()
         if where is not None:

@@ -20,9 +20,10 @@ results come back to this process (the in-process runners).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 from arcoforge.errors import EngineError
@@ -132,6 +133,75 @@ def build_pipeline(pipeline: Any, plan: Any, token: str = "", retries: int = 2,
             | "Store" >> beam.Map(_Store(plan, retries, retry_delay))
             | "CollectStats" >> beam.CombineGlobally(beam.combiners.ToListCombineFn())
             | "Finalize" >> beam.Map(_Finalize(plan, token, len(plan.tasks))))
+
+
+class _ScanTo:
+    """A Beam step: scan one ``(position, item)`` and write the pickled schema to
+    ``<folder>/<position>.pkl`` (the launcher reads them back: any runner, any worker)."""
+
+    def __init__(self, job: Any, folder: str) -> None:
+        self.job = job
+        self.folder = folder
+
+    def __call__(self, element: tuple[int, Any]) -> int:
+        import pickle
+
+        import fsspec
+
+        pos, item = element
+        data = pickle.dumps(self.job(item), protocol=pickle.HIGHEST_PROTOCOL)
+        with fsspec.open(f"{self.folder}/{pos}.pkl", "wb") as fh:
+            fh.write(data)
+        return pos
+
+
+@contextlib.contextmanager
+def session(pipeline_options: Sequence[str] | Mapping[str, Any] | None = None,
+            runner: Any = None, **options: Any) -> Iterator[tuple[Any, dict[str, Any]]]:
+    """``(scan_map, run_options)``: the scan runs as a Beam pipeline of its own (each source
+    fetched and read on the runner's workers, schemas written to the build's work folder and
+    read back here), then :func:`run` runs the store tasks with the same options."""
+    run_options = {"pipeline_options": pipeline_options, "runner": runner, **options}
+
+    def scan_map(job: Any, items: Any) -> list[Any]:
+        import pickle
+
+        import apache_beam as beam
+        import fsspec
+
+        items = list(items)
+        if not items:
+            return []
+        folder = f"{job.workdir.rstrip('/')}/scan-results/{uuid.uuid4().hex}"
+        fs, path = fsspec.core.url_to_fs(folder)
+        fs.makedirs(path, exist_ok=True)
+        options = _options(pipeline_options)
+        pipeline = beam.Pipeline(runner=_runner(runner, options), options=options)
+        (pipeline
+         | "Sources" >> beam.Create(list(enumerate(items)))
+         | "Reshuffle" >> beam.Reshuffle()
+         | "Scan" >> beam.Map(_ScanTo(job, folder)))
+        pipeline.run().wait_until_finish()
+        try:
+            out = []
+            for pos in range(len(items)):
+                with fsspec.open(f"{folder}/{pos}.pkl", "rb") as fh:
+                    out.append(pickle.loads(fh.read()))
+            return out
+        finally:
+            fs.rm(path, recursive=True)
+
+    yield scan_map, run_options
+
+
+def _runner(runner: Any, options: Any) -> Any:
+    from apache_beam.options.pipeline_options import StandardOptions
+
+    if runner is None and options.view_as(StandardOptions).runner is None:
+        from apache_beam.runners.portability.fn_api_runner import FnApiRunner
+
+        return FnApiRunner()
+    return runner
 
 
 def run(plan: Any, progress: bool = True,
