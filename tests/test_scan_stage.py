@@ -124,3 +124,22 @@ def test_beam_scans_in_its_workers(shared_data: pathlib.Path, http_server: objec
     assert local.files == len(files)
     xr.testing.assert_identical(af.open_dataset(str(tmp_path / "l.zarr"))["sst"],
                                 af.open_dataset(str(tmp_path / "b.zarr"))["sst"])
+
+
+def test_the_per_host_limit_holds_across_the_dask_cluster(
+        shared_data: pathlib.Path, http_server: object, tmp_path: pathlib.Path) -> None:
+    """max_concurrency_per_host=1 with two worker processes of two threads each: the server
+    never sees two downloads at once (a per-process limit would allow four)."""
+    distributed = pytest.importorskip("distributed")
+    files = _ersst(shared_data, 8)
+    server = http_server(pathlib.Path(files[0]).parent, delay=0.3)  # type: ignore[operator]
+    base, names = server.url, [pathlib.Path(f).name for f in files]  # type: ignore[attr-defined]
+    pattern = af.FilePattern(lambda time: f"{base}/{names[time]}",
+                             af.ConcatDim("time", list(range(len(names))), nitems_per_file=1))
+    recipe = af.ZarrRecipe(pattern, source_options=af.SourceOptions(max_concurrency_per_host=1))
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=2, processes=True,
+                                  dashboard_address=None) as cluster, \
+            distributed.Client(cluster) as client:
+        af.bake(recipe, str(tmp_path / "d.zarr"), engine="dask", client=client,
+                workdir=str(tmp_path / "work"), progress=False)
+    assert server.max_concurrent == 1  # type: ignore[attr-defined]

@@ -90,7 +90,8 @@ def _scan_map(c: Any, batch_size: int | None) -> Any:
         if not items:
             return []
         units = work_units(items, unit_size(len(items), batch_size))
-        job_future = c.submit(_identity, job, pure=False)
+        # on every worker: a job held by one worker would pull all the scan tasks to it
+        job_future = c.scatter(job, broadcast=True, hash=False)
         futures = [c.submit(_scan_unit, job_future, unit, pure=False,
                             key=f"arcoforge-scan-{i}-{_uuid()}") for i, unit in enumerate(units)]
         try:
