@@ -38,6 +38,19 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests benchmarks
 	$(VENV)/bin/mypy src/arcoforge
 
+# The documentation site into site/ (open site/index.html): MkDocs with --strict (warnings are
+# errors), the API reference from docstrings, and the tutorials (docs/tutorials/NN_*.py) executed
+# at reduced size with their figures (results cached under build/docs-tutorials/).
+.PHONY: docs
+DOCS_STAMP := $(VENV)/.installed-docs
+
+$(DOCS_STAMP): pyproject.toml constraints.txt | $(PY)
+	$(PY) -m pip install -q -c constraints.txt -e '.[docs]'
+	@touch $(DOCS_STAMP)
+
+docs: $(DOCS_STAMP)
+	NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs build --strict
+
 bench-bake: $(STAMP)
 	$(PY) benchmarks/bake.py
 

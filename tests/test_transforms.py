@@ -377,3 +377,27 @@ def test_transforms_run_the_same_on_processes_and_beam(shared_data: pathlib.Path
     assert_same_store(tmp_path / "threads.zarr", tmp_path / "procs.zarr")
     af.bake(recipe, str(tmp_path / "beam.zarr"), engine="beam", progress=False)
     assert_same_store(tmp_path / "threads.zarr", tmp_path / "beam.zarr")
+
+
+def test_recipe_checks_see_the_published_store(shared_data: pathlib.Path,
+                                               tmp_path: pathlib.Path) -> None:
+    from arcoforge.errors import CheckError
+
+    files = _ersst(shared_data, 2)
+    seen: list[int] = []
+
+    def has_two_months(store: object) -> None:
+        ds = xr.open_dataset(store, engine="zarr", consolidated=True)  # type: ignore[arg-type]
+        seen.append(ds.sizes["time"])
+
+    def wants_ice(store: object) -> None:
+        assert "ice" in xr.open_dataset(store, engine="zarr"), "no ice"  # type: ignore[arg-type]
+
+    pattern = af.pattern_from_file_sequence(files, "time")
+    af.bake(af.ZarrRecipe(pattern, checks=[has_two_months]), str(tmp_path / "a.zarr"),
+            progress=False)
+    assert seen == [2]
+    with pytest.raises(CheckError, match=r"recipe check .*wants_ice failed on .*b.zarr: "
+                                         r"AssertionError: no ice"):
+        af.bake(af.ZarrRecipe(pattern, checks=[wants_ice]), str(tmp_path / "b.zarr"),
+                progress=False)

@@ -6,6 +6,7 @@
 #     display_name: Python 3
 #     name: python3
 # ---
+# ruff: noqa: E402  (a notebook: each cell imports what it introduces)
 
 # %% [markdown]
 # # From files to predictions on the grid
@@ -115,7 +116,7 @@ ds = open_by_id(str(catalog), "ersst-v5").isel(lev=0)
 print(ds)
 fig, ax = plt.subplots(figsize=(8, 3.6))
 ds.sst.isel(time=0).plot(ax=ax, cmap="RdYlBu_r")
-ax.set_title("ERSST v5 SST, January 2019, read from the catalog");
+ax.set_title("ERSST v5 SST, January 2019, read from the catalog")
 
 # %% [markdown]
 # ## 4. Batches for PyTorch
@@ -208,6 +209,17 @@ with torch.no_grad():
 on_grid = reassemble(preds, stream, sample_ids=ids, name="sst_cnn")
 baseline = reassemble(base, stream, sample_ids=ids, name="sst_neighbours")
 print(on_grid)
+
+# %% [markdown]
+# How it scores on the pixels hidden in 2020, measured on the project's 2-core machine:
+#
+# | setting | training | RMSE CNN | RMSE neighbour mean |
+# |---|---|---|---|
+# | reduced (`small`: 6 epochs, 16 channels) | ~3 s | 1.06 °C | 0.67 °C |
+# | `full` (40 epochs, 32 channels) | ~60 s | 0.41 °C | 0.67 °C |
+#
+# A briefly trained tiny CNN loses to a local average on this smooth 2° field; trained for
+# a minute it wins clearly. The numbers of this build:
 
 # %%
 truth = truth.transpose(*on_grid.dims)

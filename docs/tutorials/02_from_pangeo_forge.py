@@ -6,6 +6,7 @@
 #     display_name: Python 3
 #     name: python3
 # ---
+# ruff: noqa: E402  (a notebook: each cell imports what it introduces)
 
 # %% [markdown]
 # # Migrating from pangeo-forge-recipes
@@ -174,7 +175,7 @@ import matplotlib.pyplot as plt
 
 fig, ax = plt.subplots(figsize=(8, 3.2))
 ds010.sst.isel(lev=0).mean("time").plot(ax=ax, cmap="RdYlBu_r")
-ax.set_title(f"mean SST of the {len(months)} months, baked from the 0.10 Beam chain");
+ax.set_title(f"mean SST of the {len(months)} months, baked from the 0.10 Beam chain")
 
 # %% [markdown]
 # ## What does not carry over

@@ -6,6 +6,7 @@
 #     display_name: Python 3
 #     name: python3
 # ---
+# ruff: noqa: E402  (a notebook: each cell imports what it introduces)
 
 # %% [markdown]
 # # Migrating from xbatcher
@@ -30,11 +31,10 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 import xarray as xr
 
 SIZE = os.environ.get("ARCOFORGE_TUTORIAL_SIZE", "full")
-REPEAT = 1 if SIZE == "small" else 5
+REPEAT = 3 if SIZE == "small" else 10
 
 
 def shared_data() -> Path | None:

@@ -6,6 +6,7 @@
 #     display_name: Python 3
 #     name: python3
 # ---
+# ruff: noqa: E402  (a notebook: each cell imports what it introduces)
 
 # %% [markdown]
 # # Swath regridding
@@ -30,7 +31,7 @@ import xarray as xr
 import arcoforge as af
 from arcoforge.regrid import Regrid
 
-xr.set_options(display_expand_attrs=False)
+xr.set_options(display_expand_data=False, display_expand_attrs=False)
 SIZE = os.environ.get("ARCOFORGE_TUTORIAL_SIZE", "full")
 RESOLUTION = 1.0 if SIZE == "small" else 0.25  # degrees
 
@@ -127,7 +128,7 @@ print(cube)
 # %%
 fig, ax = plt.subplots(figsize=(9, 3.8))
 cube.wind_speed.max("time").plot(ax=ax, cmap="viridis", vmin=0, vmax=20)
-ax.set_title("both orbits in the cube (max over time)");
+ax.set_title("both orbits in the cube (max over time)")
 
 # %% [markdown]
 # ## Patches of the cube for a model

@@ -6,6 +6,7 @@
 #     display_name: Python 3
 #     name: python3
 # ---
+# ruff: noqa: E402  (a notebook: each cell imports what it introduces)
 
 # %% [markdown]
 # # Intake access

@@ -6,6 +6,7 @@
 #     display_name: Python 3
 #     name: python3
 # ---
+# ruff: noqa: E402  (a notebook: each cell imports what it introduces)
 
 # %% [markdown]
 # # Scaling out: one recipe, five ways to run it
@@ -138,6 +139,7 @@ if __name__ == "__main__":
     os.environ.setdefault("PREFECT_HOME", str(work / "prefect-home"))
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")  # busy hosts
     try:
         import prefect  # noqa: F401
     except ImportError:

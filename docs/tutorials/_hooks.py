@@ -19,6 +19,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -41,6 +42,8 @@ EXECUTOR = HERE / "_execute.py"
 #: pages another engineer may not have written yet; left out of the nav (with a note) if absent
 OPTIONAL_PAGES = {"pangeo-forge.md", "engines.md", "regrid.md", "virtual.md", "transforms.md"}
 MAX_OUTPUT_LINES = 60
+#: tutorials that take longest (clusters, servers, training): started first, two at a time
+SLOW_FIRST = {"06_scaling_out", "01_end_to_end"}
 
 
 def _scripts() -> list[Path]:
@@ -70,6 +73,7 @@ def _run(script: Path, outdir: Path, env: dict[str, str]) -> tuple[Path, float, 
                           capture_output=True, text=True, timeout=900)
     seconds = time.perf_counter() - start
     if proc.returncode != 0:
+        shutil.rmtree(outdir, ignore_errors=True)  # never taken from the cache
         raise PluginError(f"tutorial {script.name} failed (exit {proc.returncode}); run "
                           f"`python {script.relative_to(ROOT)}` to see it:\n"
                           f"{proc.stderr[-6000:]}")
@@ -90,10 +94,11 @@ def execute_all() -> dict[str, Path]:
     todo, results = [], {}
     for script in _scripts():
         outdir = cache / f"{script.stem}-{_key(script, sources, size)}"
-        if use_cache and (outdir / "cells.json").exists():
+        if use_cache and (outdir / "seconds").exists():  # written only when it succeeded
             results[script.name] = outdir
         else:
             todo.append((script, outdir))
+    todo.sort(key=lambda item: item[0].stem not in SLOW_FIRST)  # the longest start first
     workers = int(os.environ.get("ARCOFORGE_DOCS_JOBS", "2"))
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
         futures = {pool.submit(_run, s, o, env): s for s, o in todo}
@@ -101,6 +106,10 @@ def execute_all() -> dict[str, Path]:
             outdir, seconds, _ = future.result()
             log.info("tutorial %s executed in %.1f s", script.name, seconds)
             results[script.name] = outdir
+    for script in _scripts():  # results of earlier versions of a script are not needed again
+        for old in cache.glob(f"{script.stem}-*"):
+            if old != results[script.name]:
+                shutil.rmtree(old, ignore_errors=True)
     return results
 
 
@@ -147,10 +156,25 @@ def render(script: Path, outdir: Path) -> str:
     return "\n".join(parts)
 
 
+_ROLE = re.compile(r":(?:py:)?(?:class|func|meth|mod|attr|exc|data|obj|ref):`(~?)([^`]+)`")
+
+
+def _rest_to_markdown(line: str) -> str:
+    """The reST bits docstrings use, as markdown: ``:class:`~a.B``` -> ```B```, a paragraph's
+    closing ``::`` (a literal block follows) -> ``:``."""
+    line = _ROLE.sub(lambda m: f"`{m.group(2).rsplit('.', 1)[-1] if m.group(1) else m.group(2)}`",
+                     line)
+    if line.rstrip().endswith("::"):
+        head = line.rstrip()[:-2]
+        line = head + (":" if head.strip() else "")
+    return line
+
+
 class _DoctestFences(Preprocessor):
     """Fence interactive examples (``>>> ...`` lines, their ``...`` continuations and output)
     that docstrings hold outside an Examples section, so that markdown shows them as code
-    instead of reading ``>>>`` as a quote and ``['a']`` as a link."""
+    instead of reading ``>>>`` as a quote and ``['a']`` as a link; turn reST roles and ``::``
+    into markdown (:func:`_rest_to_markdown`)."""
 
     def run(self, lines: list[str]) -> list[str]:
         out: list[str] = []
@@ -180,7 +204,7 @@ class _DoctestFences(Preprocessor):
                 block.append(line)
             else:
                 flush()
-                out.append(line)
+                out.append(_rest_to_markdown(line))
         flush()
         return out
 

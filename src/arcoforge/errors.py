@@ -30,6 +30,7 @@ __all__ = [
     "SingleCommitterError",
     "EngineError",
     "is_transient",
+    "CheckError",
 ]
 
 
@@ -124,6 +125,10 @@ class SingleCommitterError(TargetError):
 
 class EngineError(ArcoforgeError, RuntimeError):
     """An engine could not run the plan (a task failed for good, a worker could not start)."""
+
+
+class CheckError(ArcoforgeError, AssertionError):
+    """A recipe's check (``ZarrRecipe(checks=[...])``) failed on the version just published."""
 
 
 #: built-in OSErrors that no retry can fix (the path or the permission is wrong)

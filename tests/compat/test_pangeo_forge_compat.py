@@ -265,7 +265,8 @@ def test_xarray_zarr_recipe_is_a_zarr_recipe() -> None:
 def test_xarray_zarr_recipe_error_and_warning_messages() -> None:
     p = _ersst_pattern("x")
     cases = {
-        r"process_chunk=\.\.\.\) is not supported": dict(process_chunk=lambda ds: ds),
+        r"process_chunk=\.\.\.\) is not supported": dict(process_chunk=lambda ds: ds,
+                                                           inputs_per_chunk=2),
         "open_input_with_kerchunk=True. is not supported": dict(open_input_with_kerchunk=True),
         "inputs_per_chunk must be an integer >= 1, got 0": dict(inputs_per_chunk=0),
     }

@@ -13,8 +13,8 @@ checks every file against the git blob id it was copied from):
   ``beam.Create(pattern.items()) | OpenURLWithFSSpec() | OpenWithXarray(...) | StoreToZarr(...)
   | ConsolidateDimensionCoordinates() | ConsolidateMetadata() | beam.Map(test_ds)``.  No 0.10
   recipe of staged-recipes reads data we hold (they read GPM IMERG, MUR SST, Daymet, nClimGrid,
-  SSEBop, ANTGG behind Earthdata logins); its only 0.10 OISST feedstock ends in
-  ``StoreToPyramid`` (carbonplan's fork), which no pangeo-forge-recipes release has.
+  SSEBop and ANTGG, most behind Earthdata logins); its only 0.10 OISST feedstock ends in
+  ``StoreToPyramid`` from a fork, which no pangeo-forge-recipes release has.
 
 The recipes are not edited.  Their absolute URLs reach loopback servers through arcoforge's
 documented mirror mechanisms: ``ARCOFORGE_URL_MAP`` (``https://www.ncei.noaa.gov/`` -> a
@@ -163,6 +163,10 @@ def test_xarray_zarr_recipe_feedstock_runs_unchanged(
     # inputs_per_chunk=20 with nitems_per_file=1: 20 steps per chunk, as in 0.9 (the pruned
     # store holds one step)
     assert recipe.target_chunks == {"time": 20} and pruned.target_chunks == {"time": 20}
+    copied = recipe.copy_pruned(1)  # the 0.9 spelling keeps the 0.9 arguments too
+    assert copied.inputs_per_chunk == 20 and copied.cache_inputs is True
+    assert copied.pattern.dims == copied.file_pattern.dims == {"time": 1}
+    assert copied.sha256() == pruned.sha256()
     assert ds["sst"].encoding["chunks"] == (1, 1, 720, 1440)
     # provenance names the recipe's URL, not the mirror
     sources = json.dumps(ds.attrs[SOURCES])
@@ -178,10 +182,6 @@ def test_arcoforge_test_builds_and_verifies_the_real_feedstock(ncei_mirror: Any,
     assert report.verify["noaa-oisst-avhrr-only"].startswith("ok"), str(report)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "feedstock.cf_problems asks cf-xarray for X/Y/T *axes*; the real OISST file identifies "
-    "lat/lon by units (degrees_north/east) and time by its 'days since' encoding, which "
-    "cf-xarray reports as latitude/longitude/time coordinates, not axes"))
 def test_arcoforge_test_passes_on_the_real_feedstock(ncei_mirror: Any, tmp_path: Path) -> None:
     d = _feedstock("noaa-oisst", tmp_path)
     report = fs.test_feedstock(d, nkeep=1, workdir=tmp_path / "work")
@@ -224,22 +224,23 @@ def test_hdf_reference_recipe_feedstock_runs_unchanged(
     _assert_equals_served_file(ds, oisst_day)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "feedstock.Provider.url accepts only http(s) URLs; this meta.yaml (merged into "
-    "staged-recipes) names its provider by s3://noaa-cdr-sea-surface-temp-optimum-"
-    "interpolation-pds, which pangeo-forge and STAC (format 'iri') accept"))
 def test_hdf_reference_recipe_feedstock_lints(tmp_path: Path) -> None:
     d = _feedstock("aws-noaa-oisst", tmp_path)
     assert fs.lint(d) == []
 
 
-@pytest.mark.xfail(strict=True, raises=TypeError, reason=(
-    "feedstock.prune_recipe (used by `arcoforge test`) rebuilds the recipe with "
-    "dataclasses.replace(recipe, pattern=...), which HDFReferenceRecipe.__init__ does not "
-    "accept (it takes file_pattern); XarrayZarrRecipe accepts pattern= for this reason"))
 def test_arcoforge_test_can_prune_an_hdf_reference_recipe(tmp_path: Path) -> None:
     recipe = load_recipe(str(_feedstock("aws-noaa-oisst", tmp_path) / "recipe.py"))
     assert fs.prune_recipe(recipe, 1).pattern.dims == {"time": 1}
+
+
+def test_arcoforge_test_passes_on_the_hdf_reference_feedstock(aws_oisst_bucket: str,
+                                                              tmp_path: Path) -> None:
+    pytest.importorskip("icechunk")
+    d = _feedstock("aws-noaa-oisst", tmp_path)
+    report = fs.test_feedstock(d, nkeep=1, workdir=tmp_path / "work")
+    assert report.ok, str(report)
+    assert report.targets["aws-noaa-oisst-avhrr-only"].startswith("icechunk://")
 
 
 # -- 0.10 Beam chain: pangeo-forge-recipes/examples/feedstock/noaa_oisst.py ---------------------
@@ -256,11 +257,10 @@ def test_pangeo_forge_examples_feedstock_lint_names_what_is_missing(tmp_path: Pa
         "terraclimate", "hrrr-kerchunk-concat-step")}
     for message in problems.values():
         assert "cannot" in message  # each one says why
+    oisst = problems.get("recipe 'noaa-oisst'")  # until steps after the store compile
+    assert oisst is None or "Map(test_ds) after StoreToZarr cannot be compiled" in oisst
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "compat transforms.compile_chain refuses `| beam.Map(test_ds)` after StoreToZarr/"
-    "ConsolidateMetadata (pangeo-forge passes the written store to it); see docs/pangeo-forge.md"))
 def test_beam_chain_feedstock_runs_unchanged(ncei_mirror: Any, oisst_day: Path,
                                              tmp_path: Path,
                                              capsys: pytest.CaptureFixture[str]) -> None:
@@ -332,3 +332,84 @@ def test_fetch_reads_from_the_mirror_and_keeps_the_recipe_url(
     assert info.value.reason == "not_found"
     assert message.startswith("https://archive.example.org/oisst/missing.nc (read from the "
                               f"mirror {server.url}/missing.nc, ARCOFORGE_URL_MAP): ")
+
+
+# -- process_chunk: 0.9 semantics where each chunk is one input ---------------------------------
+
+
+@pytest.fixture
+def ersst_months(shared_data: Path, tmp_path: Path) -> list[Path]:
+    """Three real ERSST v5 monthly files (one time step each)."""
+    out = []
+    for month in ("201901", "201902", "201903"):
+        src = shared_data / "ersst-v5" / f"ersst.v5.{month}.nc"
+        if not src.is_file():
+            pytest.skip(f"{src} is absent")
+        out.append(Path(shutil.copy(src, tmp_path)))
+    return out
+
+
+def test_process_chunk_is_applied_to_each_input_after_process_input(
+        ersst_months: list[Path], tmp_path: Path) -> None:
+    """staged-recipes' AGDC, eVolv2k and noresm2-lm-hist-vmo recipes pass process_chunk with
+    inputs_per_chunk=1: each 0.9 chunk is one input, so the step runs per input, after
+    process_input, and sees what 0.9 gave it."""
+    from arcoforge.compat.pangeo_forge_recipes.patterns import ConcatDim, FilePattern
+    from arcoforge.compat.pangeo_forge_recipes.recipes import XarrayZarrRecipe
+
+    seen: list[tuple[str, int]] = []
+
+    def process_input(ds: xr.Dataset, fname: str) -> xr.Dataset:
+        return ds.assign_attrs(step="input", source_name=Path(fname).name)
+
+    def process_chunk(ds: xr.Dataset) -> xr.Dataset:
+        seen.append((ds.attrs["step"], ds.sizes["time"]))
+        return ds.drop_vars(["ssta"]).assign_attrs(step="chunk")
+
+    files = {p.name[9:15]: p for p in ersst_months}
+    pattern = FilePattern(lambda time: str(files[time]),
+                          ConcatDim("time", list(files), nitems_per_file=1))
+    recipe = XarrayZarrRecipe(pattern, target_chunks={"time": 2}, process_input=process_input,
+                              process_chunk=process_chunk)
+    target = str(tmp_path / "ersst.zarr")
+    af.bake(recipe, target, progress=False, workdir=str(tmp_path / "work"))
+    assert seen and set(seen) == {("input", 1)}  # after process_input, one input at a time
+    report = verify(target, recipe)
+    assert report.ok, str(report)
+    ds = af.open_dataset(target)
+    assert "ssta" not in ds and ds.attrs["step"] == "chunk"
+    with xr.open_mfdataset(ersst_months, combine="nested", concat_dim="time") as src:
+        np.testing.assert_array_equal(ds["sst"].values, src["sst"].values)
+    pruned = recipe.copy_pruned(1)
+    assert [type(t).__name__ for t in pruned.transforms] == ["ProcessInput", "ProcessChunk"]
+
+
+@pytest.mark.parametrize(("kwargs", "message"), [
+    ({"inputs_per_chunk": 2}, "inputs_per_chunk=2 concatenates 2 inputs before 0.9 calls "
+                              "process_chunk"),
+    ({"subset_inputs": {"time": 12}}, "subset_inputs={'time': 12} splits each input into parts"),
+])
+def test_process_chunk_over_several_or_partial_inputs_is_refused(kwargs: dict[str, Any],
+                                                                 message: str) -> None:
+    from arcoforge.compat.pangeo_forge_recipes.patterns import ConcatDim, FilePattern
+    from arcoforge.compat.pangeo_forge_recipes.recipes import XarrayZarrRecipe
+
+    pattern = FilePattern(lambda time: f"https://x.org/{time}.nc", ConcatDim("time", [1, 2]))
+    with pytest.raises(ConfigError, match=r"process_chunk=\.\.\.\) is not supported here") as info:
+        XarrayZarrRecipe(pattern, process_chunk=lambda ds: ds, **kwargs)
+    text = str(info.value)
+    assert message in text and "Use inputs_per_chunk=1 without subset_inputs" in text
+    assert "or move the step to process_input" in text
+
+
+def test_indexed_is_generic_as_recipes_annotate_it() -> None:
+    """pangeo-forge-recipes' examples/feedstock/terraclimate.py annotates its steps
+    ``Indexed[xr.Dataset]``: ``types.Indexed`` is ``tuple[Index, T]``, as in 0.10.8."""
+    import typing
+
+    from arcoforge.compat.pangeo_forge_recipes import types
+
+    alias = types.Indexed[xr.Dataset]
+    assert typing.get_origin(alias) is tuple
+    assert typing.get_args(alias) == (types.Index, xr.Dataset)
+    assert types.T in typing.get_args(types.Indexed)

@@ -544,6 +544,7 @@ def bake(recipe: ZarrRecipe, target: Any, engine: str = "local", *,
             stats: Sequence[TaskStats] = [TaskStats(t.key, skipped=True) for t in plan.tasks]
         else:
             stats = run_plan(runner, plan, progress=progress, **run_options)
+        run_checks(recipe, tgt)
     result = BuildResult(
         target=plan.target.url,
         files=len(plan.schema.files),
@@ -556,6 +557,22 @@ def bake(recipe: ZarrRecipe, target: Any, engine: str = "local", *,
     )
     log.info("%s", result)
     return result
+
+
+def run_checks(recipe: Any, target: Target) -> None:
+    """Call each of ``recipe.checks`` with a read-only zarr store of ``target``'s latest
+    version; :class:`CheckError` naming the check and the cause when one fails."""
+    from arcoforge.errors import CheckError
+
+    for check in getattr(recipe, "checks", ()) or ():
+        try:
+            check(target.zarr_store())
+        except Exception as err:  # noqa: BLE001 - user code: say which check, and why
+            name = getattr(check, "__qualname__", None) or repr(check)
+            raise CheckError(
+                f"recipe check {name} failed on {target.url}: {type(err).__name__}: {err}. The "
+                "version it checked is published; fix the recipe or the check and bake again "
+                "(`arcoforge versions` lists and removes versions)") from err
 
 
 def recover(target: Target) -> bool:

@@ -104,7 +104,7 @@ class Provider(BaseModel):
 
     name: str = Field(min_length=1)
     roles: list[Literal["licensor", "producer", "processor", "host"]] = Field(min_length=1)
-    url: str | None = Field(default=None, pattern=r"^https?://\S+$")
+    url: str | None = Field(default=None, pattern=r"^[A-Za-z][A-Za-z0-9+.-]*://\S+$")
     description: str | None = None
 
 
@@ -633,7 +633,11 @@ def load_recipes(feedstock_dir: str | os.PathLike[str],
 
 
 def prune_recipe(recipe: Any, nkeep: int = 2) -> Any:
-    """A copy of ``recipe`` whose pattern keeps the first ``nkeep`` files per concat dim."""
+    """A copy of ``recipe`` whose pattern keeps the first ``nkeep`` files per concat dim (a
+    pangeo-forge recipe's own ``copy_pruned``, which keeps its 0.9 arguments)."""
+    copy_pruned = getattr(recipe, "copy_pruned", None)
+    if callable(copy_pruned):
+        return copy_pruned(nkeep)
     return dataclasses.replace(recipe, pattern=recipe.pattern.prune(nkeep))
 
 
@@ -755,6 +759,25 @@ def lint(feedstock_dir: str | os.PathLike[str], *,
 # -- CF checks -------------------------------------------------------------------------------
 
 
+def _cf_axes(ds: Any) -> dict[str, list[str]]:
+    """X/Y/T as CF identifies them: an ``axis`` attribute or cf-xarray's axis criteria, else
+    longitude/latitude by their units (CF 4.1, 4.2) and time by datetime values or
+    ``<unit> since <date>`` units (CF 4.4)."""
+    axes = {k: list(v) for k, v in ds.cf.axes.items() if v}
+    coords = ds.cf.coordinates
+    for ax, kind in (("X", "longitude"), ("Y", "latitude")):
+        if not axes.get(ax) and coords.get(kind):
+            axes[ax] = list(coords[kind])
+    if not axes.get("T"):
+        found = [str(n) for n, c in ds.coords.items()
+                 if c.dtype.kind == "M" or (c.dtype == object and c.size and
+                                           hasattr(c.values.flat[0], "calendar"))
+                 or " since " in str(c.attrs.get("units", c.encoding.get("units", "")))]
+        if found:
+            axes["T"] = found
+    return axes
+
+
 def cf_problems(ds: Any) -> tuple[list[str], list[str]]:
     """Structural CF checks with cf-xarray: ``(errors, warnings)``.
 
@@ -766,7 +789,7 @@ def cf_problems(ds: Any) -> tuple[list[str], list[str]]:
 
     errors: list[str] = []
     warnings: list[str] = []
-    axes = ds.cf.axes
+    axes = _cf_axes(ds)
     for ax in ("X", "Y", "T"):
         if not axes.get(ax):
             errors.append(f"no {ax} axis found (set axis={ax!r} or a standard_name/units that "
@@ -863,6 +886,8 @@ def test_feedstock(feedstock_dir: str | os.PathLike[str], nkeep: int = 2, *,
         for rid, recipe in recipes.items():
             pruned = prune_recipe(recipe, nkeep)
             target = os.path.join(os.fspath(workdir), f"{rid}.zarr")
+            if getattr(recipe, "is_virtual", False):  # references live in Icechunk
+                target = "icechunk://" + os.path.join(os.fspath(workdir), f"{rid}.icechunk")
             report.targets[rid] = target
             try:
                 result = bake(pruned, target, progress=False,
@@ -906,8 +931,13 @@ class Profile(BaseModel):
     cache_root: str | None = None
     storage_options: dict[str, Any] = Field(default_factory=dict)
 
-    def target_for(self, recipe_id: str) -> str:
-        return f"{self.target_root.rstrip('/')}/{recipe_id}.zarr"
+    def target_for(self, recipe_id: str, recipe: Any = None) -> str:
+        """Where recipe ``recipe_id`` is baked: ``<root>/<id>.zarr``, or an Icechunk repository
+        ``icechunk://<root>/<id>.icechunk`` for a virtual recipe (references live there)."""
+        root = self.target_root.rstrip("/")
+        if getattr(recipe, "is_virtual", False):
+            return f"icechunk://{root}/{recipe_id}.icechunk"
+        return f"{root}/{recipe_id}.zarr"
 
 
 def load_profiles(path: str | os.PathLike[str] | None = None) -> dict[str, Profile]:
@@ -990,7 +1020,7 @@ def bake_feedstock(feedstock_dir: str | os.PathLike[str], profile: str | None = 
             opts = dataclasses.replace(recipe.source_options,
                                        cache=recipe.source_options.cache or prof.cache_root)
             recipe = dataclasses.replace(recipe, source_options=opts)
-        target = prof.target_for(rid)
+        target = prof.target_for(rid, recipe)
         workdir = (f"{prof.cache_root.rstrip('/')}/work-{rid}"
                    if prof.cache_root and "://" not in prof.cache_root else None)
         _check_engine_options(prof)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -34,6 +34,11 @@ class ZarrRecipe:
     transforms:
         Steps applied to each source dataset, in order: functions ``(index, ds) -> ds`` and
         :mod:`arcoforge.transforms` (rename, select, a new dimension from a pattern key, ...).
+    checks:
+        Functions called with a read-only zarr store of the version just published (e.g.
+        ``lambda store: xr.open_dataset(store, engine="zarr")`` plus assertions); one that
+        raises fails the bake with :class:`~arcoforge.errors.CheckError`.  Not part of the
+        recipe hash: they look at the output, they do not shape it.
     """
 
     pattern: FilePattern
@@ -41,6 +46,7 @@ class ZarrRecipe:
     source_options: SourceOptions = field(default_factory=SourceOptions)
     max_block_bytes: int = 256 * 2**20
     transforms: Sequence[Transform | Any] = ()
+    checks: Sequence[Callable[[Any], Any]] = ()
 
     def __post_init__(self) -> None:
         self.transforms = as_transforms(self.transforms)

@@ -36,7 +36,8 @@ from typing import Any
 
 from arcoforge.errors import ConfigError
 
-from .types import CombineOp, Dimension, Index
+from .patterns import FileType
+from .types import CombineOp, Dimension, Index, Indexed, T  # noqa: F401 - 0.10.8 re-exports them
 
 try:  # the chain needs Beam's PTransform to build with `|`; recipe modules import beam too
     import apache_beam as _beam
@@ -383,7 +384,7 @@ def compile_chain(chain: Any) -> Any:
     from arcoforge.forge.recipes import ZarrRecipe
     from arcoforge.forge.transforms import SetAttrs, SetEncoding
 
-    from .patterns import _ARCOFORGE_FILE_TYPE, FileType
+    from .patterns import _ARCOFORGE_FILE_TYPE
 
     parts = list(_parts(chain))
     if not parts or type(parts[0]).__name__ != "Create":
@@ -396,13 +397,16 @@ def compile_chain(chain: Any) -> Any:
     opener: OpenWithXarray | None = None
     store: StoreToZarr | None = None
     steps = _Recorder()
+    after = _Recorder()
     for p in parts[1:]:
         if store is not None:
             if isinstance(p, (ConsolidateDimensionCoordinates, ConsolidateMetadata)):
                 continue  # what arcoforge always does
-            raise TransformNotSupportedError(
-                f"{_label(p)} after StoreToZarr cannot be compiled; arcoforge ends the chain "
-                "at the store (consolidation is built in)")
+            if isinstance(p, _Compat):
+                raise TransformNotSupportedError(
+                    f"{type(p).__name__} after StoreToZarr cannot be compiled")
+            _add_step(after, p)  # e.g. beam.Map(test_ds): a check of the written store
+            continue
         if isinstance(p, OpenURLWithFSSpec):
             fetch = p
         elif isinstance(p, OpenWithXarray):
@@ -460,8 +464,24 @@ def compile_chain(chain: Any) -> Any:
         transforms.append(SetEncoding(encoding))
     if store.attrs:
         transforms.append(SetAttrs({None: dict(store.attrs)}))
+    checks = [_StoreCheck(tuple(after.steps))] if after.steps else []
     return ZarrRecipe(pattern, target_chunks=dict(store.target_chunks) or None,
-                      source_options=options, transforms=transforms)
+                      source_options=options, transforms=transforms, checks=checks)
+
+
+class _StoreCheck:
+    """Steps after ``StoreToZarr`` (``| beam.Map(test_ds)``), called with the published store
+    as pangeo-forge calls them with the store it wrote."""
+
+    def __init__(self, steps: tuple[Any, ...]) -> None:
+        self.steps = steps
+        self.__qualname__ = " | ".join(_label(s) for s in steps)
+
+    def __call__(self, store: Any) -> None:
+        element = store
+        for step in self.steps:
+            out = list(step.fn.process(element, *step.args, **step.kwargs))
+            element = out[0] if out else element
 
 
 def _compile_reference_chain(parts: Sequence[Any], items: Sequence[Any]) -> Any:
@@ -470,7 +490,7 @@ def _compile_reference_chain(parts: Sequence[Any], items: Sequence[Any]) -> Any:
     from arcoforge.forge.io.options import SourceOptions
     from arcoforge.forge.virtual.recipe import VirtualRecipe
 
-    from .patterns import _ARCOFORGE_FILE_TYPE, FileType
+    from .patterns import _ARCOFORGE_FILE_TYPE
 
     opener = next((p for p in parts if isinstance(p, OpenWithKerchunk)), None)
     writer = next((p for p in parts if isinstance(p, WriteCombinedReference)), None)

@@ -12,11 +12,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import Enum
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from arcoforge.errors import ConfigError
 
-__all__ = ["CombineOp", "Dimension", "Position", "IndexedPosition", "Index", "Indexed"]
+__all__ = ["CombineOp", "Dimension", "Position", "IndexedPosition", "Index", "Indexed", "T"]
 
 
 class CombineOp(Enum):
@@ -88,5 +88,6 @@ class Index(dict[Dimension, Position]):
 
 T = TypeVar("T")
 
-#: an item of a Beam-style collection: ``(Index, value)``
-Indexed = tuple[Index, Any]
+#: an item of a Beam-style collection: ``(Index, value)``; generic, as in pangeo-forge-recipes
+#: (``Indexed[xr.Dataset]`` annotates recipe functions)
+Indexed = tuple[Index, T]

@@ -169,6 +169,11 @@ class Target(Protocol):
         """The raw (undecoded) dataset of the latest version, or of ``version``."""
         ...
 
+    def zarr_store(self) -> Any:
+        """A read-only zarr store of the latest version (what ``xr.open_dataset(store,
+        engine="zarr")`` and ``zarr.open_group`` take): a recipe's ``checks`` get it."""
+        ...
+
     # -- locking --------------------------------------------------------------------------
     def lock_location(self) -> LockLocation | None:
         """Where :mod:`arcoforge.forge.locking` keeps this target's build lock, or None for a

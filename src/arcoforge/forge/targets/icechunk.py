@@ -639,6 +639,10 @@ class IcechunkTarget:
         return xr.open_zarr(session.store, decode_cf=False, consolidated=False, zarr_format=3,
                             chunks=chunks)
 
+    def zarr_store(self) -> Any:
+        """The read-only store of a session on the build branch (the latest version)."""
+        return self.repo.readonly_session(branch=self.branch).store
+
     # -- locking -----------------------------------------------------------------------------
     def lock_location(self) -> tuple[str, dict[str, Any]] | None:
         """``<path>.arcoforge-lock`` for a repository on a local disk; None for a repository

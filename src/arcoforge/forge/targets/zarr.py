@@ -533,6 +533,10 @@ class ZarrTarget:
             return xr.open_zarr(url, decode_cf=False, consolidated=True, chunks=chunks,
                                 storage_options=self.storage_options or None, zarr_format=3)
 
+    def zarr_store(self) -> Any:
+        """A read-only zarr store of the published store at :attr:`url`."""
+        return self._store(self.url, read_only=True)
+
     # -- locking -----------------------------------------------------------------------------
     def lock_location(self) -> tuple[str, dict[str, Any]]:
         """``<url>.arcoforge-lock``, on the target's own storage."""

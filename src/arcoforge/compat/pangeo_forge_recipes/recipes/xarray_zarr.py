@@ -20,15 +20,22 @@ How the 0.9 options map onto arcoforge:
   values, calendars) so that the store equals its sources.
 * ``process_input(ds, fname)`` becomes an arcoforge transform applied to every input
   (:class:`ProcessInput`); arcoforge's own ``transforms=[...]`` are accepted too.
-* Refused with a :class:`~arcoforge.errors.ConfigError` that says why: ``process_chunk``
-  (arcoforge transforms inputs, not combined chunks), ``open_input_with_kerchunk``, and the
-  pattern features :meth:`FilePattern.to_arcoforge` refuses.  ``xarray_concat_kwargs`` and
+* ``process_chunk(ds)`` becomes a transform applied to every input after ``process_input``
+  (:class:`ProcessChunk`) when each 0.9 chunk is exactly one input -- ``inputs_per_chunk=1``
+  (the default) and no ``subset_inputs`` that split an input: 0.9 builds one chunk per input
+  and merge key then, so the function sees what it saw in 0.9.  Otherwise it is refused: a
+  function of several concatenated inputs, or of a part of one, cannot be applied per input
+  without changing what it computes.
+* Refused with a :class:`~arcoforge.errors.ConfigError` that says why: ``process_chunk`` over
+  chunks that are not single inputs (above), ``open_input_with_kerchunk``, and the pattern
+  features :meth:`FilePattern.to_arcoforge` refuses.  ``xarray_concat_kwargs`` and
   ``storage_config`` are ignored with a warning (arcoforge combines by its own schema rules; the
   target comes from ``--target`` or the bakery profile).
 """
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import warnings
 from collections.abc import Callable, Mapping, Sequence
@@ -82,6 +89,40 @@ class ProcessInput(Function):
         return out
 
 
+@dataclass(init=False)
+class ProcessChunk(Function):
+    """pangeo-forge 0.9's ``process_chunk(ds) -> ds``, applied to every input (after
+    :class:`ProcessInput`) as an arcoforge transform.  Used only where every 0.9 chunk is one
+    input (``inputs_per_chunk=1``, inputs not split by ``subset_inputs``), so that it sees the
+    dataset 0.9 gave it."""
+
+    def __init__(self, func: Callable[..., Any]) -> None:
+        super().__init__(func)
+
+    def apply(self, index: Any, ds: Any) -> Any:
+        import xarray as xr
+
+        out = self.func(ds)  # type: ignore[call-arg,arg-type,misc]
+        if not isinstance(out, xr.Dataset):
+            raise ConfigError(f"process_chunk returned {type(out).__name__}, not an "
+                              "xarray.Dataset")
+        return out
+
+
+def _process_chunk_problem(inputs_per_chunk: int, subset_inputs: Mapping[str, int]) -> str | None:
+    """Why ``process_chunk`` cannot be applied per input (None when each chunk is one input)."""
+    split = {k: v for k, v in subset_inputs.items() if v > 1}
+    if inputs_per_chunk == 1 and not split:
+        return None
+    what = (f"inputs_per_chunk={inputs_per_chunk} concatenates {inputs_per_chunk} inputs"
+            if inputs_per_chunk != 1 else f"subset_inputs={split} splits each input into parts")
+    return (f"XarrayZarrRecipe(process_chunk=...) is not supported here: {what} before 0.9 "
+            "calls process_chunk, and arcoforge applies it to whole inputs, which could change "
+            "what the function computes. Use inputs_per_chunk=1 without subset_inputs "
+            "(arcoforge reads inputs by slice anyway; target_chunks sets the store's chunks), "
+            "or move the step to process_input")
+
+
 class XarrayZarrRecipe(ZarrRecipe, BaseRecipe):
     """A dataset made of many NetCDF/GRIB files, written to Zarr: pangeo-forge-recipes 0.9's
     ``XarrayZarrRecipe`` arguments, baked by arcoforge (see the module docstring for how each
@@ -131,21 +172,21 @@ class XarrayZarrRecipe(ZarrRecipe, BaseRecipe):
         source_options: SourceOptions | None = None,
         max_block_bytes: int = 256 * 2**20,
         transforms: Sequence[Any] = (),
+        checks: Sequence[Any] = (),
     ) -> None:
         given = file_pattern if file_pattern is not None else pattern
         if given is None:
             raise ConfigError("XarrayZarrRecipe needs a file pattern: "
                               "XarrayZarrRecipe(FilePattern(...), target_chunks={...})")
-        if process_chunk is not None:
-            raise ConfigError(
-                "XarrayZarrRecipe(process_chunk=...) is not supported: arcoforge transforms each "
-                "input, not combined chunks. Move the step to process_input (it is applied to "
-                "every input file) or to arcoforge transforms=[...]")
         if open_input_with_kerchunk:
             raise ConfigError("XarrayZarrRecipe(open_input_with_kerchunk=True) is not supported: "
                               "arcoforge reads each input with xarray after downloading it")
         if not isinstance(inputs_per_chunk, int) or inputs_per_chunk < 1:
             raise ConfigError(f"inputs_per_chunk must be an integer >= 1, got {inputs_per_chunk!r}")
+        if process_chunk is not None:
+            problem = _process_chunk_problem(inputs_per_chunk, dict(subset_inputs or {}))
+            if problem:
+                raise ConfigError(problem)
         if xarray_concat_kwargs:
             warnings.warn("XarrayZarrRecipe: xarray_concat_kwargs are ignored; arcoforge combines "
                           "the inputs by its own schema rules (and says when they disagree)",
@@ -178,11 +219,13 @@ class XarrayZarrRecipe(ZarrRecipe, BaseRecipe):
         if concat is not None and concat.name not in chunks and concat.nitems_per_file:
             chunks[concat.name] = concat.nitems_per_file * inputs_per_chunk
         steps = list(transforms)
+        if process_chunk is not None and not any(isinstance(t, ProcessChunk) for t in steps):
+            steps.insert(0, ProcessChunk(process_chunk))
         if process_input is not None and not any(isinstance(t, ProcessInput) for t in steps):
             steps.insert(0, ProcessInput(process_input, af_pattern))
         super().__init__(pattern=af_pattern, target_chunks=chunks or None,
                          source_options=options, max_block_bytes=max_block_bytes,
-                         transforms=steps)
+                         transforms=steps, checks=checks)
         self.file_pattern = pangeo
         self.inputs_per_chunk = inputs_per_chunk
         self.cache_inputs = cache_inputs
@@ -206,5 +249,10 @@ class XarrayZarrRecipe(ZarrRecipe, BaseRecipe):
         return concat.name if concat is not None else None
 
     def copy_pruned(self, nkeep: int = 2) -> XarrayZarrRecipe:
-        """A copy that builds from the first ``nkeep`` files of the concat dimension."""
-        return dataclasses.replace(self, pattern=self.pattern.prune(nkeep))
+        """A copy that builds from the first ``nkeep`` files of the concat dimension; the 0.9
+        arguments (``inputs_per_chunk``, ``process_input``, ...) are kept as they are."""
+        clone = copy.copy(self)
+        clone.pattern = self.pattern.prune(nkeep)
+        clone.file_pattern = self.file_pattern.prune(nkeep)
+        clone.transforms = list(self.transforms)
+        return clone
