@@ -27,6 +27,7 @@ import numpy as np
 from arcoforge.errors import SchemaError
 from arcoforge.forge.io.fetch import SourceOptions, fetch
 from arcoforge.forge.io.formats import remote_engine
+from arcoforge.forge.io.manifest import ManifestFile, open_reader
 from arcoforge.forge.io.readers import RawFile, detect_engine, scan_file
 from arcoforge.forge.io.remote import remote_open_kwargs, scan_remote_input
 from arcoforge.forge.patterns import FilePattern, Index
@@ -255,20 +256,21 @@ def side_file_dir(workdir: str) -> str | None:
 class _OpenFiles:
     """A small per-task LRU of opened source files."""
 
-    def __init__(self, maxsize: int = 8, cache_dir: str | None = None) -> None:
+    def __init__(self, maxsize: int = 16, cache_dir: str | None = None) -> None:
         self.maxsize = maxsize
         self.cache_dir = cache_dir
-        self._items: OrderedDict[str, RawFile | TransformedFile] = OrderedDict()
+        self._items: OrderedDict[str, RawFile | ManifestFile | TransformedFile] = OrderedDict()
 
     def get(self, path: str, engine: str, open_kwargs: Mapping[str, Any], url: str,
             transforms: Sequence[Transform] = (), index: Index | None = None,
-            ) -> RawFile | TransformedFile:
+            ) -> RawFile | ManifestFile | TransformedFile:
         f = self._items.pop(path, None)
         if f is None and transforms:
             f = TransformedFile(path, engine, open_kwargs, url, transforms, index or Index(),
                                 cache_dir=self.cache_dir)
         elif f is None:
-            f = RawFile(path, engine, open_kwargs, url, cache_dir=self.cache_dir)
+            # HDF5/NetCDF-4: chunks read from the manifest, decoded outside HDF5's lock
+            f = open_reader(path, engine, open_kwargs, url, cache_dir=self.cache_dir)
         self._items[path] = f
         while len(self._items) > self.maxsize:
             _, old = self._items.popitem(last=False)
@@ -322,7 +324,8 @@ class Plan:
         local = fetch(f.fetch_url or f.url, self.source_options, self.workdir)
         return local.path, f
 
-    def _open(self, files: _OpenFiles, pos: int) -> tuple[RawFile | TransformedFile, FileSchema]:
+    def _open(self, files: _OpenFiles, pos: int,
+              ) -> tuple[RawFile | ManifestFile | TransformedFile, FileSchema]:
         path, f = self._local_path(pos)
         remote = remote_engine(path, self.file_type)
         if remote is not None:
