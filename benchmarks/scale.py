@@ -143,6 +143,7 @@ def child_plan(files_json: str, plan_out: str, target: str) -> dict[str, Any]:
     peak = rss_mb() - base
     blob = pickle.dumps(plan, protocol=pickle.HIGHEST_PROTOCOL)
     Path(plan_out).write_bytes(blob)
+    shutil.rmtree(workdir, ignore_errors=True)  # local sources: nothing was downloaded there
     return {
         "files": len(plan.schema.files), "tasks": len(plan.tasks), "plan_s": seconds,
         "scan_s": totals.get("scan_pattern", 0.0),
@@ -242,6 +243,7 @@ def main() -> None:
     engines = [e for e in args.engines.split(",") if e]
     prefect_env = {"PREFECT_HOME": str(work / "prefect-home"),
                    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+                   "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120",
                    "PREFECT_LOGGING_LEVEL": "WARNING"}
     rows = []
     try:

@@ -6,14 +6,24 @@ With ``preload_batch=True`` (the default) batches are grouped into storage-align
 (:class:`~arcoforge.batch.indexing.BatchBlocks`): iterating, or asking ``gen[i]`` in order,
 decodes each block once through the direct Zarr reader the stream uses
 (:class:`~arcoforge.batch.source.ArraySource`), keeps it while its batches are handed out, and
-cuts every batch from it (a copy: batches never share memory). ``gen[i]`` out of order reads
-just its own box. While iterating, up to two blocks ahead are decoded in the background (at most
-three blocks, each of at most ``block_bytes``, are held).
+cuts every batch from it (a copy: batches never share memory). When every batch lies inside one
+storage chunk, a block is held as one array per chunk (*tiles*), each decompressed straight
+into place on the decoding pool. ``gen[i]`` out of order reads just its own box. While
+iterating, up to two blocks ahead are decoded in the background (at most three blocks, each of
+at most ``block_bytes``, are held).
 
 The labeled object is built from a *skeleton* of the data (lazy variables replaced by
 zero-strided placeholders, lazy coordinates loaded once): it is ``skeleton.isel(box)`` with the
 values filled in, built by :class:`~arcoforge.batch.zarr_direct.LabelBuilder` (which reuses each
-sliced coordinate and index, and checks its first batch against xarray's own ``isel``).
+sliced coordinate's values and index, and checks its first batch against xarray's own ``isel``).
+
+Batches of lazy data (Zarr, dask, lazily opened files) are independent: each has its own
+values (new, writable arrays), its own ``Variable`` objects for sliced variables and its own
+attrs dicts, so changing one batch in place leaves every other batch, and later reads of the
+same batch, unchanged. Variables already in memory appear as xbatcher shows them, as xarray's
+``isel`` returns them: views of the data's own arrays (the very objects when they have no
+sliced dim), so in-place changes to those reach the data and overlapping batches, as in
+xbatcher. Index coordinate values are read-only.
 
 Beyond xbatcher: ``partial_last_batch``, ``dim_order``, ``block_bytes``, numpy integer indices,
 :meth:`BatchGenerator.numpy_batch` (arrays without building xarray objects) and
@@ -22,6 +32,7 @@ Beyond xbatcher: ``partial_last_batch``, ``dim_order``, ``block_bytes``, numpy i
 
 from __future__ import annotations
 
+import math
 import threading
 import warnings
 from collections import OrderedDict
@@ -33,9 +44,9 @@ import numpy as np
 import xarray as xr
 
 from ..errors import ConfigError
-from .indexing import BatchBlocks, BatchPlan, VarExtent
+from .indexing import BatchBlocks, BatchPlan, VarExtent, chunk_of_boxes, chunk_pieces
 from .source import ArraySource, as_dataset
-from .zarr_direct import LabelBuilder
+from .zarr_direct import LabelBuilder, decode_pool
 
 __all__ = ["BatchGenerator"]
 
@@ -44,6 +55,7 @@ SUFFIX = "_input"
 DEFAULT_BLOCK_BYTES = 256 << 20
 _AHEAD = 2  # blocks decoded ahead while iterating
 _ALL = slice(None)
+_TILE_MIN_BYTES = 64 << 10  # smaller chunks: copying them costs less than a task per chunk
 
 
 def _to_input_dims(obj: XrObj, input_dims: Sequence[Hashable]) -> XrObj:
@@ -70,15 +82,28 @@ def _stack_samples(obj: XrObj, input_dims: Sequence[Hashable]) -> XrObj:
     return obj.stack(sample=rest).transpose("sample", *input_dims)
 
 
+Tile = tuple[list[int], dict[Hashable, np.ndarray]]
+
+
 class _Block:
-    """The decoded values of one block: ``arrays[v]`` covers ``lo``..``hi`` of the sliced dims."""
+    """The decoded values of one block, as tiles: ``tiles[key] = (lo, arrays)``.
 
-    __slots__ = ("arrays", "index", "lo_list")
+    ``arrays[v]`` covers the tile's box from ``lo`` along the sliced dims. An untiled block is
+    one tile (key 0) covering the block's box; a tiled block holds one tile per storage chunk
+    (key: the chunk's number in C order of the chunk grid), each decoded straight into its
+    own array.
+    """
 
-    def __init__(self, index: int, lo: np.ndarray, arrays: dict[Hashable, np.ndarray]) -> None:
+    __slots__ = ("index", "tiles")
+
+    def __init__(self, index: int, tiles: dict[int, Tile]) -> None:
         self.index = index
-        self.lo_list = [int(x) for x in lo]
-        self.arrays = arrays
+        self.tiles = tiles
+
+    @classmethod
+    def whole(cls, index: int, lo: np.ndarray, arrays: dict[Hashable, np.ndarray]) -> _Block:
+        """A block held as one array per variable covering its box from ``lo``."""
+        return cls(index, {0: ([int(x) for x in lo], arrays)})
 
 
 class _BlockReader:
@@ -133,6 +158,8 @@ class _BlockReader:
         self.first_list = self.blocks.first.tolist()
         # variables without some sliced dim: their boxes recur across blocks, keep them
         self.partial = {v for v in self.lazy if any(d not in self.dims[v] for d in self.sliced)}
+        self.tile_strides: list[int] = []
+        self.tile_chunks, self.tile_keys = self._tiling(lo, hi)
         self.var_cache: OrderedDict[tuple, np.ndarray] = OrderedDict()
         self.var_loading: dict[tuple, threading.Event] = {}  # boxes being read right now
         self.var_bytes = 0
@@ -165,19 +192,72 @@ class _BlockReader:
         return {d: slice(int(a), int(b)) for d, a, b in zip(self.sliced, lo, hi, strict=True)
                 if d in self.dims[v]}
 
+    def _tiling(self, lo: np.ndarray, hi: np.ndarray
+                ) -> tuple[list[int] | None, list[int] | None]:
+        """``(chunks, tile key of every batch)`` when blocks are read chunk by chunk, else Nones.
+
+        A block that spans several chunks of a directly read variable along a dim other than
+        its first is decoded through a scratch tile and copied into place; read chunk by chunk
+        instead, each chunk decompresses straight into its own array. Done when every lazy
+        variable has exactly the sliced dims, in order, is read directly with the same chunks
+        of at least ``_TILE_MIN_BYTES``, and every batch lies inside one chunk (so a batch is
+        cut from one tile).
+        """
+        src = self.source
+        if src is None or self.partial or len(self.blocks) == 0 or any(
+                axes is not None for _, axes in self.keys):
+            return None, None
+        chunks = set()
+        for v in self.lazy:
+            access = src.access(v)
+            if not access.direct or access.reader is None:
+                return None, None
+            chunks.add(tuple(access.reader.chunks))
+            if access.reader.dtype.itemsize * int(np.prod(access.reader.chunks)) \
+                    < _TILE_MIN_BYTES:
+                return None, None
+        if len(chunks) != 1:
+            return None, None
+        chunk = list(next(iter(chunks)))
+        owner = chunk_of_boxes(lo, hi, chunk)
+        if owner is None:
+            return None, None
+        c = np.asarray(chunk, dtype=np.int64)
+        spans = (self.blocks.hi - 1) // c - self.blocks.lo // c
+        if not np.any(spans[:, 1:] > 0):  # chunks of one block are contiguous in it already
+            return None, None
+        # a tile's key: its chunk's number in C order of the chunk grid
+        grid = (-(-np.asarray(access.reader.shape, dtype=np.int64) // c)).tolist()
+        strides = np.array([math.prod(grid[k + 1:]) for k in range(len(grid))], dtype=np.int64)
+        self.tile_strides = strides.tolist()
+        return chunk, (owner @ strides).tolist()
+
+    def _read_tile(self, lo: list[int], hi: list[int]) -> dict[Hashable, np.ndarray]:
+        assert self.source is not None
+        return self.source.read_many({d: slice(a, z) for d, a, z in
+                                      zip(self.sliced, lo, hi, strict=True)})
+
     def _read_block(self, b: int) -> _Block:
         assert self.source is not None
         lo, hi = self.blocks.lo[b], self.blocks.hi[b]
+        if self.tile_chunks is not None:
+            # one chunk per tile: decoded inline by the pool thread (no nested submission)
+            pool = decode_pool()
+            strides = self.tile_strides
+            pieces = [(sum(j * m for j, m in zip(idx, strides, strict=True)), tlo,
+                       pool.submit(self._read_tile, tlo, thi))
+                      for idx, tlo, thi in chunk_pieces(lo, hi, self.tile_chunks)]
+            return _Block(b, {key: (tlo, fut.result()) for key, tlo, fut in pieces})
         if not self.partial:
             box = {d: slice(int(a), int(z)) for d, a, z in zip(self.sliced, lo, hi, strict=True)}
-            return _Block(b, lo, self.source.read_many(box))
+            return _Block.whole(b, lo, self.source.read_many(box))
         arrays: dict[Hashable, np.ndarray] = {}
         for v in self.lazy:
             if v in self.partial:
                 arrays[v] = self._shared_box(v, lo, hi)
             else:
                 arrays[v] = self.source.read(v, self._box(v, lo, hi))
-        return _Block(b, lo, arrays)
+        return _Block.whole(b, lo, arrays)
 
     def _shared_box(self, v: Hashable, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
         """A box of a variable that lacks some sliced dim: read once even when the background
@@ -273,16 +353,17 @@ class _BlockReader:
         """Values of the lazy variables inside batch ``i``'s box (new arrays, var dim order)."""
         if not self.lazy:
             return {}
-        block = self._block(i, sequential)
-        lo, hi = self.lo_list[i], self.hi_list[i]
+        block = self.current  # the common case first, without the lock
+        if block is None or block.index != self.block_list[i]:
+            block = self._block(i, sequential)
         out = {}
         if block is None:
             assert self.source is not None
             for v in self.lazy:
                 out[v] = self.source.read(v, self._box(v, self.batch_lo[i], self.batch_hi[i]))
             return out
-        rel = [slice(a - b, c - b) for a, c, b in zip(lo, hi, block.lo_list, strict=True)]
-        arrays = block.arrays
+        tlo, arrays = block.tiles[self.tile_keys[i] if self.tile_keys is not None else 0]
+        rel = [slice(a - b, c - b) for a, c, b in zip(self.lo_list[i], self.hi_list[i], tlo)]
         for v, axes in self.keys:
             key = tuple(rel) if axes is None else \
                 tuple(_ALL if k is None else rel[k] for k in axes)
@@ -396,6 +477,9 @@ class BatchGenerator:
         reader = self._reader
         block_of, first = reader.block_list, reader.first_list
         contiguous = reader.blocks.contiguous
+        # without concatenation, dim_order or stacking a batch is the labeled box itself
+        plain = not (self.concat_input_dims or self._stacks or self.dim_order is not None)
+        labeled = reader.labeled
         try:
             for i in range(len(self)):
                 if contiguous:
@@ -403,7 +487,7 @@ class BatchGenerator:
                     if i == first[b]:
                         for ahead in range(1, reader.ahead + 1):
                             reader.prefetch(b + ahead)
-                yield self._fast(i, sequential=True)
+                yield labeled(i, True) if plain else self._fast(i, sequential=True)
         finally:
             reader.close()
 

@@ -50,13 +50,15 @@ class BatchPlan:
     """xbatcher-compatible batches: each batch is a list of patches, each patch a box.
 
     ``starts[i]``/``stops[i]`` hold the patch boxes (one column per dim of ``sliced_dims``) and
-    ``batches`` lists, per batch, the patch numbers it contains.
+    ``batches`` lists, per batch, the patch numbers it contains; ``one_patch_each`` says that
+    batch ``i`` is patch ``i`` (``concat_input_dims=False``).
     """
 
     sliced_dims: tuple[Hashable, ...]
     starts: np.ndarray  # (n_patches, n_sliced_dims)
     stops: np.ndarray  # (n_patches, n_sliced_dims)
     batches: tuple[np.ndarray, ...]
+    one_patch_each: bool = False  # batch i is patch i (no concatenation)
 
     @classmethod
     def build(
@@ -115,7 +117,7 @@ class BatchPlan:
         else:
             batches = cls._group_duplicated(sizes, sliced, input_dims, input_overlap, batch_dims,
                                             shape)
-        return cls(dims, starts, stops, batches)
+        return cls(dims, starts, stops, batches, one_patch_each=not concat_input_dims)
 
     @staticmethod
     def _group_duplicated(
@@ -163,6 +165,8 @@ class BatchPlan:
         A batch without patches gets an empty box (``lo == hi == 0``).
         """
         n, k = len(self.batches), len(self.sliced_dims)
+        if self.one_patch_each:
+            return self.starts.reshape(n, k).copy(), self.stops.reshape(n, k).copy()
         if all(b.size == 1 for b in self.batches):
             idx = np.fromiter((int(b[0]) for b in self.batches), dtype=np.int64, count=n)
             return self.starts[idx].reshape(n, k), self.stops[idx].reshape(n, k)
@@ -223,6 +227,18 @@ class VarExtent:
     factor: int
 
 
+def _row_ids(key: np.ndarray) -> np.ndarray:
+    """One integer per row of non-negative ``key`` (equal rows, equal ids): a 1-d ``unique``
+    is much faster than ``unique(axis=0)``, which it falls back to for huge index ranges."""
+    n, k = key.shape
+    if k == 0:
+        return np.zeros(n, dtype=np.int64)
+    try:
+        return np.ravel_multi_index(key.T, tuple(int(m) + 1 for m in key.max(axis=0)))
+    except ValueError:  # the index ranges' product does not fit an int64
+        return np.unique(key, axis=0, return_inverse=True)[1].reshape(-1)
+
+
 @dataclass(frozen=True)
 class BatchBlocks:
     """Batches grouped into blocks: the bounding box of a block is read once, then cut.
@@ -272,7 +288,7 @@ class BatchBlocks:
             key = keyed[:, :depth] // chunk[:depth]
             if n == 0:
                 return cls._make(np.zeros(0, np.int64), lo, hi, extents, depth, True)
-            _, first_idx, inverse = np.unique(key, axis=0, return_index=True,
+            _, first_idx, inverse = np.unique(_row_ids(key), return_index=True,
                                               return_inverse=True)
             # number blocks by first appearance (the order a sequential pass meets them)
             order = np.argsort(first_idx, kind="stable")

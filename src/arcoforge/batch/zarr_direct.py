@@ -18,11 +18,13 @@ halving throughput:
   so several chunks decode on several cores. When a whole chunk lands in a contiguous part of
   the output and the chain is plain (native-endian ``bytes`` plus at most one zstd/blosc/gzip
   compressor), the compressor decompresses straight into the output: no intermediate tile.
-* :class:`LabelBuilder` — builds ``skeleton.isel(box)`` with new values through xarray's
-  internal constructors (``Dataset._construct_direct``, ``fastpath=True``), reusing the sliced
-  coordinates and indexes of each (dim, slice) it has seen: what xarray's ``isel`` would
-  return, in a tenth of the time. Its first result is checked against the public ``isel``
-  path; any difference switches it off (with the reason) for good.
+* :class:`LabelBuilder` — builds ``skeleton.isel(box)`` with new values by filling the
+  ``__slots__`` of xarray's ``Variable`` and ``Dataset`` directly (what ``fastpath=True`` and
+  ``Dataset._construct_direct`` do, without their per-attribute ``__setattr__``), reusing the
+  sliced coordinates and indexes of each (dim, slice) it has seen: what xarray's ``isel``
+  would return, in a tenth of the time. The slots are checked when this module is imported
+  (another layout disables the shortcut, with the reason); its first result is checked
+  against the public ``isel`` path; any difference switches it off (with the reason) for good.
 * :data:`COUNTERS` — how many boxes and chunks were read directly, how many boxes fell back
   to a general path, and how many labeled batches were built directly or through xarray, so
   tests can assert that the fast path was taken (not timed).
@@ -419,8 +421,9 @@ def _clone_variable(var: Any, data: Any = None) -> Any:
 
     ``data`` replaces the values when given, else they are shared (coordinate values, which
     xarray's ``isel`` shares too). Sets xarray's ``Variable`` slots directly: a third of the
-    cost of its ``fastpath`` constructor. :meth:`LabelBuilder._first` compares the result with
-    xarray's public path, and ``tests/batch/test_fast_path_taken.py`` fails naming the versions
+    cost of its ``fastpath`` constructor. Only for ``Variable`` and ``IndexVariable`` (their
+    slots are checked on import). :meth:`LabelBuilder._first` compares the result with
+    xarray's public path, and ``tests/batch/test_generator_fast.py`` fails naming the versions
     if these slots change.
     """
     new = object.__new__(type(var))
@@ -434,10 +437,12 @@ def _clone_variable(var: Any, data: Any = None) -> Any:
 
 
 def _slot_setters() -> tuple[Any, ...]:
-    from xarray import Variable
+    from xarray import IndexVariable, Variable
 
-    if tuple(sorted(Variable.__slots__)) != tuple(sorted(_VARIABLE_SLOTS)):
-        raise TypeError(f"xarray.Variable's slots changed: {Variable.__slots__}")
+    if tuple(sorted(Variable.__slots__)) != tuple(sorted(_VARIABLE_SLOTS)) or \
+            IndexVariable.__slots__ != ():
+        raise TypeError(f"xarray.Variable's slots changed: {Variable.__slots__}, "
+                        f"IndexVariable: {IndexVariable.__slots__}")
     return tuple(getattr(Variable, name).__set__ for name in _VARIABLE_SLOTS)
 
 
@@ -499,12 +504,12 @@ class LabelBuilder:
 
     Notes
     -----
-    A built object shares with other batches only what xarray's ``isel`` shares: the values
-    of variables that have no sliced dim (the same ``Variable`` objects, as ``isel`` returns
-    them) and the read-only values and indexes of sliced index coordinates. Every batch gets
-    its own ``Variable`` objects for sliced variables, its own attrs and encoding dicts and
-    its own containers, so mutating one batch's attributes or coordinates leaves the others
-    unchanged. The filled values are used as given (not copied).
+    Every built object has its own ``Variable`` objects, attrs and encoding dicts and
+    containers, so changing one batch's attributes, encodings or variables in place leaves the
+    others unchanged. Values are shared where xarray's ``isel`` shares them: those of
+    variables without a sliced dim and of variables that are not filled (views of the
+    skeleton's), and the read-only values and the indexes of index coordinates. The filled
+    values are used as given (not copied).
     """
 
     _CACHE_LIMIT = 4096
@@ -529,6 +534,8 @@ class LabelBuilder:
             self.reason = f"{type(exc).__name__}: {exc}"
 
     def _prepare(self) -> None:
+        import xarray as xr
+
         skel = self.skeleton
         sliced = set(self.sliced)
         pos = {d: k for k, d in enumerate(self.sliced)}
@@ -539,6 +546,10 @@ class LabelBuilder:
             items = list(skel.variables.items())
         coord_names = set(skel.coords)
         self.coord_names = coord_names
+        cloneable = (xr.Variable, xr.IndexVariable)
+        for name, var in items + ([(skel.name, self.var)] if self.is_array else []):
+            if type(var) not in cloneable:
+                raise ConfigError(f"variable {name!r} is a {type(var).__name__}")
         # (name, kind, payload): payload is the variable (keep, fill), the sliced-dim position
         # (along: a 1-d coordinate of a sliced dim) or the variable and its sliced dims (slice)
         self.plan: list[tuple[Any, int, Any]] = []
@@ -604,12 +615,13 @@ class LabelBuilder:
 
         variables: dict[Any, Any] = {}
         indexes = dict(self.indexes_keep)
-        done: dict[int, dict[Any, tuple[Any, Any]]] = {}
+        cache = self._cache
         for name, kind, what in self.plan:
             if kind == _ALONG:
-                got = done.get(what)
+                start, stop = lo[what], hi[what]
+                got = cache.get((what, start, stop))
                 if got is None:
-                    got = done[what] = self._along(what, lo[what], hi[what])
+                    got = self._along(what, start, stop)
                 var, index = got[name]
                 variables[name] = _clone_variable(var)
                 if index is not None:
@@ -617,7 +629,7 @@ class LabelBuilder:
             elif kind == _FILL:
                 variables[name] = _clone_variable(what, values[name])
             elif kind == _KEEP:
-                variables[name] = what
+                variables[name] = _clone_variable(what)
             else:
                 var, dims = what
                 variables[name] = var.isel({d: slice(lo[k], hi[k]) for d, k in dims})

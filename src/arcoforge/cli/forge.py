@@ -79,6 +79,9 @@ def _engine_options(args: argparse.Namespace) -> dict[str, Any]:
     elif args.engine == "beam":
         if args.beam_option:
             opts["pipeline_options"] = list(args.beam_option)
+    elif args.engine == "prefect":
+        if args.workers:
+            opts["workers"] = args.workers
     return opts
 
 
@@ -170,7 +173,7 @@ def register(sub: Any) -> None:
     p.add_argument("--profile", help="feedstock: bakery profile (default: meta.yaml's)")
     p.add_argument("--profiles", help="feedstock: profiles YAML (default: $ARCOFORGE_PROFILES)")
     p.add_argument("--catalog", help="feedstock: publish to this STAC catalog")
-    p.add_argument("--engine", default="local", choices=["local", "dask", "beam"])
+    p.add_argument("--engine", default="local", choices=["local", "dask", "beam", "prefect"])
     p.add_argument("--workers", type=int, help="local/dask: number of workers")
     p.add_argument("--processes", action="store_true", help="local: use processes, not threads")
     p.add_argument("--scheduler", help="dask: scheduler address (default: a LocalCluster)")

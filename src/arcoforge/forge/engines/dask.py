@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import warnings
 from collections.abc import Iterator
 from typing import Any
 
@@ -170,7 +171,9 @@ def _run_all(c: Any, plan: Any, units: list[tuple[Any, ...]], retries: int,
     # The plan (and fork) travel as the results of small tasks rather than scattered data: a
     # worker that dies with scattered data loses it for good and its dependents wait forever,
     # whereas a task's result is simply computed again elsewhere.
-    plan_future = c.submit(_identity, plan, pure=False)
+    with warnings.catch_warnings():  # the plan of 100,000 files is tens of MB, sent once
+        warnings.filterwarnings("ignore", message="Sending large graph", category=UserWarning)
+        plan_future = c.submit(_identity, plan, pure=False)
     fork_future = c.submit(_identity, fork, pure=False) if fork is not None else None
     futures = {
         c.submit(run_unit, plan_future, unit, retries, retry_delay, fork_future, pure=False,
