@@ -234,8 +234,9 @@ def same(a: Snapshot, b: Snapshot | None, latest_only: bool = False) -> bool:
 
 def chunk_bytes(case: Case, name: str) -> dict[str, bytes]:
     base = case.root / name / "t"
+    # (a retired version's marker holds the time retention retired it: state, not data)
     return {str(p.relative_to(base)): p.read_bytes() for p in sorted(base.rglob("*"))
-            if p.is_file() and p.name != "zarr.json"}
+            if p.is_file() and p.name not in ("zarr.json", ".arcoforge-retired")}
 
 
 def kill_points(events: list[str], spread: int = SPREAD) -> list[int]:
@@ -367,7 +368,10 @@ def test_append_killed_in_its_copy_phase_converges(ersst: list[str], zygote: Zyg
     case = _zarr_case("append", ersst, tmp_path)
     case.copy_state("start", "ref")
     _, events = zygote.run(case.job("ref", 0))
-    links = [i + 1 for i, e in enumerate(events) if e == "link"]
+    # the copy's links come before the publish (whose renames are followed by the links that
+    # pin the new version under <url>.versions/)
+    first_rename = events.index("rename") if "rename" in events else len(events)
+    links = [i + 1 for i, e in enumerate(events[:first_rename]) if e == "link"]
     assert len(links) > 4
     case.copy_state("start", "k")
     rc, _ = zygote.run(case.job("k", links[len(links) // 2]))  # half-way through the copy
@@ -404,7 +408,8 @@ def test_publish_killed_between_its_two_renames_converges(ersst: list[str], zygo
     with pytest.raises(FileNotFoundError):  # a raw reader finds nothing ...
         xr.open_zarr(url, zarr_format=3, consolidated=True)
     seen = snapshot(case, "k")  # ... arcoforge reads the finalized new version
-    assert same(seen, snapshot(case, "ref")) and seen.versions == ["1.1"]
+    # (the 1.0 folder that retention retires at the end of the publish may still be listed)
+    assert same(seen, snapshot(case, "ref"), latest_only=True) and seen.versions[-1] == "1.1"
     case.run_here("k")
     assert snapshot(case, "k").versions == ["1.1"]  # not '1.0' again
     assert same(snapshot(case, "k"), snapshot(case, "ref"))
@@ -427,4 +432,4 @@ def test_publish_is_one_atomic_exchange_on_a_local_disk(ersst: list[str], zygote
         assert rc == -signal.SIGKILL
         assert (Path(case.url(f"k{k}")) / "zarr.json").exists()
         seen = snapshot(case, f"k{k}")
-        assert same(seen, old) or same(seen, new)
+        assert same(seen, old, latest_only=True) or same(seen, new, latest_only=True)

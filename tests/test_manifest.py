@@ -101,7 +101,10 @@ def compare_readers(path: str, engine: str, group: str | None) -> dict[str, Any]
             for key in keys if engine == "netcdf4" else keys[1:3]:  # h5netcdf: fewer
                 try:
                     want = raw.read(name, key)
-                except SourceReadError:  # e.g. a compound type: refused by both
+                except SourceReadError as err:  # e.g. a compound type: refused by both
+                    if "Filter error" in str(err):  # plugins gone (TensorFlow loaded): retry
+                        return {"unreadable": f"filter: {err}"}  # in a fresh interpreter
+
                     refused += 1
                     with pytest.raises(SourceReadError):
                         fast.read(name, key)

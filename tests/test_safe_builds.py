@@ -571,13 +571,17 @@ def test_append_files_counting_time_from_another_epoch(shared_data: Path, tmp_pa
                                                      "2019-04-15"]
 
 
-def test_only_icechunk_readers_keep_the_version_they_opened(ersst: list[str],
-                                                           tmp_path: Path) -> None:
-    """A dataset opened before a publish: on Icechunk (``transactional``) it keeps reading the
-    snapshot it opened, through an append and a rechunked major rebuild; on plain Zarr it does
-    not (documented in targets/zarr.py: readers must reopen, or use Icechunk)."""
+def test_readers_keep_the_version_they_opened(ersst: list[str], tmp_path: Path,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """A dataset opened before a publish keeps reading the version it opened, through an
+    append and a rechunked major rebuild: on Icechunk (``transactional``) an immutable snapshot,
+    on a local plain Zarr store the pinned folder ``<url>.versions/<v>`` (hard links) that
+    arcoforge opens, kept readable by retention for a grace period.  A raw ``xr.open_zarr(url)``
+    of the plain store does not keep its version (documented)."""
+    import xarray as xr
+
     from arcoforge.forge.targets.base import resolve_target
-    from arcoforge.forge.targets.zarr import ZarrTarget
+    from arcoforge.forge.targets.zarr import RETIRED, ZarrTarget
 
     assert IcechunkTarget.transactional and not ZarrTarget.transactional
     url = f"icechunk://{tmp_path / 'ic'}"
@@ -595,12 +599,27 @@ def test_only_icechunk_readers_keep_the_version_they_opened(ersst: list[str],
     zurl = str(tmp_path / "plain.zarr")
     bake(ersst[:4], zurl)
     zbefore = open_dataset(zurl)
+    raw_before = xr.open_zarr(zurl)
+    append(recipe(ersst[:6]), zurl)
     arcoforge.bake(recipe(ersst[2:6], chunk=3), zurl, progress=False, workers=1,
                    version_bump="major")
-    try:
-        unchanged = bool(np.array_equal(zbefore.sst.values, v1, equal_nan=True))
+    np.testing.assert_array_equal(zbefore.sst.values, v1)  # the version it opened
+    assert zbefore.sizes["time"] == 4 and open_dataset(zurl).sizes["time"] == 4
+    np.testing.assert_array_equal(open_dataset(zurl).sst.isel(time=0).values,
+                                  xr.open_dataset(ersst[2]).sst.isel(time=0).values)
+    try:  # what the docs warn about: a raw reader of the live store sees the new chunks
+        unchanged = bool(np.array_equal(raw_before.sst.values, v1, equal_nan=True))
     except Exception:  # noqa: BLE001  (reading the replaced store may fail outright)
         unchanged = False
-    assert not unchanged  # what the docs warn about: a plain Zarr reader must reopen
-    # an archived version is a stable copy that a reader may hold instead
-    np.testing.assert_array_equal(open_dataset(zurl, version="1.0").sst.values, v1)
+    assert not unchanged
+    # retention retired 1.0 (no longer listed, still readable for the grace period) ...
+    assert [v.version for v in resolve_target(zurl).versions()] == ["1.1", "2.0"]
+    assert (tmp_path / "plain.zarr.versions" / "1.0" / RETIRED).exists()
+    np.testing.assert_array_equal(open_dataset(zurl, version="1.1").sst.values[:4], v1)
+    # ... and a later retention pass removes it once the grace period is over
+    monkeypatch.setenv("ARCOFORGE_RETENTION_GRACE", "0")
+    from arcoforge.forge import versions
+
+    resolve_target(zurl).drop_version("1.1")
+    versions.apply_retention(zurl)
+    assert not (tmp_path / "plain.zarr.versions" / "1.0").exists()

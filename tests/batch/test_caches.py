@@ -380,11 +380,16 @@ def test_identity_of_published_stores(tmp_path) -> None:
     ida = dataset_identity(a)
     assert ida == dataset_identity(open_dataset(url)) == dataset_identity(a.sst)
     assert dataset_identity(b) == dataset_identity(b[["sst"]].isel(time=0))
+    v1 = a.sst.values
     _bump_sst(files, 2.0)
     _bake(files, url)
-    # read from the store when computed: a dataset opened before the new version sees it
-    assert dataset_identity(a) != ida
-    assert dataset_identity(a) == dataset_identity(open_dataset(url))
+    # a dataset opened through arcoforge keeps reading the version it opened (its pinned
+    # folder), so its identity -- and what a cache serves for it -- stays that version's
+    assert dataset_identity(a) == ida
+    np.testing.assert_array_equal(a.sst.values, v1)
+    # a raw reader of the URL sees the new version: read from the store when computed
+    assert dataset_identity(b) != ida
+    assert dataset_identity(b) == dataset_identity(open_dataset(url)) != ida
 
 
 def test_identity_of_other_zarr_stores_and_files(air: xr.Dataset, tmp_path) -> None:

@@ -50,6 +50,7 @@ from arcoforge.forge.io.redact import redact
 from arcoforge.forge.io.remote import remote_open_kwargs
 from arcoforge.forge.patterns import Index
 from arcoforge.forge.recipes import ZarrRecipe
+from arcoforge.forge.targets.zarr import live_reads
 from arcoforge.forge.transforms import apply_decoded
 from arcoforge.open import open_dataset
 from arcoforge.provenance import strip_provenance
@@ -225,8 +226,9 @@ def _verify(target: Any, recipe: ZarrRecipe, version: str | None, src_opts: dict
 
     report = VerifyReport(resolve_target(target).url)
     try:
-        store = _open_checked(lambda **kw: open_dataset(target, version=version, **kw),
-                              decode, auto_times, "the store")
+        with live_reads():  # the store at the URL, as every reader of it sees it
+            store = _open_checked(lambda **kw: open_dataset(target, version=version, **kw),
+                                  decode, auto_times, "the store")
     except _UndecodableTimes:
         raise
     except Exception as err:  # noqa: BLE001 - reported, not raised

@@ -40,6 +40,8 @@ than modifying them, so the published store is never changed).
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import ctypes
 import ctypes.util
 import errno
@@ -47,8 +49,9 @@ import json
 import logging
 import os
 import shutil
+import time
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from functools import cached_property
 from typing import Any, ClassVar
 
@@ -71,6 +74,33 @@ log = logging.getLogger("arcoforge.forge.targets.zarr")
 STATE_DIR = ".arcoforge"
 STAGING_SUFFIX = ".arcoforge-staging"
 VERSIONS_SUFFIX = ".versions"
+#: marker of an archived version that retention removed from the listing (still readable)
+RETIRED = ".arcoforge-retired"
+#: seconds a retired version stays readable (``$ARCOFORGE_RETENTION_GRACE``, default a day)
+RETENTION_GRACE_ENV = "ARCOFORGE_RETENTION_GRACE"
+
+
+_LIVE_READS: contextvars.ContextVar[bool] = contextvars.ContextVar("arcoforge_live_reads",
+                                                                   default=False)
+
+
+@contextlib.contextmanager
+def live_reads() -> Iterator[None]:
+    """Within the block, :meth:`ZarrTarget.open` reads the store at ``url`` itself rather than
+    its pinned copy: ``verify`` checks what every other reader of the URL sees."""
+    token = _LIVE_READS.set(True)
+    try:
+        yield
+    finally:
+        _LIVE_READS.reset(token)
+
+
+def retention_grace() -> float:
+    """How long a version that retention removed stays readable by readers that opened it."""
+    try:
+        return max(0.0, float(os.environ.get(RETENTION_GRACE_ENV, 86400)))
+    except ValueError:
+        return 86400.0
 #: an old store moved aside during a publish on a local disk without an atomic exchange
 OLD_INFIX = ".arcoforge-old-"
 #: marker in the state folder: the store is complete and is the new version to publish
@@ -356,7 +386,30 @@ class ZarrTarget:
         self._remove_old_stores()
         self.fs.rm(f"{dst}/{STATE_DIR}", recursive=True)
         self.__dict__.pop("_group", None)
+        self._pin_latest()
         log.info("published %s", self.url)
+
+    def _pin_latest(self) -> None:
+        """On a local disk, link the version just published into ``<url>.versions/<v>/`` (hard
+        links: no bytes copied) so that :meth:`open` hands readers a folder no later publish
+        changes: a reader keeps the version it opened."""
+        if not self.is_local:
+            return
+        self._purge_retired()
+        current = self._current_version(self.published_attrs())
+        if current is not None:
+            self.keep_version(current)
+
+    def _pinned_latest(self) -> str | None:
+        """The pinned folder of the latest version (local disk), if there is one."""
+        if not self.is_local:
+            return None
+        current = self._current_version(self.published_attrs())
+        if current is None:
+            return None
+        pinned = f"{self.path}{VERSIONS_SUFFIX}/{current}"
+        return pinned if os.path.exists(f"{pinned}/zarr.json") and \
+            not os.path.exists(f"{pinned}/{RETIRED}") else None
 
     def _remove_old_stores(self) -> None:
         if not self.is_local:
@@ -391,6 +444,8 @@ class ZarrTarget:
             for entry in self.fs.ls(vdir, detail=False):
                 if not self.fs.exists(entry.rstrip("/") + "/zarr.json"):  # incomplete copy
                     self.fs.rm(entry, recursive=True)
+        if self.fs.exists(self.path + "/zarr.json") and not self._finalized(self.path):
+            self._pin_latest()  # a crash may have come between publish and pinning
         return recovered
 
     def discard(self) -> None:
@@ -448,7 +503,8 @@ class ZarrTarget:
             return []
         names = [os.path.basename(p.rstrip("/")) for p in self.fs.ls(vdir, detail=False)]
         return sorted_versions(n for n in names if is_version(n) and not n.startswith("v")
-                               and self.fs.exists(f"{vdir}/{n}/zarr.json"))
+                               and self.fs.exists(f"{vdir}/{n}/zarr.json")
+                               and not self.fs.exists(f"{vdir}/{n}/{RETIRED}"))
 
     def versions(self) -> list[VersionInfo]:
         """The archived versions under ``<url>.versions/``, then the one at ``url`` (latest)."""
@@ -477,8 +533,38 @@ class ZarrTarget:
 
     def drop_version(self, version: str) -> None:
         """Remove the archived copy of ``version`` (the store at ``url`` is never removed); its
-        root ``zarr.json`` goes first, so a half-removed copy is never listed."""
+        root ``zarr.json`` goes first, so a half-removed copy is never listed.
+
+        On a local disk a copy is first *retired* (no longer listed, still readable) and removed
+        by a later retention pass once ``$ARCOFORGE_RETENTION_GRACE`` seconds (default a day)
+        have passed: a reader that opened it (:meth:`open` hands out the pinned latest version)
+        keeps reading it meanwhile instead of finding its chunks gone."""
         dest = f"{self.path}{VERSIONS_SUFFIX}/{format_version(version)}"
+        if self.is_local and retention_grace() > 0 and os.path.exists(dest + "/zarr.json"):
+            marker = f"{dest}/{RETIRED}"
+            if not os.path.exists(marker):
+                self._write_text(marker, str(time.time()))
+        else:
+            self._remove_version_dir(dest)
+        self._purge_retired()
+
+    def _purge_retired(self) -> None:
+        """Remove retired version folders whose grace period is over."""
+        vdir = self.path + VERSIONS_SUFFIX
+        if not os.path.isdir(vdir):
+            return
+        grace = retention_grace()
+        for name in os.listdir(vdir):
+            marker = os.path.join(vdir, name, RETIRED)
+            try:
+                with open(marker) as fh:
+                    since = float(fh.read().strip() or 0)
+            except (OSError, ValueError):
+                continue
+            if time.time() - since >= grace:
+                self._remove_version_dir(os.path.join(vdir, name))
+
+    def _remove_version_dir(self, dest: str) -> None:
         if self.fs.exists(dest + "/zarr.json"):
             self.fs.rm(dest + "/zarr.json")
         if self.fs.exists(dest):
@@ -519,6 +605,8 @@ class ZarrTarget:
         path = self._published_path()
         if path != self.path:  # mid-publish: the finalized staging store is the new version
             url = self.staging_url
+        elif version is None and not _LIVE_READS.get():  # a local store: its pinned copy
+            url = self._pinned_latest() or url
         if version is not None:
             wanted = format_version(version)
             listed = self.versions()
