@@ -17,26 +17,16 @@ import xarray as xr
 
 from arcoforge.forge.io.formats import (
     _OPEN_LOCK,
-    _check_xarray_type,
     _reader_for_filters,
     detect_engine,
 )
 from arcoforge.forge.io.integrity import check_complete
-from arcoforge.forge.io.readers import _explain, open_raw, reader_kwargs
+from arcoforge.forge.io.readers import _explain, open_raw, reader_kwargs, variable_schema
 from arcoforge.forge.patterns import Index
-from arcoforge.forge.schema import FileSchema, VariableSchema, value_digest, wants_digest
+from arcoforge.forge.schema import FileSchema, value_digest, wants_digest
 from arcoforge.forge.transforms import Transform, apply_transforms
 
 __all__ = ["open_transformed", "scan_transformed", "schema_of", "TransformedFile"]
-
-
-def _chunks_of(var: xr.Variable) -> tuple[int, ...] | None:
-    chunks = var.encoding.get("chunksizes") or var.encoding.get("preferred_chunks")
-    if isinstance(chunks, dict):
-        chunks = tuple(chunks.get(d, n) for d, n in zip(var.dims, var.shape))
-    if not chunks or len(chunks) != var.ndim:
-        return None
-    return tuple(int(c) for c in chunks)
 
 
 def _values(var: xr.Variable) -> np.ndarray:
@@ -71,12 +61,8 @@ def schema_of(ds: xr.Dataset, index: Index, url: str, path: str, size: int, sha2
     variables = {}
     digests: dict[str, str] = {}
     for name, var in ds.variables.items():
-        _check_xarray_type(var, str(name), url)
-        vdims = tuple(str(d) for d in var.dims)
-        variables[str(name)] = VariableSchema(
-            name=str(name), dims=vdims, shape=tuple(int(n) for n in var.shape),
-            dtype=var.dtype.str, attrs=dict(var.attrs), source_chunks=_chunks_of(var))
-        if wants_digest(vdims, var.shape, var.dtype.itemsize, concat_dim):
+        variables[str(name)] = variable_schema(str(name), var, url)
+        if wants_digest(var.dims, var.shape, var.dtype.itemsize, concat_dim):
             digests[str(name)] = value_digest(_values(var))
     values = None
     if concat_dim is not None and concat_dim in ds.variables and ds[concat_dim].ndim == 1:

@@ -384,8 +384,6 @@ def compile_chain(chain: Any) -> Any:
     from arcoforge.forge.recipes import ZarrRecipe
     from arcoforge.forge.transforms import SetAttrs, SetEncoding
 
-    from .patterns import _ARCOFORGE_FILE_TYPE
-
     parts = list(_parts(chain))
     if not parts or type(parts[0]).__name__ != "Create":
         raise TransformNotSupportedError("a pangeo-forge chain starts with "
@@ -432,13 +430,7 @@ def compile_chain(chain: Any) -> Any:
         warnings.warn("StoreToZarr(append_dim=...): arcoforge appends with `arcoforge append "
                       "recipe.py --target URL` (only the new files are read); `bake` builds "
                       "the whole store", UserWarning, stacklevel=2)
-    file_type = opener.file_type if opener.file_type is not None else FileType.unknown
-    if not isinstance(file_type, FileType):
-        file_type = FileType(file_type)
-    af_type = _ARCOFORGE_FILE_TYPE.get(file_type)
-    if af_type is None:
-        raise TransformNotSupportedError(f"OpenWithXarray(file_type={file_type.value!r}) is not "
-                                         "supported by arcoforge's compat layer")
+    af_type = _arcoforge_file_type(opener)
     pattern, to_pangeo = _pattern_from_items(items, af_type, opener.xarray_open_kwargs or {})
     options = SourceOptions()
     if fetch is not None:
@@ -484,13 +476,26 @@ class _StoreCheck:
             element = out[0] if out else element
 
 
+def _arcoforge_file_type(opener: Any) -> str:
+    """arcoforge's ``file_type`` for an ``OpenWithXarray``/``OpenWithKerchunk`` step."""
+    from .patterns import _ARCOFORGE_FILE_TYPE
+
+    file_type = opener.file_type if opener.file_type is not None else FileType.unknown
+    if not isinstance(file_type, FileType):
+        file_type = FileType(file_type)
+    af_type = _ARCOFORGE_FILE_TYPE.get(file_type)
+    if af_type is None:
+        raise TransformNotSupportedError(
+            f"{type(opener).__name__}(file_type={file_type.value!r}) is not supported by "
+            "arcoforge's compat layer")
+    return af_type
+
+
 def _compile_reference_chain(parts: Sequence[Any], items: Sequence[Any]) -> Any:
     """``beam.Create(...) | OpenWithKerchunk(...) | WriteCombinedReference(...)``: a
     :class:`~arcoforge.forge.virtual.recipe.VirtualRecipe` writing kerchunk references."""
     from arcoforge.forge.io.options import SourceOptions
     from arcoforge.forge.virtual.recipe import VirtualRecipe
-
-    from .patterns import _ARCOFORGE_FILE_TYPE
 
     opener = next((p for p in parts if isinstance(p, OpenWithKerchunk)), None)
     writer = next((p for p in parts if isinstance(p, WriteCombinedReference)), None)
@@ -503,13 +508,7 @@ def _compile_reference_chain(parts: Sequence[Any], items: Sequence[Any]) -> Any:
             raise TransformNotSupportedError(
                 f"{_label(p)} in a reference chain cannot be compiled: virtual references map "
                 "the sources' bytes as they are (no per-dataset steps)")
-    file_type = opener.file_type if opener.file_type is not None else FileType.unknown
-    if not isinstance(file_type, FileType):
-        file_type = FileType(file_type)
-    af_type = _ARCOFORGE_FILE_TYPE.get(file_type)
-    if af_type is None:
-        raise TransformNotSupportedError(f"OpenWithKerchunk(file_type={file_type.value!r}) is "
-                                         "not supported by arcoforge's compat layer")
+    af_type = _arcoforge_file_type(opener)
     pattern, _ = _pattern_from_items(items, af_type, {})
     storage = dict(opener.storage_options or {})
     return VirtualRecipe(pattern, source_options=SourceOptions(storage_options=storage),

@@ -215,7 +215,9 @@ def _chunks_of(var: xr.Variable) -> tuple[int, ...] | None:
     chunks = var.encoding.get("chunksizes") or var.encoding.get("preferred_chunks")
     if isinstance(chunks, dict):
         chunks = tuple(chunks.get(d, n) for d, n in zip(var.dims, var.shape))
-    return tuple(int(c) for c in chunks) if chunks else None
+    if not chunks or len(chunks) != var.ndim:  # none, or stale (a transform added a dim)
+        return None
+    return tuple(int(c) for c in chunks)
 
 
 def _concat_values(read: Any, concat_dim: str, url: str, path: str, engine: str) -> np.ndarray:
@@ -273,6 +275,14 @@ def _scan_netcdf4(path: str, group: str | None, url: str,
         root.close()
 
 
+def variable_schema(name: str, var: xr.Variable, url: str) -> VariableSchema:
+    """The :class:`VariableSchema` of a raw xarray variable (its type checked first)."""
+    _check_xarray_type(var, name, url)
+    return VariableSchema(name=name, dims=tuple(str(d) for d in var.dims),
+                          shape=tuple(int(n) for n in var.shape), dtype=var.dtype.str,
+                          attrs=dict(var.attrs), source_chunks=_chunks_of(var))
+
+
 def _scan_xarray(path: str, engine: str, open_kwargs: Mapping[str, Any] | None, url: str,
                  concat_dim: str | None, cache_dir: str | None = None,
                  ) -> tuple[dict[str, int], dict[str, VariableSchema], dict[str, Any],
@@ -282,13 +292,8 @@ def _scan_xarray(path: str, engine: str, open_kwargs: Mapping[str, Any] | None, 
         variables = {}
         digests: dict[str, str] = {}
         for name, var in ds.variables.items():
-            _check_xarray_type(var, str(name), url)
-            vdims = tuple(str(d) for d in var.dims)
-            variables[str(name)] = VariableSchema(
-                name=str(name), dims=vdims, shape=tuple(int(n) for n in var.shape),
-                dtype=var.dtype.str, attrs=dict(var.attrs), source_chunks=_chunks_of(var),
-            )
-            if wants_digest(vdims, var.shape, var.dtype.itemsize, concat_dim):
+            variables[str(name)] = variable_schema(str(name), var, url)
+            if wants_digest(var.dims, var.shape, var.dtype.itemsize, concat_dim):
                 digests[str(name)] = value_digest(var.values)
         values = None
         if concat_dim is not None and concat_dim in ds.variables and ds[concat_dim].ndim == 1:
