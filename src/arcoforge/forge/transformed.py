@@ -49,7 +49,13 @@ def open_transformed(path: str, engine: str, open_kwargs: Mapping[str, Any] | No
     kwargs.setdefault("chunks", {})
     raw = open_raw(path, engine, kwargs, url, cache_dir)
     try:
-        return apply_transforms(transforms, index, raw, url)
+        import dask
+
+        # decoding reads a little (a time variable's last value): in this thread and under
+        # the one lock every netCDF/HDF5 call of arcoforge takes -- two threads inside the
+        # netCDF library at once crash the process
+        with _OPEN_LOCK, dask.config.set(scheduler="synchronous"):
+            return apply_transforms(transforms, index, raw, url)
     except BaseException:
         raw.close()
         raise
