@@ -9,7 +9,6 @@ recorded: the flow run's state and its task runs.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import time
@@ -23,6 +22,7 @@ import pytest
 import arcoforge as af
 from arcoforge.errors import MissingDependencyError
 from arcoforge.forge.targets.zarr import ZarrTarget
+from tests.test_engines import assert_same_store as same_store
 
 pytest.importorskip("prefect")
 
@@ -87,27 +87,10 @@ def reference(ersst: list[str], tmp_path_factory: pytest.TempPathFactory) -> Pat
 # -- helpers -----------------------------------------------------------------------------------
 
 
-def _strip_stamps(obj: Any) -> Any:
-    if isinstance(obj, dict):
-        return {k: _strip_stamps(v) for k, v in obj.items() if k != "arcoforge:created"}
-    if isinstance(obj, list):
-        return [_strip_stamps(v) for v in obj]
-    return obj
-
-
 def assert_same_store(a: Path, b: Path) -> None:
-    """The same files; chunk files byte-identical; metadata equal but for the build time."""
-    files_a = sorted(p.relative_to(a).as_posix() for p in a.rglob("*") if p.is_file())
-    files_b = sorted(p.relative_to(b).as_posix() for p in b.rglob("*") if p.is_file())
-    assert files_a == files_b
-    chunks = [f for f in files_a if "/c/" in f]
-    assert len(chunks) >= 3
-    for rel in files_a:
-        da, db = (a / rel).read_bytes(), (b / rel).read_bytes()
-        if rel.endswith("zarr.json"):
-            assert _strip_stamps(json.loads(da)) == _strip_stamps(json.loads(db)), rel
-        else:
-            assert da == db, rel
+    """The engines' store comparison (tests/test_engines.py), on a store of several chunks."""
+    same_store(a, b)
+    assert len([p for p in a.rglob("*") if p.is_file() and "/c/" in p.as_posix()]) >= 3
 
 
 def flow_run(client: Any, name: str) -> Any:

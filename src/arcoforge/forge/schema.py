@@ -171,6 +171,11 @@ def _attr_equal(a: Any, b: Any) -> bool:
         return bool(np.array_equal(np.asarray(a), np.asarray(b)))
 
 
+def _attr_differs(a: Any, b: Any) -> bool:
+    """Whether an attribute is set in one file and not the other, or set differently."""
+    return (a is None) != (b is None) or (a is not None and not _attr_equal(a, b))
+
+
 def _group_key(index: Index, concat_dim: str | None) -> tuple[tuple[str, int], ...]:
     return tuple((d, p) for d, p in index.positions if d != concat_dim)
 
@@ -221,7 +226,7 @@ def _check_same_structure(ref: FileSchema, other: FileSchema, concat_dim: str | 
                     name == concat_dim or not _is_packed(rv)):
                 continue  # re-expressed in the first file's units (to_target_time_units)
             a, b = rv.attrs.get(attr), ov.attrs.get(attr)
-            if (a is None) != (b is None) or (a is not None and not _attr_equal(a, b)):
+            if _attr_differs(a, b):
                 hint = ("store them in one unit with transforms=[arcoforge.transforms."
                         "ReexpressTimes()]" if attr == "units" and _both_cf_time(rv, ov) else
                         "rebuild the odd file with the same encoding, re-encode with "
@@ -271,7 +276,7 @@ def _check_static(ref: FileSchema, other: FileSchema, concat_dim: str | None) ->
         ov = other.variables[name]
         for attr in ENCODING_ATTRS:
             a, b = rv.attrs.get(attr), ov.attrs.get(attr)
-            if (a is None) != (b is None) or (a is not None and not _attr_equal(a, b)):
+            if _attr_differs(a, b):
                 raise SchemaError(
                     f"variable {name!r} (no {concat_dim!r} dimension, stored once) has "
                     f"{attr}={a!r} in {ref.url} but {b!r} in {other.url}; the store would keep "

@@ -31,11 +31,11 @@ __all__ = ["CacheInfo", "NeighbourCache", "default_cache", "geometry_key"]
 def geometry_key(lons: np.ndarray, lats: np.ndarray, area_key: str, method: str,
                  params: Mapping[str, Any], backend: str) -> str:
     """The cache key of one (geolocation, area, method, parameters, backend) combination."""
+    from arcoforge.forge.schema import value_digest
+
     h = hashlib.sha256()
     for arr in (lons, lats):
-        a = np.ascontiguousarray(arr)
-        h.update(f"{a.dtype.str}{a.shape}".encode())
-        h.update(a.tobytes())
+        h.update(value_digest(arr).encode())
     h.update(json.dumps({"area": area_key, "method": method, "backend": backend,
                          "params": {k: params[k] for k in sorted(params)}},
                         sort_keys=True, default=str).encode())
