@@ -3,7 +3,8 @@
 Implements :class:`~arcoforge.forge.targets.base.Target`.  Layout::
 
     <url>/                            the latest published version
-    <url>.versions/<MAJOR.MINOR>/     older versions kept by retention (hard links when local)
+    <url>.versions/<MAJOR.MINOR>/     older versions kept by retention, and (local disk) the
+                                      latest pinned for readers (hard links)
     <url>.arcoforge-lock              the build lock (:mod:`arcoforge.forge.locking`)
     <url>.arcoforge-staging/          the store being written (invisible under <url>)
         .arcoforge/prepared           marker: layout written, holds the plan fingerprint
@@ -27,10 +28,19 @@ the complete new version at every instant: while ``<url>/zarr.json`` is missing 
 read the finalized staging store.  A raw ``xr.open_zarr(url)`` sees the old store, the new one, or
 (only on an object store, mid-publish) no store -- never a mix.
 
-Readers do **not** keep the version they opened: a reader that holds a plain Zarr store open while
-a new version is published reads chunks of the new version through its old metadata (wrong
-values, or errors after a rechunk).  A reader that must keep reading the version it opened uses
-an Icechunk target (``icechunk://``, :attr:`transactional`): it reads an immutable snapshot.
+Readers through arcoforge keep the version they opened on a local disk: every publish also links
+the new version into ``<url>.versions/<MAJOR.MINOR>/`` (hard links, no bytes copied; zarr
+replaces chunk files rather than rewriting them), and :meth:`ZarrTarget.open` reads that pinned
+folder, which no later publish changes.  Retention first retires an old version (no longer
+listed, still readable) and removes it ``$ARCOFORGE_RETENTION_GRACE`` seconds later, so its
+readers never find its chunks gone (zarr would read them as fill values).  A raw
+``xr.open_zarr(url)`` -- and any reader of a store on an object store, where links do not
+exist -- reads ``<url>`` itself: held open across a publish it reads chunks of the new version
+through old metadata; readers that must keep their version there use an Icechunk target
+(``icechunk://``, :attr:`transactional`).  Writing into a published store with other tools
+(``to_zarr(region=...)``) makes no new version: arcoforge's readers keep reading the pinned,
+published one, and ``verify`` (which reads the live URL, :func:`live_reads`) reports the
+difference.
 
 Re-running the same build reuses the staging store: finished tasks are skipped, and their chunk
 bytes are those an uninterrupted build writes.  An append (``prepare(..., grow=True)``) starts
