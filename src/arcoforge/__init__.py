@@ -34,7 +34,7 @@ if TYPE_CHECKING:  # what type checkers and IDEs see; at run time the names load
     )
     from arcoforge.forge.recipes import ZarrRecipe
     from arcoforge.forge.virtual.recipe import VirtualRecipe
-    from arcoforge.open import open_dataset
+    from arcoforge.open import open_dataset, open_datatree
 
 __version__ = "0.1.0"
 
@@ -60,6 +60,7 @@ _LAZY: dict[str, str] = {
     "ZarrRecipe": "arcoforge.forge.recipes",
     "VirtualRecipe": "arcoforge.forge.virtual.recipe",
     "open_dataset": "arcoforge.open",
+    "open_datatree": "arcoforge.open",
 }
 
 #: public submodules reachable as attributes (``af.transforms``)
@@ -86,6 +87,7 @@ __all__ = [
     "lint",
     "load_meta",
     "open_dataset",
+    "open_datatree",
     "pattern_from_file_sequence",
     "reassemble",
     "test_feedstock",

@@ -14,11 +14,12 @@ from typing import Any
 
 import xarray as xr
 
-from arcoforge.errors import TargetError
+from arcoforge.errors import NotFoundError, TargetError
 from arcoforge.forge.schema import attrs_from_json
-from arcoforge.provenance import ATTR_TYPES
+from arcoforge.provenance import ATTR_TYPES, GROUPS
 
-__all__ = ["open_dataset", "restore_attr_types", "ATTR_TYPES_KEY"]
+__all__ = ["open_dataset", "open_datatree", "store_groups", "restore_attr_types",
+           "ATTR_TYPES_KEY"]
 
 ATTR_TYPES_KEY = ATTR_TYPES
 
@@ -37,7 +38,8 @@ def restore_attr_types(raw: xr.Dataset) -> xr.Dataset:
 
 def open_dataset(target: Any, dataset_id: str | None = None, *, version: str | None = None,
                  decode_times: Any = True, chunks: Any = None,
-                 storage_options: Mapping[str, Any] | None = None, **kwargs: Any) -> xr.Dataset:
+                 storage_options: Mapping[str, Any] | None = None, group: str | None = None,
+                 **kwargs: Any) -> xr.Dataset:
     """Open a store built by arcoforge as a lazily loaded, CF-decoded :class:`xarray.Dataset`.
 
     * ``open_dataset("ersst.zarr")`` -- a Zarr URL/path (``storage_options`` for fsspec);
@@ -49,9 +51,14 @@ def open_dataset(target: Any, dataset_id: str | None = None, *, version: str | N
     The second positional argument is always a catalog dataset id, never a version: an id such
     as ``"2020"`` or ``"1.0"`` is looked up in the catalog, and naming a version of a store
     needs ``version=``.  ``decode_times=False`` keeps times as numbers (for calendars that
-    cannot be decoded); other ``kwargs`` go to :func:`xarray.decode_cf`.
+    cannot be decoded); other ``kwargs`` go to :func:`xarray.decode_cf`.  ``group`` opens one
+    Zarr group of a store built with ``ZarrRecipe(groups=...)`` (e.g. ``"data_01/ku"``);
+    :func:`open_datatree` opens them all.
     """
     if dataset_id is not None:
+        if group:
+            raise TargetError("open a group of a catalog dataset with its store's URL: "
+                              "open_dataset(<store>, group=...)")
         if not _is_catalog(target, kwargs.get("catalog_storage_options", storage_options)):
             raise TargetError(
                 f"{target!s} is not a STAC catalog (it has no catalog.json), so {dataset_id!r} "
@@ -64,9 +71,44 @@ def open_dataset(target: Any, dataset_id: str | None = None, *, version: str | N
                                  chunks=chunks, storage_options=storage_options, **kwargs)
     from arcoforge.forge.targets.open import open_raw_store
 
-    raw = open_raw_store(target, version=version, chunks=chunks, storage_options=storage_options)
+    group = "/".join(p for p in (group or "").split("/") if p)
+    if group:
+        groups = store_groups(target, version=version, storage_options=storage_options)
+        if group not in groups:
+            raise NotFoundError(
+                f"{target!s} has no group {group!r}; "
+                + (f"its groups are {groups}" if groups else
+                   "it was built without groups (its variables are at the root)"))
+    raw = open_raw_store(target, version=version, chunks=chunks, storage_options=storage_options,
+                         group=group or None)
     ds = restore_attr_types(raw)
     return xr.decode_cf(ds, decode_times=decode_times, **kwargs)
+
+
+def store_groups(target: Any, *, version: str | None = None,
+                 storage_options: Mapping[str, Any] | None = None) -> list[str]:
+    """The Zarr groups of a store built with ``ZarrRecipe(groups=...)``, parents first (empty
+    for a store without groups)."""
+    from arcoforge.forge.targets.open import open_raw_store
+
+    with open_raw_store(target, version=version, storage_options=storage_options) as root:
+        return [str(g) for g in root.attrs.get(GROUPS) or []]
+
+
+def open_datatree(target: Any, *, version: str | None = None, decode_times: Any = True,
+                  chunks: Any = None, storage_options: Mapping[str, Any] | None = None,
+                  **kwargs: Any) -> xr.DataTree:
+    """Open every group of a store built by arcoforge as an :class:`xarray.DataTree` (the
+    root holds the dataset's attributes; each Zarr group of a ``ZarrRecipe(groups=...)``
+    build is a node, decoded as :func:`open_dataset` decodes it).  A store without groups
+    gives a tree of one node."""
+    nodes = {"/": open_dataset(target, version=version, decode_times=decode_times,
+                               chunks=chunks, storage_options=storage_options, **kwargs)}
+    for g in store_groups(target, version=version, storage_options=storage_options):
+        nodes["/" + g] = open_dataset(target, version=version, decode_times=decode_times,
+                                      chunks=chunks, storage_options=storage_options, group=g,
+                                      **kwargs)
+    return xr.DataTree.from_dict(nodes)
 
 
 def _is_catalog(target: Any, storage_options: Mapping[str, Any] | None) -> bool:

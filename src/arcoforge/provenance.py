@@ -61,6 +61,8 @@ VERSION = "arcoforge:version"
 FINGERPRINT = "arcoforge:fingerprint"
 #: numpy types of attributes, restored by ``open_dataset`` (JSON forgets float32)
 ATTR_TYPES = "arcoforge:attr_types"
+#: a grouped build's Zarr groups (paths, parents first), on the root group
+GROUPS = "arcoforge:groups"
 #: Icechunk: build-branch bookkeeping
 BUILD = "arcoforge:build"
 BASE = "arcoforge:base"

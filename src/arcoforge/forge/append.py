@@ -31,14 +31,21 @@ import numpy as np
 
 from arcoforge.errors import AppendError, SchemaError
 from arcoforge.forge.bake import Plan, TaskStats, plan_for, recover, run_plan, scan_pattern
+from arcoforge.forge.groups import open_flat
 from arcoforge.forge.io.fetch import redact
 from arcoforge.forge.patterns import Index
 from arcoforge.forge.plan import compile_tasks
 from arcoforge.forge.recipes import ZarrRecipe
-from arcoforge.forge.schema import FileSchema, TargetSchema, combine_schemas, reexpress_times
+from arcoforge.forge.schema import (
+    FileSchema,
+    TargetSchema,
+    combine_schemas,
+    concat_coordinate,
+    reexpress_times,
+)
 from arcoforge.forge.targets.base import resolve_target
 from arcoforge.forge.transforms import resolve_transforms
-from arcoforge.provenance import APPENDED, SOURCES, VERSION, source_records
+from arcoforge.provenance import APPENDED, GROUPS, SOURCES, VERSION, source_records
 
 __all__ = ["append", "compile_append_plan", "AppendResult", "AppendError"]
 
@@ -124,7 +131,16 @@ def compile_append_plan(recipe: ZarrRecipe, target: Any, *, workdir: str | None 
         return None
     workdir = workdir or recipe.source_options.cache or tempfile.mkdtemp(prefix="arcoforge-")
 
-    published = tgt.open()
+    stored_groups = [str(g) for g in attrs.get(GROUPS) or []]
+    groups = tuple(getattr(recipe, "groups", ()) or ())
+    if bool(stored_groups) != bool(groups):
+        raise AppendError(
+            f"{tgt.url} was built " + (f"with groups {stored_groups}" if stored_groups else
+                                       "without groups")
+            + " but the recipe " + (f"names groups {list(groups)}" if groups else
+                                    "names none") + "; append with the recipe it was built with")
+    # a grouped store as one flat dataset ("data_01/ku/x"), the way the scan names its sources
+    published = open_flat(tgt, stored_groups) if stored_groups else tgt.open()
     if cdim not in published.sizes:
         raise AppendError(f"{tgt.url} has no dimension {cdim!r} to append along")
     old_len = int(published.sizes[cdim])
@@ -137,7 +153,7 @@ def compile_append_plan(recipe: ZarrRecipe, target: Any, *, workdir: str | None 
 
     def scan(items: Sequence[tuple[Index, str]]) -> list[FileSchema]:
         return scan_pattern(pattern, recipe.source_options, workdir, scan_workers, items=items,
-                            transforms=transforms)
+                            transforms=transforms, groups=groups)
 
     new_files = scan(new_items)
     tail: list[FileSchema] = []
@@ -253,10 +269,11 @@ def _grown_schema(combined: TargetSchema, published: Any, cdim: str, base: int, 
             attrs = {**attrs, "units": units}
         variables[name] = replace(var, shape=tuple(shape), attrs=attrs)
     concat_values = combined.concat_values
-    if concat_values is not None and cdim in published.variables:
-        stored = published.variables[cdim]
+    coord = concat_coordinate(combined.variables, cdim)
+    if concat_values is not None and coord is not None and coord in published.variables:
+        stored = published.variables[coord]
         new_values = reexpress_times(
-            np.asarray(concat_values)[tail_len:], combined.variables[cdim].attrs.get("units"),
+            np.asarray(concat_values)[tail_len:], combined.variables[coord].attrs.get("units"),
             stored.attrs.get("units"), str(stored.attrs.get("calendar", "standard")),
             where=f"of {cdim!r} in {first_new} ")
         old_values = np.asarray(stored.values)

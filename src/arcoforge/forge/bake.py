@@ -24,11 +24,13 @@ from typing import Any
 
 import numpy as np
 
-from arcoforge.errors import SchemaError
+from arcoforge.errors import ConfigError, SchemaError
+from arcoforge.forge.groups import GroupedFile, resolve_groups, scan_grouped
 from arcoforge.forge.io.fetch import SourceOptions, fetch
 from arcoforge.forge.io.formats import remote_engine
 from arcoforge.forge.io.manifest import ManifestFile, open_reader
 from arcoforge.forge.io.readers import RawFile, detect_engine, scan_file
+from arcoforge.forge.io.redact import redact
 from arcoforge.forge.io.remote import remote_open_kwargs, scan_remote_input
 from arcoforge.forge.patterns import FilePattern, Index
 from arcoforge.forge.plan import (
@@ -52,6 +54,7 @@ from arcoforge.forge.transformed import TransformedFile, scan_transformed
 from arcoforge.forge.transforms import Transform, resolve_transforms, transforms_digest
 from arcoforge.provenance import (
     CREATED,
+    GROUPS,
     PACKAGE_VERSIONS,
     RECIPE,
     RECIPE_HASH,
@@ -118,12 +121,18 @@ class ScanJob:
     options: SourceOptions
     workdir: str
     transforms: tuple[Transform, ...] = ()
+    #: the recipe's NetCDF4/HDF5 groups (:mod:`arcoforge.forge.groups`); () for the root only
+    groups: tuple[str, ...] = ()
 
     def __call__(self, item: tuple[Index, str]) -> FileSchema:
         pattern = self.pattern
         cdim = pattern.concat_dim.name if pattern.concat_dim else None
         index, url = item
         remote = remote_engine(url, pattern.file_type)
+        if remote is not None and self.groups:
+            raise ConfigError(
+                f"groups={list(self.groups)} needs NetCDF4/HDF5 files, but {redact(url)} is read "
+                f"where it is as {remote}; name one group with open_kwargs={{'group': ...}}")
         if remote is not None:  # OPeNDAP, Zarr: read where it is, never downloaded
             return scan_remote_input(index, url, cdim, remote, pattern, self.options,
                                      self.transforms, side_file_dir(self.workdir))
@@ -131,15 +140,26 @@ class ScanJob:
         cached = self._cache_path(local.sha256, cdim)
         schema = _load_scan(cached)
         if schema is None:
-            if self.transforms:
-                schema = scan_transformed(index, local.url, local.path, local.size,
-                                          local.sha256, cdim, pattern.file_type,
-                                          pattern.open_kwargs, self.transforms,
-                                          cache_dir=side_file_dir(self.workdir))
+            def scan_one(group: str | None) -> FileSchema:
+                kwargs = dict(pattern.open_kwargs)
+                if group:
+                    kwargs["group"] = group
+                if self.transforms:
+                    return scan_transformed(index, local.url, local.path, local.size,
+                                            local.sha256, cdim, pattern.file_type, kwargs,
+                                            self.transforms,
+                                            cache_dir=side_file_dir(self.workdir))
+                return scan_file(index, local.url, local.path, local.size, local.sha256,
+                                 cdim, pattern.file_type, kwargs,
+                                 cache_dir=side_file_dir(self.workdir))
+
+            if self.groups:
+                schema = scan_grouped(scan_one,
+                                      resolve_groups(self.groups, local.path, local.url),
+                                      index, local.url, local.path, local.size, local.sha256,
+                                      cdim)
             else:
-                schema = scan_file(index, local.url, local.path, local.size, local.sha256,
-                                   cdim, pattern.file_type, pattern.open_kwargs,
-                                   cache_dir=side_file_dir(self.workdir))
+                schema = scan_one(None)
             _save_scan(cached, schema)
         else:  # the same bytes scanned before (maybe at another place in the pattern)
             schema.index, schema.url, schema.path = index, local.url, local.path
@@ -153,13 +173,14 @@ class ScanJob:
             return None  # the same bytes may give another schema at another index
         key = hashlib.sha256(json.dumps(
             [sha256, self.pattern.file_type, self.pattern.open_kwargs, cdim,
-             transforms_digest(self.transforms) if self.transforms else None, _SCAN_VERSION],
+             transforms_digest(self.transforms) if self.transforms else None, _SCAN_VERSION,
+             list(self.groups)],
             sort_keys=True, default=str).encode()).hexdigest()
         return os.path.join(self.workdir, "scans", key + ".pkl")
 
 
 #: bump when FileSchema changes shape: older cached scans are then ignored
-_SCAN_VERSION = 1
+_SCAN_VERSION = 2
 
 
 def _load_scan(path: str | None) -> FileSchema | None:
@@ -201,12 +222,13 @@ def scan_pattern(pattern: FilePattern, options: SourceOptions, workdir: str,
                  progress: Callable[[int, int], None] | None = None,
                  items: Sequence[tuple[Index, str]] | None = None,
                  transforms: Sequence[Transform] = (),
-                 scan_map: ScanMap | None = None) -> list[FileSchema]:
+                 scan_map: ScanMap | None = None,
+                 groups: Sequence[str] = ()) -> list[FileSchema]:
     """Fetch every source (or only ``items``, a subset of ``pattern.items()``) and read its
-    metadata (through ``transforms``), in parallel; results in order.  ``scan_map`` runs the
-    scan on an engine's workers (default: ``max_workers`` threads here)."""
+    metadata (through ``transforms``; of ``groups`` when given), in parallel; results in order.
+    ``scan_map`` runs the scan on an engine's workers (default: ``max_workers`` threads here)."""
     items = list(pattern.items()) if items is None else list(items)
-    job = ScanJob(pattern, options, workdir, tuple(transforms))
+    job = ScanJob(pattern, options, workdir, tuple(transforms), tuple(groups))
     out: list[FileSchema] = []
     seen: OrderedDict[bytes, Any] = OrderedDict()  # one copy of the layout files share
     if scan_map is not None:
@@ -233,14 +255,15 @@ def scan_sources(recipe: ZarrRecipe, workdir: str, max_workers: int = 8,
     resolved after a first scan, and the files scanned again through the bound chain."""
     pattern = recipe.pattern
     transforms = tuple(getattr(recipe, "transforms", ()) or ())
+    groups = tuple(getattr(recipe, "groups", ()) or ())
     files = scan_pattern(pattern, recipe.source_options, workdir, max_workers, progress,
-                         items=items, transforms=transforms, scan_map=scan_map)
+                         items=items, transforms=transforms, scan_map=scan_map, groups=groups)
     if any(t.needs_all_files for t in transforms):
         cdim = pattern.concat_dim.name if pattern.concat_dim else None
         transforms = resolve_transforms(transforms, files, cdim)
         files = scan_pattern(pattern, recipe.source_options, workdir, max_workers,
                              items=[(f.index, f.fetch_url or f.url) for f in files],
-                             transforms=transforms, scan_map=scan_map)
+                             transforms=transforms, scan_map=scan_map, groups=groups)
     return files, transforms
 
 
@@ -259,23 +282,35 @@ class _OpenFiles:
     def __init__(self, maxsize: int = 16, cache_dir: str | None = None) -> None:
         self.maxsize = maxsize
         self.cache_dir = cache_dir
-        self._items: OrderedDict[str, RawFile | ManifestFile | TransformedFile] = OrderedDict()
+        self._items: OrderedDict[
+            str, RawFile | ManifestFile | TransformedFile | GroupedFile] = OrderedDict()
 
     def get(self, path: str, engine: str, open_kwargs: Mapping[str, Any], url: str,
             transforms: Sequence[Transform] = (), index: Index | None = None,
-            ) -> RawFile | ManifestFile | TransformedFile:
+            grouped: bool = False,
+            ) -> RawFile | ManifestFile | TransformedFile | GroupedFile:
         f = self._items.pop(path, None)
-        if f is None and transforms:
-            f = TransformedFile(path, engine, open_kwargs, url, transforms, index or Index(),
-                                cache_dir=self.cache_dir)
+        if f is None and grouped:  # one reader per group, opened when first read
+            def open_group(group: str) -> RawFile | ManifestFile | TransformedFile:
+                kwargs = {**open_kwargs, "group": group} if group else dict(open_kwargs)
+                return self._open_one(path, engine, kwargs, url, transforms, index)
+            f = GroupedFile(open_group, url)
         elif f is None:
-            # HDF5/NetCDF-4: chunks read from the manifest, decoded outside HDF5's lock
-            f = open_reader(path, engine, open_kwargs, url, cache_dir=self.cache_dir)
+            f = self._open_one(path, engine, open_kwargs, url, transforms, index)
         self._items[path] = f
         while len(self._items) > self.maxsize:
             _, old = self._items.popitem(last=False)
             old.close()
         return f
+
+    def _open_one(self, path: str, engine: str, open_kwargs: Mapping[str, Any], url: str,
+                  transforms: Sequence[Transform] = (), index: Index | None = None,
+                  ) -> RawFile | ManifestFile | TransformedFile:
+        if transforms:
+            return TransformedFile(path, engine, open_kwargs, url, transforms, index or Index(),
+                                   cache_dir=self.cache_dir)
+        # HDF5/NetCDF-4: chunks read from the manifest, decoded outside HDF5's lock
+        return open_reader(path, engine, open_kwargs, url, cache_dir=self.cache_dir)
 
     def close(self) -> None:
         for f in self._items.values():
@@ -313,6 +348,8 @@ class Plan:
     extra_attrs: dict[str, Any] = field(default_factory=dict)
     #: the recipe's transforms, bound to the scanned files (applied when reading sources)
     transforms: tuple[Transform, ...] = ()
+    #: the recipe's groups: variables are named ``<group>/<name>`` and read from that group
+    groups: tuple[str, ...] = ()
 
     # -- helpers ---------------------------------------------------------------------------
     def _local_path(self, pos: int) -> tuple[str, FileSchema]:
@@ -325,14 +362,15 @@ class Plan:
         return local.path, f
 
     def _open(self, files: _OpenFiles, pos: int,
-              ) -> tuple[RawFile | ManifestFile | TransformedFile, FileSchema]:
+              ) -> tuple[RawFile | ManifestFile | TransformedFile | GroupedFile, FileSchema]:
         path, f = self._local_path(pos)
         remote = remote_engine(path, self.file_type)
         if remote is not None:
             kwargs = remote_open_kwargs(path, remote, self.open_kwargs, self.source_options)
             return files.get(path, remote, kwargs, f.url, self.transforms, f.index), f
         engine = detect_engine(path, self.file_type, f.url)
-        return files.get(path, engine, self.open_kwargs, f.url, self.transforms, f.index), f
+        return files.get(path, engine, self.open_kwargs, f.url, self.transforms, f.index,
+                         grouped=bool(self.groups)), f
 
     def static_values(self) -> dict[str, np.ndarray]:
         """Values written at prepare: variables without the concat dim (from the first file of
@@ -439,6 +477,7 @@ class Plan:
             PACKAGE_VERSIONS: package_versions(),
             SOURCES: (list(self.sources) if self.sources is not None
                       else source_records(self.schema.files)),
+            **({GROUPS: list(self.schema.group_attrs)} if self.groups else {}),
             **self.extra_attrs,
         }
 
@@ -498,6 +537,7 @@ def plan_for(recipe: ZarrRecipe, schema: TargetSchema, chunks: dict[str, int],
         open_kwargs=recipe.pattern.open_kwargs,
         max_block_bytes=recipe.max_block_bytes,
         fingerprint=fingerprint,
+        groups=tuple(getattr(recipe, "groups", ()) or ()),
         **extra,
     )
 

@@ -195,5 +195,7 @@ def schema_fingerprint(schema: TargetSchema, chunks: Mapping[str, int]) -> str:
         "vars": {n: [v.dims, v.shape, v.dtype] for n, v in sorted(schema.variables.items())},
         "files": [[f.url, f.sha256] for f in schema.files],
     }
+    if schema.group_attrs:
+        doc["groups"] = list(schema.group_attrs)
     h.update(json.dumps(doc, sort_keys=True, default=str).encode())
     return h.hexdigest()

@@ -8,6 +8,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from arcoforge.errors import ConfigError
+from arcoforge.forge.groups import normalize_groups
 from arcoforge.forge.io.fetch import SourceOptions
 from arcoforge.forge.patterns import FilePattern
 from arcoforge.forge.transforms import Transform, as_transforms, describe_transforms
@@ -39,6 +41,13 @@ class ZarrRecipe:
         ``lambda store: xr.open_dataset(store, engine="zarr")`` plus assertions); one that
         raises fails the bake with :class:`~arcoforge.errors.CheckError`.  Not part of the
         recipe hash: they look at the output, they do not shape it.
+    groups:
+        NetCDF4/HDF5 groups to build, e.g. ``["data_01", "data_01/ku"]`` (``"*"``: the root
+        and every group).  The store gets one Zarr group per listed group, with its variables
+        and attributes (``arcoforge.open_datatree(store)``); the dataset's attributes are the
+        root group's.  Each group is concatenated along the pattern's concat dimension, which
+        a group may take from its parent (as NetCDF4 allows).  Default: the file's root group
+        only (or the one group named by ``open_kwargs={"group": ...}``).
     """
 
     pattern: FilePattern
@@ -47,9 +56,16 @@ class ZarrRecipe:
     max_block_bytes: int = 256 * 2**20
     transforms: Sequence[Transform | Any] = ()
     checks: Sequence[Callable[[Any], Any]] = ()
+    groups: str | Sequence[str] | None = None
 
     def __post_init__(self) -> None:
         self.transforms = as_transforms(self.transforms)
+        self.groups = normalize_groups(self.groups)
+        if self.groups and self.pattern.open_kwargs.get("group"):
+            raise ConfigError(
+                "the recipe names groups=... and the pattern open_kwargs a 'group' too: name "
+                "one group in open_kwargs, or several (without open_kwargs['group']) in groups"
+            )
 
     def sha256(self) -> str:
         """A hash of everything that determines the build's output."""
@@ -58,6 +74,8 @@ class ZarrRecipe:
         if self.transforms:
             h.update(json.dumps(describe_transforms(self.transforms), sort_keys=True,
                                 default=str).encode())
+        if self.groups:
+            h.update(json.dumps(["groups", list(self.groups)]).encode())
         return h.hexdigest()
 
     def describe(self) -> dict[str, Any]:
@@ -68,4 +86,6 @@ class ZarrRecipe:
         }
         if self.transforms:
             out["transforms"] = describe_transforms(self.transforms)
+        if self.groups:
+            out["groups"] = list(self.groups)
         return out

@@ -82,6 +82,8 @@ class FileSchema:
     #: digests of the raw values of variables without the concat dimension (see
     #: :func:`value_digest`): the store keeps one copy of them, so they must agree across files
     static_digests: dict[str, str] = field(default_factory=dict)
+    #: attributes of each group of a grouped source (``recipe.groups``), by group path
+    group_attrs: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 @dataclass
@@ -100,12 +102,57 @@ class TargetSchema:
     group_files: dict[tuple[tuple[str, int], ...], list[tuple[int, int]]]
     #: raw values of the concat coordinate over the whole dataset (None if it has none)
     concat_values: np.ndarray | None = None
+    #: attributes of each group of a grouped build, by group path (empty: no groups)
+    group_attrs: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def nbytes(self) -> int:
         total = 0
         for v in self.variables.values():
             total += int(np.prod(v.shape, dtype=np.int64)) * v.itemsize
         return total
+
+
+# -- group-qualified names (see arcoforge.forge.groups) ----------------------------------
+
+
+def qualify(group: str, name: str) -> str:
+    """The forge's name of variable ``name`` of ``group`` (``"data_01/ku/sig0"``)."""
+    return f"{group}/{name}" if group else name
+
+
+def split_name(name: str) -> tuple[str, str]:
+    """``(group, leaf name)`` of a qualified variable name (``("", name)`` at the root)."""
+    group, _, leaf = name.rpartition("/")
+    return group, leaf
+
+
+def is_concat_coordinate(name: str, concat_dim: str | None) -> bool:
+    """Whether variable ``name`` (qualified or not) is named like the concat dimension."""
+    return concat_dim is not None and split_name(name)[1] == concat_dim
+
+
+def coordinate_of(variables: Mapping[str, Any], name: str, dim: str) -> str | None:
+    """The variable that is the coordinate of dimension ``dim`` for variable ``name``: ``dim``
+    in ``name``'s group or the nearest parent group that has it (NetCDF4's scoping)."""
+    group = split_name(name)[0]
+    while True:
+        candidate = qualify(group, dim)
+        if candidate in variables:
+            return candidate
+        if not group:
+            return None
+        group = split_name(group)[0]
+
+
+def concat_coordinate(variables: Mapping[str, Any], concat_dim: str) -> str | None:
+    """The variable holding the concat coordinate: ``concat_dim`` itself, or in a grouped
+    source the first group's 1-D variable named ``concat_dim`` along it."""
+    if concat_dim in variables:
+        return concat_dim
+    for name, var in variables.items():
+        if split_name(name)[1] == concat_dim and tuple(var.dims) == (concat_dim,):
+            return name
+    return None
 
 
 # -- attribute (de)serialisation -------------------------------------------------------------
@@ -223,7 +270,7 @@ def _check_same_structure(ref: FileSchema, other: FileSchema, concat_dim: str | 
             continue
         for attr in ENCODING_ATTRS:
             if attr == "units" and _both_cf_time(rv, ov) and (
-                    name == concat_dim or not _is_packed(rv)):
+                    is_concat_coordinate(name, concat_dim) or not _is_packed(rv)):
                 continue  # re-expressed in the first file's units (to_target_time_units)
             a, b = rv.attrs.get(attr), ov.attrs.get(attr)
             if _attr_differs(a, b):
@@ -417,7 +464,9 @@ def comparable_concat_values(files: Sequence[FileSchema],
 def _in_first_units(f: FileSchema, first: FileSchema, concat_dim: str) -> np.ndarray:
     """``f``'s concat coordinate values in the first file's CF time units (files often count
     "days since <their own start>")."""
-    attrs, first_attrs = f.variables[concat_dim].attrs, first.variables[concat_dim].attrs
+    attrs = f.variables[concat_coordinate(f.variables, concat_dim) or concat_dim].attrs
+    first_attrs = first.variables[concat_coordinate(first.variables, concat_dim)
+                                  or concat_dim].attrs
     return reexpress_times(np.asarray(f.concat_values), attrs.get("units"),
                            first_attrs.get("units"),
                            str(first_attrs.get("calendar", "standard")),
@@ -438,10 +487,10 @@ def _time_units(variables: Mapping[str, VariableSchema], name: str,
     if var is None or _is_packed(var):
         return None
     units, calendar = var.attrs.get("units"), var.attrs.get("calendar")
-    if units is None and concat_dim is not None and concat_dim in variables \
-            and name != concat_dim:
-        coord = variables[concat_dim].attrs
-        if name in (_text(coord.get("bounds")), _text(coord.get("climatology"))):
+    coord_name = coordinate_of(variables, name, concat_dim) if concat_dim is not None else None
+    if units is None and coord_name is not None and name != coord_name:
+        coord = variables[coord_name].attrs
+        if split_name(name)[1] in (_text(coord.get("bounds")), _text(coord.get("climatology"))):
             units = coord.get("units")
             calendar = calendar if calendar is not None else coord.get("calendar")
     units = _text(units)
@@ -503,10 +552,13 @@ def _check_concat_coordinate(files: Sequence[FileSchema], concat_dim: str) -> np
     # one vectorised test for the common case; the per-file walk only to explain a problem
     if joined is not None and joined.size > 1 and (
             joined.dtype.kind not in "iufcmM" or not bool(np.all(np.diff(joined) > 0))):
-        problem = _concat_problem(files, values, concat_dim,
-                                  files[0].variables[concat_dim].attrs)
+        coord = files[0].variables[concat_coordinate(files[0].variables, concat_dim)
+                                   or concat_dim]
+        problem = _concat_problem(files, values, concat_dim, coord.attrs)
     if problem:
-        units = str(files[0].variables[concat_dim].attrs.get("units", ""))
+        coord = files[0].variables[concat_coordinate(files[0].variables, concat_dim)
+                                   or concat_dim]
+        units = str(coord.attrs.get("units", ""))
         if " since " in units:
             raise SchemaError(problem)
         log.warning("%s (not a CF time coordinate, so the files are concatenated in pattern "
@@ -518,14 +570,15 @@ def coordinate_names(f: FileSchema) -> set[str]:
     """Names of ``f``'s coordinate-like variables: dimension coordinates (1-D, named after their
     dimension) and variables named by another variable's CF ``coordinates``, ``bounds`` or
     ``climatology`` attribute.  Only these may appear in more than one merge group."""
-    out = {name for name, v in f.variables.items() if v.dims == (name,)}
-    for v in f.variables.values():
+    out = {name for name, v in f.variables.items() if v.dims == (split_name(name)[1],)}
+    for name, v in f.variables.items():
+        group = split_name(name)[0]
         for key in ("coordinates", "bounds", "climatology"):
             value = v.attrs.get(key)
             if isinstance(value, bytes):
                 value = value.decode("utf-8", "replace")
             if isinstance(value, str):
-                out.update(value.split())
+                out.update(qualify(group, n) for n in value.split())
     return out & set(f.variables)
 
 
@@ -707,4 +760,5 @@ def combine_schemas(files: Sequence[FileSchema], concat_dim: str | None,
         variable_group=variable_group,
         group_files=group_files,
         concat_values=concat_values,
+        group_attrs={g: dict(a) for g, a in first.group_attrs.items()},
     )

@@ -134,13 +134,96 @@ def verify(target: Any, recipe: ZarrRecipe, version: str | None = None, *,
         decode.update(mask_and_scale=False, decode_times=False, decode_timedelta=False,
                       concat_characters=False, decode_coords=False)
     auto_times = "decode_times" not in decode
+    groups = tuple(getattr(recipe, "groups", ()) or ())
+    if groups:
+        return _verify_groups(target, recipe, version, opts, decode, auto_times, groups)
+    return _verify_times(target, recipe, version, opts, decode, auto_times)
+
+
+def _verify_times(target: Any, recipe: ZarrRecipe, version: str | None,
+                  src_opts: dict[str, Any], decode: dict[str, Any], auto_times: bool,
+                  group: str | None = None) -> VerifyReport:
+    """:func:`_verify`, again with raw times when they cannot be decoded (and say so)."""
     try:
-        return _verify(target, recipe, version, opts, decode, auto_times)
+        return _verify(target, recipe, version, src_opts, decode, auto_times, group)
     except _UndecodableTimes as why:
-        report = _verify(target, recipe, version, opts, {**decode, "decode_times": False}, False)
+        report = _verify(target, recipe, version, src_opts, {**decode, "decode_times": False},
+                         False, group)
         report.notes.append(f"times could not be decoded ({why}); the raw time numbers were "
                             "compared (decode_times=False)")
         return report
+
+
+def _verify_groups(target: Any, recipe: ZarrRecipe, version: str | None,
+                   src_opts: dict[str, Any], decode: dict[str, Any], auto_times: bool,
+                   groups: tuple[str, ...]) -> VerifyReport:
+    """Verify a grouped build (``recipe.groups``) group by group: each Zarr group of the store
+    against that group of every source; the store's root attributes against the first
+    source's root (its variables too, when the root is one of the groups)."""
+    from arcoforge.forge.groups import ALL_GROUPS, file_groups
+    from arcoforge.forge.targets.base import resolve_target
+    from arcoforge.open import store_groups
+
+    report = VerifyReport(resolve_target(target).url)
+    try:
+        with live_reads():
+            stored = store_groups(target, version=version)
+    except Exception as err:  # noqa: BLE001 - reported, not raised
+        report.problems.append(f"cannot open the store: {err}")
+        return report
+    first_url = next(iter(recipe.pattern.items()))[1]
+    if groups == (ALL_GROUPS,):
+        with tempfile.TemporaryDirectory(prefix="arcoforge-verify-") as workdir:
+            src = fetch(first_url, recipe.source_options, workdir)
+            groups = tuple(file_groups(src.path, src.url))
+    expected = [g for g in groups if g]
+    missing = [g for g in expected if g not in stored]
+    extra = [g for g in stored if g not in expected]
+    if missing:
+        report.problems.append(f"groups missing from the store: {missing}")
+    if extra:
+        report.problems.append(f"groups in the store but not in the recipe: {extra}")
+    for g in ([""] if "" not in groups else []) + list(groups):
+        if g and g not in stored:
+            continue
+        part = None
+        if g == "":  # the dataset's attributes; its variables when the recipe lists the root
+            part = _verify_root_attrs(target, recipe, version, src_opts, first_url,
+                                      listed="" in groups)
+        if part is None:
+            part = _verify_times(target, recipe, version, {**src_opts, "group": g} if g
+                                 else src_opts, decode, auto_times, g or None)
+        where = f"group {g!r}: " if g else "root group: "
+        report.problems += [where + p for p in part.problems]
+        report.notes += [where + n for n in part.notes]
+        report.checked_files = max(report.checked_files, part.checked_files)
+        report.checked_variables += part.checked_variables
+    return report
+
+
+def _verify_root_attrs(target: Any, recipe: ZarrRecipe, version: str | None,
+                       src_opts: dict[str, Any], url: str, listed: bool) -> VerifyReport | None:
+    """The root group of a grouped store: the dataset's attributes (from the first source)
+    when the root holds no variables to compare -- it is not ``listed`` in the recipe's
+    groups, or the sources' root has none; None when its variables need the full comparison."""
+    from arcoforge.forge.targets.base import resolve_target
+
+    report = VerifyReport(resolve_target(target).url)
+    with live_reads(), open_dataset(target, version=version, decode_times=False) as store, \
+            tempfile.TemporaryDirectory(prefix="arcoforge-verify-") as workdir:
+        src = fetch(url, recipe.source_options, workdir)
+        kwargs = {k: v for k, v in src_opts.items() if k not in ("group",)}
+        with xr.open_dataset(src.path, decode_times=False, **kwargs) as ds:
+            if listed and ds.variables:
+                return None
+            ours = strip_provenance(store.attrs)
+            if not _attrs_equal(ours, ds.attrs):
+                report.problems.append(_attr_diff(f"dataset attributes (vs {src.url})", ours,
+                                                  ds.attrs))
+        if store.variables:
+            report.problems.append("variables at the root that no source root holds: "
+                                   f"{sorted(map(str, store.variables))}")
+    return report
 
 
 def reference_dataset(recipe: ZarrRecipe, workdir: str | None = None) -> xr.Dataset:
@@ -221,13 +304,14 @@ class _Problems:
 
 
 def _verify(target: Any, recipe: ZarrRecipe, version: str | None, src_opts: dict[str, Any],
-            decode: dict[str, Any], auto_times: bool) -> VerifyReport:
+            decode: dict[str, Any], auto_times: bool, group: str | None = None) -> VerifyReport:
     from arcoforge.forge.targets.base import resolve_target
 
     report = VerifyReport(resolve_target(target).url)
     try:
         with live_reads():  # the store at the URL, as every reader of it sees it
-            store = _open_checked(lambda **kw: open_dataset(target, version=version, **kw),
+            store = _open_checked(lambda **kw: open_dataset(target, version=version,
+                                                            group=group, **kw),
                                   decode, auto_times, "the store")
     except _UndecodableTimes:
         raise

@@ -165,8 +165,10 @@ class Target(Protocol):
         """Remove an older version (retention); the latest version is never dropped."""
         ...
 
-    def open(self, version: str | None = None, chunks: Any = None) -> xr.Dataset:
-        """The raw (undecoded) dataset of the latest version, or of ``version``."""
+    def open(self, version: str | None = None, chunks: Any = None,
+             group: str | None = None) -> xr.Dataset:
+        """The raw (undecoded) dataset of the latest version, or of ``version``; of Zarr group
+        ``group`` (a grouped build's, e.g. ``"data_01/ku"``) when given."""
         ...
 
     def zarr_store(self) -> Any:

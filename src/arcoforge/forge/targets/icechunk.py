@@ -40,6 +40,7 @@ import xarray as xr
 import zarr
 
 from arcoforge.errors import NotFoundError, SingleCommitterError, TargetError
+from arcoforge.forge.groups import write_attr_types, write_group_attrs
 from arcoforge.forge.schema import TargetSchema, attrs_to_json
 from arcoforge.forge.targets.base import ICECHUNK_MEDIA_TYPE, ICECHUNK_SCHEME, LOCK_SUFFIX
 from arcoforge.forge.targets.zarr import (
@@ -369,6 +370,8 @@ class IcechunkTarget:
                     encoding.setdefault(name, {}).update(extra)
                 template.to_zarr(self._session.store, mode="w", compute=False, zarr_format=3,
                                  consolidated=False, encoding=encoding)
+                write_group_attrs(zarr.open_group(self._session.store, mode="r+",
+                                                  zarr_format=3), schema.group_attrs)
             self._session.commit("arcoforge: build started",
                                  metadata=self._build_metadata("in-progress"))
             self._new_session()
@@ -517,7 +520,7 @@ class IcechunkTarget:
             if self._session is None:
                 self._new_session()
             group = zarr.open_group(self._session.store, mode="r+", zarr_format=3)
-            group.attrs.update({**json_attrs, ATTR_TYPES: dict(attr_types)})
+            group.attrs.update({**json_attrs, ATTR_TYPES: write_attr_types(group, attr_types)})
             version = str(json_attrs[VERSION_KEY])
             message = (f"arcoforge: version {version} "
                        f"(recipe {str(json_attrs.get(RECIPE_HASH, ''))[:12]})")
@@ -620,8 +623,10 @@ class IcechunkTarget:
         if tag_name(version) in self.repo.list_tags():
             self.repo.delete_tag(tag_name(version))
 
-    def open(self, version: str | None = None, chunks: Any = None) -> xr.Dataset:
-        """The raw (undecoded) dataset of main, or of version tag ``v<version>``."""
+    def open(self, version: str | None = None, chunks: Any = None,
+             group: str | None = None) -> xr.Dataset:
+        """The raw (undecoded) dataset of main, or of version tag ``v<version>`` (of its Zarr
+        group ``group``, if given)."""
         repo = self.repo
         if version is not None:
             tag = tag_name(version)
@@ -629,7 +634,7 @@ class IcechunkTarget:
             if untagged is not None and untagged[0] == format_version(version):
                 return xr.open_zarr(repo.readonly_session(snapshot_id=untagged[1]).store,
                                     decode_cf=False, consolidated=False, zarr_format=3,
-                                    chunks=chunks)
+                                    chunks=chunks, group=group or None)
             if tag not in repo.list_tags():
                 raise NotFoundError(f"{self.url} has no version {version!r}; it has "
                                     f"{icechunk_versions(repo) or 'none'}")
@@ -637,7 +642,7 @@ class IcechunkTarget:
         else:
             session = repo.readonly_session(branch=self.branch)
         return xr.open_zarr(session.store, decode_cf=False, consolidated=False, zarr_format=3,
-                            chunks=chunks)
+                            chunks=chunks, group=group or None)
 
     def zarr_store(self) -> Any:
         """The read-only store of a session on the build branch (the latest version)."""

@@ -71,6 +71,7 @@ import xarray as xr
 import zarr
 
 from arcoforge.errors import NotFoundError, TargetError
+from arcoforge.forge.groups import group_attr_types, write_attr_types, write_group_attrs
 from arcoforge.forge.schema import TargetSchema, attrs_to_json
 from arcoforge.forge.targets.base import LOCK_SUFFIX, ZARR_MEDIA_TYPE
 from arcoforge.forge.versions import VersionInfo, format_version, is_version, sorted_versions
@@ -299,6 +300,7 @@ class ZarrTarget:
                 self._store(self.staging_url), mode="w", compute=False, zarr_format=3,
                 consolidated=False, encoding=layout_encoding(schema, chunks),
             )
+            write_group_attrs(self._open_group(self.staging_url), schema.group_attrs)
         self._write_text(self._state("prepared"), fingerprint)
         return True
 
@@ -345,7 +347,7 @@ class ZarrTarget:
         self._remove_partial_files(self.staging_path)
         group = self._open_group(self.staging_url)
         json_attrs, _ = attrs_to_json(attrs)
-        json_attrs[ATTR_TYPES] = dict(attr_types)
+        json_attrs[ATTR_TYPES] = write_attr_types(group, attr_types)  # a grouped store: each its own
         group.attrs.update(json_attrs)
         with expected_warnings():  # our .arcoforge state folder; consolidated metadata
             zarr.consolidate_metadata(self._store(self.staging_url), zarr_format=3)
@@ -609,8 +611,10 @@ class ZarrTarget:
         else:
             self.fs.copy(src, dst, recursive=True)
 
-    def open(self, version: str | None = None, chunks: Any = None) -> xr.Dataset:
-        """``xr.open_zarr(..., decode_cf=False)`` of the latest version or of ``version``."""
+    def open(self, version: str | None = None, chunks: Any = None,
+             group: str | None = None) -> xr.Dataset:
+        """``xr.open_zarr(..., decode_cf=False)`` of the latest version or of ``version`` (of
+        its Zarr group ``group``, if given)."""
         url = self.url
         path = self._published_path()
         if path != self.path:  # mid-publish: the finalized staging store is the new version
@@ -629,7 +633,8 @@ class ZarrTarget:
             url = found[0] if found[0] != self.url else url
         with expected_warnings():  # consolidated metadata, written on purpose
             return xr.open_zarr(url, decode_cf=False, consolidated=True, chunks=chunks,
-                                storage_options=self.storage_options or None, zarr_format=3)
+                                storage_options=self.storage_options or None, zarr_format=3,
+                                group=group or None)
 
     def zarr_store(self) -> Any:
         """A read-only zarr store of the published store at :attr:`url`."""
@@ -666,5 +671,6 @@ def describe_attr_types(schema: TargetSchema) -> dict[str, dict[str, str]]:
         _, t = attrs_to_json(var.attrs)
         if t:
             out[name] = t
+    out.update(group_attr_types(schema.group_attrs))  # keyed "<group>/"
     return out
 
