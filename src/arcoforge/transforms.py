@@ -11,6 +11,7 @@ from arcoforge.forge.transforms import (
     FillMissingVariable,
     Function,
     KeepVariables,
+    OnGroup,
     ReexpressTimes,
     Rename,
     Select,
@@ -32,4 +33,5 @@ __all__ = [
     "FillMissingVariable",
     "ReexpressTimes",
     "DropDuplicateSteps",
+    "OnGroup",
 ]

@@ -48,6 +48,7 @@ def open_transformed(path: str, engine: str, open_kwargs: Mapping[str, Any] | No
         kwargs["group"] = group
     kwargs.setdefault("chunks", {})
     raw = open_raw(path, engine, kwargs, url, cache_dir)
+    raw.encoding["group"] = str(group or "")  # which group transforms see (OnGroup)
     try:
         import dask
 

@@ -68,6 +68,7 @@ __all__ = [
     "FillMissingVariable",
     "ReexpressTimes",
     "DropDuplicateSteps",
+    "OnGroup",
     "as_transforms",
     "apply_transforms",
     "apply_decoded",
@@ -520,6 +521,65 @@ class DropDuplicateSteps(Transform):
         return {"transform": "DropDuplicateSteps", "keep": self.keep}
 
 
+@dataclass
+class OnGroup(Transform):
+    """Apply ``transforms`` to one group of a grouped recipe only.
+
+    With ``ZarrRecipe(groups=[...])`` every transform runs on each listed group's dataset in
+    turn (``ds.encoding["group"]`` names it, ``""`` for the root).  ``OnGroup("data_01/ku",
+    [KeepVariables(["ssha", "swh_ocean"])])`` runs its steps on that group and passes every
+    other group through unchanged.
+    """
+
+    group: str
+    transforms: Sequence[Any] = ()
+
+    def __post_init__(self) -> None:
+        self.group = "/".join(p for p in str(self.group).split("/") if p)
+        self.transforms = as_transforms(self.transforms)
+        wide = [type(t).__name__ for t in self.transforms if t.needs_all_files]
+        if wide:
+            raise ConfigError(f"OnGroup({self.group!r}): {', '.join(wide)} needs every file "
+                              "and every group; put it in the recipe's transforms instead")
+
+    @property  # type: ignore[override]
+    def metadata_only(self) -> bool:  # type: ignore[override]
+        return all(t.metadata_only for t in self.transforms)
+
+    @property  # type: ignore[override]
+    def depends_on_index(self) -> bool:  # type: ignore[override]
+        return any(t.depends_on_index for t in self.transforms)
+
+    def _mine(self, ds: xr.Dataset) -> bool:
+        return str(ds.encoding.get("group") or "").strip("/") == self.group
+
+    def apply(self, index: Index, ds: xr.Dataset) -> xr.Dataset:
+        if not self._mine(ds):
+            return ds
+        group = ds.encoding.get("group")
+        decoded = not self.metadata_only  # apply_transforms decoded it for these steps
+        for t in self.transforms:
+            before = ds
+            ds = t.apply(index, ds)
+            if decoded:  # as between the recipe's own steps
+                ds = _carry_encoding(before, ds)
+            ds.encoding.setdefault("group", group)
+        return ds
+
+    def apply_to_decoded(self, index: Index, ds: xr.Dataset) -> xr.Dataset:
+        if not self._mine(ds):
+            return ds
+        group = ds.encoding.get("group")
+        for t in self.transforms:
+            ds = t.apply_to_decoded(index, ds)
+            ds.encoding.setdefault("group", group)
+        return ds
+
+    def describe(self) -> dict[str, Any]:
+        return {"transform": "OnGroup", "group": self.group,
+                "transforms": describe_transforms(self.transforms)}
+
+
 # -- applying a chain ---------------------------------------------------------------------------
 
 
@@ -569,10 +629,78 @@ def _decode(ds: xr.Dataset) -> xr.Dataset:
         return xr.decode_cf(ds, use_cftime=None)
 
 
+def _packed_range(enc: Mapping[str, Any]) -> tuple[float, float] | None:
+    """The decoded values an integer ``encoding`` (dtype, scale_factor, add_offset,
+    ``_Unsigned``) can hold, or None when the encoding does not pack into integers."""
+    dtype = enc.get("dtype")
+    if dtype is None or np.dtype(dtype).kind not in "iu":
+        return None
+    info = np.iinfo(np.dtype(dtype))
+    lo, hi = float(info.min), float(info.max)
+    if str(enc.get("_Unsigned", "")).lower() == "true" and np.dtype(dtype).kind == "i":
+        lo, hi = 0.0, float(2 ** (8 * np.dtype(dtype).itemsize) - 1)
+    scale = float(np.asarray(enc.get("scale_factor", 1.0)))
+    offset = float(np.asarray(enc.get("add_offset", 0.0)))
+    a, b = lo * scale + offset, hi * scale + offset
+    return (min(a, b), max(a, b))
+
+
+def _check_fits(name: str, enc: Mapping[str, Any], bounds: tuple[float, float]) -> Any:
+    """A block function that raises when decoded values fall outside what the variable's
+    integer encoding can hold (the cast would wrap them around silently)."""
+    lo, hi = bounds
+    # half a step of slack: values round to the nearest step
+    step = abs(float(np.asarray(enc.get("scale_factor", 1.0)))) / 2
+
+    def check(block: np.ndarray) -> np.ndarray:
+        values = np.asarray(block)
+        finite = values[np.isfinite(values)] if values.dtype.kind == "f" else values
+        if finite.size and (finite.min() < lo - step or finite.max() > hi + step):
+            raise SchemaError(
+                f"variable {name!r}: a transform made values from {float(finite.min()):g} to "
+                f"{float(finite.max()):g}, but its encoding ({np.dtype(enc['dtype']).name}"
+                + (f", scale_factor {float(np.asarray(enc['scale_factor'])):g}"
+                   if "scale_factor" in enc else "")
+                + (f", add_offset {float(np.asarray(enc['add_offset'])):g}"
+                   if "add_offset" in enc else "")
+                + f") holds only {lo:g} to {hi:g}: they would wrap around. Give the variable "
+                "an encoding that holds them with arcoforge.transforms.SetEncoding (e.g. "
+                "{'dtype': 'int32'} or {'dtype': 'float32'}), or drop its encoding in the "
+                "transform.")
+        return block
+    return check
+
+
+def _guard_packing(ds: xr.Dataset) -> xr.Dataset:
+    """Check lazily, block by block as the values are read, that decoded float variables fit
+    the integer encoding they will be packed with."""
+    changed = {}
+    for name, var in ds.variables.items():
+        bounds = _packed_range(var.encoding)
+        if bounds is None or var.dtype.kind not in "fiu":
+            continue
+        check = _check_fits(str(name), var.encoding, bounds)
+        data = var.data
+        if hasattr(data, "map_blocks"):
+            data = data.map_blocks(check, dtype=var.dtype)
+        else:
+            data = check(np.asarray(data))
+        changed[name] = xr.Variable(var.dims, data, var.attrs, var.encoding)
+    if not changed:
+        return ds
+    out = ds.copy()
+    for name, var in changed.items():
+        out[name] = var
+        out[name].encoding = dict(var.encoding)
+    return out
+
+
 def _encode(ds: xr.Dataset) -> xr.Dataset:
-    """Back to raw values and attributes with each variable's ``.encoding``."""
+    """Back to raw values and attributes with each variable's ``.encoding`` (values that the
+    integer packing cannot hold are an error, not wrapped around)."""
     from xarray import conventions
 
+    ds = _guard_packing(ds)
     variables, attrs = conventions.encode_dataset_coordinates(ds)
     variables, attrs = conventions.cf_encoder(variables, attrs)
     for name, var in variables.items():
@@ -593,8 +721,11 @@ def apply_decoded(transforms: Sequence[Transform], index: Index, ds: xr.Dataset,
                   url: str) -> xr.Dataset:
     """Apply ``transforms`` to a dataset as ``xr.open_dataset`` decodes it (what ``verify``
     compares the store with): every step sees decoded values."""
+    group = ds.encoding.get("group")
     for t in transforms:
         try:
+            if group is not None:
+                ds.encoding.setdefault("group", group)
             ds = t.apply_to_decoded(index, ds)
         except Exception as err:  # noqa: BLE001
             raise SchemaError(f"transform {t.describe().get('name') or type(t).__name__} failed "
@@ -646,6 +777,7 @@ def apply_transforms(transforms: Sequence[Transform], index: Index,
     value-changing ones between a decode and an encode."""
     ds = raw
     decoded = False
+    group = raw.encoding.get("group")  # a grouped source: which group (see OnGroup)
     for t in transforms:
         try:
             if t.metadata_only:
@@ -655,6 +787,8 @@ def apply_transforms(transforms: Sequence[Transform], index: Index,
             elif not decoded:
                 ds = _decode(ds)
                 decoded = True
+            if group is not None:
+                ds.encoding.setdefault("group", group)
             before = ds
             ds = t.apply(index, ds)
             if decoded:

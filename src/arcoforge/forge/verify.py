@@ -213,9 +213,15 @@ def _verify_root_attrs(target: Any, recipe: ZarrRecipe, version: str | None,
             tempfile.TemporaryDirectory(prefix="arcoforge-verify-") as workdir:
         src = fetch(url, recipe.source_options, workdir)
         kwargs = {k: v for k, v in src_opts.items() if k not in ("group",)}
-        with xr.open_dataset(src.path, decode_times=False, **kwargs) as ds:
-            if listed and ds.variables:
+        with xr.open_dataset(src.path, decode_times=False, **kwargs) as opened:
+            if listed and opened.variables:
                 return None
+            ds = opened
+            transforms = _bound_transforms(recipe, workdir)
+            if transforms:  # e.g. SetAttrs on the dataset
+                ds.encoding["group"] = ""
+                ds = apply_decoded(transforms, next(iter(recipe.pattern.items()))[0], ds,
+                                   src.url)
             ours = strip_provenance(store.attrs)
             if not _attrs_equal(ours, ds.attrs):
                 report.problems.append(_attr_diff(f"dataset attributes (vs {src.url})", ours,
@@ -436,6 +442,7 @@ class _Comparison:
                 return None
             opened = ds
             if self.transforms:
+                ds.encoding["group"] = str(self.src_opts.get("group") or "")
                 ds = apply_decoded(self.transforms, self.index_of.get(url, Index()), ds, src.url)
             with opened:
                 if self.cdim is not None and self.cdim not in ds.dims:
