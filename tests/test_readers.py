@@ -347,7 +347,7 @@ def test_unknown_group(shared_data: Path, open_kwargs: dict[str, object]) -> Non
         scan_file((), str(path), str(path), path.stat().st_size, "", None,
                   open_kwargs=open_kwargs)
     text = str(info.value)
-    assert text.startswith(f"open_kwargs group 'data_01/kuu' is not in {path}; its groups are: ")
+    assert text.startswith(f"group 'data_01/kuu' is not in {path}; its groups are: ")
     assert "data_01/ku" in text.split("its groups are: ")[1].split(", ")
     with pytest.raises(ConfigError, match=r"group 'nope' is not in .*its groups are: data_01"):
         RawFile(str(path), "netcdf4", {"group": "nope"}, url=str(path))

@@ -27,6 +27,7 @@ from arcoforge.forge.transforms import (
     Rename,
     Select,
     SetAttrs,
+    SetEncoding,
 )
 from arcoforge.forge.verify import verify
 from arcoforge.provenance import RECIPE, VERSION
@@ -401,3 +402,32 @@ def test_recipe_checks_see_the_published_store(shared_data: pathlib.Path,
                                          r"AssertionError: no ice"):
         af.bake(af.ZarrRecipe(pattern, checks=[wants_ice]), str(tmp_path / "b.zarr"),
                 progress=False)
+
+
+def test_values_a_packing_cannot_hold_are_an_error(shared_data: pathlib.Path,
+                                                   tmp_path: pathlib.Path) -> None:
+    """OISST packs sst in int16 with scale 0.01 (±327.67 °C): a step that makes millidegrees
+    keeps that packing, so its values would wrap around when cast; a named error instead."""
+    f = str(shared_data / "oisst" / "oisst-avhrr-v02r01.20220913.nc")
+
+    def milli(index: object, ds: xr.Dataset) -> xr.Dataset:
+        return ds.assign(sst=ds.sst * 1000)
+
+    pattern = af.pattern_from_file_sequence([f], "time")
+    with pytest.raises(SchemaError) as err:
+        af.bake(af.ZarrRecipe(pattern, transforms=[milli]), str(tmp_path / "bad.zarr"),
+                progress=False)
+    text = str(err.value)
+    assert "variable 'sst': a transform made values from" in text
+    assert "(int16, scale_factor 0.01, add_offset 0) holds only -327.68 to 327.67: they would " \
+        "wrap around" \
+        in text and "SetEncoding" in text
+    assert not (tmp_path / "bad.zarr").exists()
+    # with an encoding that holds them: built, the values of xarray's result of the same step
+    # (in int32 steps of 0.01, which xarray decodes to float64)
+    af.bake(af.ZarrRecipe(pattern, transforms=[milli, SetEncoding({"sst": {"dtype": "int32"}})]),
+            str(tmp_path / "ok.zarr"), progress=False)
+    out = af.open_dataset(str(tmp_path / "ok.zarr"))
+    assert out["sst"].encoding["dtype"] == np.dtype("int32")
+    with xr.open_dataset(f) as src:
+        np.testing.assert_allclose(out["sst"].values, src["sst"].values * 1000, rtol=1e-6)

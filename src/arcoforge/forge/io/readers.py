@@ -117,7 +117,7 @@ def _group_error(path: str, url: str, group: str) -> ConfigError:
     except Exception:  # noqa: BLE001 - listing is a courtesy
         pass
     has = f"its groups are: {', '.join(names)}" if names else "it has no groups"
-    return ConfigError(f"open_kwargs group {group!r} is not in {url}; {has}")
+    return ConfigError(f"group {group!r} is not in {url}; {has}")
 
 
 def _select_group(root: Any, group: str | None, path: str, url: str) -> Any:

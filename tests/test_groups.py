@@ -1,0 +1,230 @@
+"""Several NetCDF4 groups of each source into one store, as Zarr groups.
+
+Data: ../shared/data/groups, two consecutive Sentinel-6A altimeter passes (NetCDF4 with a root
+holding 64 global attributes, ``/data_01`` with ``time`` (600 steps) and 84 variables, and
+``/data_01/ku`` whose 27 variables use its parent's ``time``).  Every result is compared with
+what xarray gives for the same group (``xr.open_mfdataset(..., group=...)``) and with
+``verify``; a file with two groups that disagree on ``time`` is written in tmp_path.
+"""
+
+from __future__ import annotations
+
+import pathlib
+
+import netCDF4
+import numpy as np
+import pytest
+import xarray as xr
+import zarr
+
+import arcoforge as af
+from arcoforge.errors import AppendError, ConfigError, NotFoundError, SchemaError
+from arcoforge.forge.append import append
+from arcoforge.forge.verify import verify
+from arcoforge.open import store_groups
+from arcoforge.provenance import strip_provenance
+from arcoforge.transforms import KeepVariables, OnGroup, SetAttrs, SetEncoding
+
+GROUPS = ["data_01", "data_01/ku"]
+
+
+def _files(shared: pathlib.Path) -> list[str]:
+    return sorted(str(p) for p in (shared / "groups").glob("S6A_*.nc"))
+
+
+def _recipe(files: list[str], **kw: object) -> af.ZarrRecipe:
+    return af.ZarrRecipe(af.pattern_from_file_sequence(files, "time"), **kw)  # type: ignore[arg-type]
+
+
+def _expected(files: list[str], group: str) -> xr.Dataset:
+    return xr.open_mfdataset(files, group=group, combine="nested", concat_dim="time",
+                             data_vars="minimal", coords="minimal", compat="override").load()
+
+
+def _assert_group_equals_xarray(store: str, files: list[str], group: str) -> None:
+    ours = af.open_dataset(store, group=group).load()
+    expected = _expected(files, group)
+    xr.testing.assert_identical(ours, expected)
+    for name, var in expected.variables.items():  # packing, fill values, on-disk dtypes
+        for key in ("dtype", "scale_factor", "add_offset", "_FillValue", "units", "calendar"):
+            assert ours[name].encoding.get(key) == var.encoding.get(key) or key == "dtype" and \
+                np.dtype(ours[name].encoding[key]) == np.dtype(var.encoding[key]), (name, key)
+
+
+def test_groups_become_zarr_groups_equal_to_xarray(shared_data: pathlib.Path,
+                                                   tmp_path: pathlib.Path) -> None:
+    files = _files(shared_data)
+    store = str(tmp_path / "s6.zarr")
+    # 500-step chunks: chunk rows straddle the two files
+    recipe = _recipe(files, groups=GROUPS, target_chunks={"time": 500})
+    result = af.bake(recipe, store, progress=False)
+    assert result.tasks == 3
+    for group in GROUPS:
+        _assert_group_equals_xarray(store, files, group)
+    # the tree mirrors the files'; ku takes its time coordinate from data_01, as in the file
+    tree = af.open_datatree(store)
+    source_tree = xr.open_datatree(files[0])
+    assert tree.groups == source_tree.groups == ("/", "/data_01", "/data_01/ku")
+    assert set(tree["data_01/ku"].data_vars) == set(source_tree["data_01/ku"].data_vars)
+    assert tree["data_01/ku"].sizes["time"] == 1200
+    assert "time" in tree["data_01/ku"].coords
+    # the dataset's attributes are the (first) file's global attributes
+    with xr.open_dataset(files[0]) as root:
+        assert strip_provenance(tree.attrs) == root.attrs
+        assert len(root.attrs) == 64 and not root.variables
+    assert store_groups(store) == GROUPS
+    report = verify(store, recipe)
+    assert report.ok, str(report)
+    assert report.checked_variables == 84 + 27
+    # the Zarr layout other tools read: nested groups with their own metadata
+    root_group = zarr.open_group(store, mode="r")
+    assert sorted(root_group["data_01"].group_keys()) == ["ku"]  # type: ignore[union-attr]
+    assert "ssha" in root_group["data_01/ku"]  # type: ignore[operator]
+
+
+def test_all_groups_into_icechunk_from_worker_processes(shared_data: pathlib.Path,
+                                                        tmp_path: pathlib.Path) -> None:
+    files = _files(shared_data)
+    recipe = _recipe(files, groups="*")
+    repo = f"icechunk://{tmp_path / 'repo'}"
+    af.bake(recipe, repo, progress=False)
+    assert store_groups(repo) == GROUPS
+    for group in GROUPS:
+        _assert_group_equals_xarray(repo, files, group)
+    report = verify(repo, recipe)
+    assert report.ok, str(report)
+    # the same bytes from worker processes (each opens the groups it reads on its own)
+    from tests.test_engines import assert_same_store
+
+    af.bake(recipe, str(tmp_path / "threads.zarr"), progress=False)
+    af.bake(recipe, str(tmp_path / "procs.zarr"), processes=True, workers=2, progress=False)
+    assert_same_store(tmp_path / "threads.zarr", tmp_path / "procs.zarr")
+
+
+def test_verify_names_the_group_of_a_changed_value(shared_data: pathlib.Path,
+                                                    tmp_path: pathlib.Path) -> None:
+    files = _files(shared_data)
+    store = str(tmp_path / "s6.zarr")
+    recipe = _recipe(files, groups=GROUPS)
+    af.bake(recipe, store, progress=False)
+    group = zarr.open_group(store, mode="r+")
+    arr = group["data_01/ku/swh_ocean"]
+    values = arr[:]
+    fill = arr.attrs["_FillValue"]
+    i = 600 + int(np.flatnonzero(values[600:] != fill)[0])  # a value of the second file
+    values[i] += 5  # five raw steps
+    arr[:] = values
+    group["data_01"].attrs["invented"] = "yes"
+    zarr.consolidate_metadata(store)  # what readers see of the attributes
+    report = verify(store, recipe)
+    assert not report.ok
+    text = str(report)
+    assert f"group 'data_01/ku': variable 'swh_ocean': 1 of 600 values differ from {files[1]}" in text
+    assert "group 'data_01': dataset attributes" in text and "['invented']" in text
+
+
+def test_append_a_pass_to_a_grouped_store(shared_data: pathlib.Path,
+                                          tmp_path: pathlib.Path) -> None:
+    files = _files(shared_data)
+    store = str(tmp_path / "s6.zarr")
+    af.bake(_recipe(files[:1], groups=GROUPS, target_chunks={"time": 400}), store,
+            progress=False)
+    recipe = _recipe(files, groups=GROUPS, target_chunks={"time": 400})
+    with pytest.raises(AppendError, match="built with groups"):
+        append(_recipe(files), store)
+    result = append(recipe, store)
+    assert (result.files, result.rows_added, result.version) == (1, 600, "1.1")
+    for group in GROUPS:
+        _assert_group_equals_xarray(store, files, group)
+    report = verify(store, recipe)
+    assert report.ok, str(report)
+
+
+def test_transforms_run_on_each_group(shared_data: pathlib.Path, tmp_path: pathlib.Path) -> None:
+    files = _files(shared_data)
+
+    def double_swh(index: object, ds: xr.Dataset) -> xr.Dataset:
+        assert ds.encoding["group"] == "data_01/ku"  # OnGroup passed only this group
+        return ds.assign(swh_ocean=ds.swh_ocean * 2)
+
+    steps = [KeepVariables(["ssha", "swh_ocean"]), double_swh]
+    recipe = _recipe(files, groups=GROUPS, transforms=[
+        OnGroup("data_01/ku", [*steps, SetEncoding({"swh_ocean": {"dtype": "int32"}})]),
+        SetAttrs({None: {"comment": "two passes"}})])
+    store = str(tmp_path / "t.zarr")
+    af.bake(recipe, store, progress=False)
+    tree = af.open_datatree(store)
+    ku = _expected(files, "data_01/ku")
+    assert set(tree["data_01/ku"].data_vars) == {"ssha", "swh_ocean"}
+    np.testing.assert_allclose(tree["data_01/ku"].swh_ocean.values, 2 * ku.swh_ocean.values)
+    assert tree["data_01/ku"].swh_ocean.encoding["dtype"] == np.dtype("int32")
+    assert tree.attrs["comment"] == tree["data_01"].attrs["comment"] == "two passes"
+    assert len(tree["data_01"].data_vars) == 81  # untouched by the ku-only steps
+    report = verify(store, recipe)
+    assert report.ok, str(report)
+
+    # doubled wave heights no longer fit the int16 packing: an error, not wrapped values
+    bad = _recipe(files, groups=GROUPS, transforms=[OnGroup("data_01/ku", steps)])
+    with pytest.raises(SchemaError) as err:
+        af.bake(bad, str(tmp_path / "bad.zarr"), progress=False)
+    assert "variable 'swh_ocean': a transform made values from" in str(err.value)
+    assert "(int16, scale_factor 0.001) holds only -32.768 to 32.767: they would wrap " \
+        "around" in str(err.value)
+    assert not pathlib.Path(tmp_path / "bad.zarr").exists()
+
+
+# -- errors -------------------------------------------------------------------------------------
+
+
+def test_group_errors_name_the_groups(shared_data: pathlib.Path, tmp_path: pathlib.Path) -> None:
+    files = _files(shared_data)
+    with pytest.raises(ConfigError, match="its groups are: data_01, data_01/ku"):
+        af.bake(_recipe(files, groups=["data_01", "data_02"]), str(tmp_path / "x.zarr"),
+                progress=False)
+    with pytest.raises(ConfigError, match="name one group in open_kwargs, or several"):
+        af.ZarrRecipe(af.pattern_from_file_sequence(files, "time",
+                                                    open_kwargs={"group": "data_01"}),
+                      groups=GROUPS)
+    with pytest.raises(ConfigError, match="cannot be combined with named groups"):
+        _recipe(files, groups=["*", "data_01"])
+    with pytest.raises(ConfigError, match="needs every file and every group"):
+        from arcoforge.transforms import DropDuplicateSteps
+
+        OnGroup("data_01", [DropDuplicateSteps()])
+
+    store = str(tmp_path / "s6.zarr")
+    af.bake(_recipe(files[:1], groups=["data_01"]), store, progress=False)
+    with pytest.raises(NotFoundError, match=r"has no group 'data_01/ku'; its groups are "
+                                            r"\['data_01'\]"):
+        af.open_dataset(store, group="data_01/ku")
+    plain = str(tmp_path / "plain.zarr")
+    ersst = sorted((shared_data / "ersst-v5").glob("ersst.v5.*.nc"))[:1]
+    af.bake(_recipe([str(ersst[0])]), plain, progress=False)
+    with pytest.raises(NotFoundError, match="built without groups"):
+        af.open_dataset(plain, group="data_01")
+
+
+def test_groups_that_disagree_on_a_dimension(tmp_path: pathlib.Path) -> None:
+    """1 Hz and 20 Hz groups both call their dimension ``time``: one store cannot hold both."""
+    path = tmp_path / "two_rates.nc"
+    with netCDF4.Dataset(path, "w") as nc:
+        for name, n in (("data_01", 3), ("data_20", 60)):
+            g = nc.createGroup(name)
+            g.createDimension("time", n)
+            t = g.createVariable("time", "f8", ("time",))
+            t.units = "seconds since 2021-01-01"
+            t[:] = np.arange(n) / (1 if n == 3 else 20)
+            g.createVariable("height", "f4", ("time",))[:] = np.arange(n)
+    with pytest.raises(SchemaError) as err:
+        af.bake(_recipe([str(path)], groups=["data_01", "data_20"]),
+                str(tmp_path / "x.zarr"), progress=False)
+    assert (f"dimension 'time' has length 60 in group 'data_20' of {path} but 3 in group "
+            "'data_01'") in str(err.value)
+    assert "with a recipe of their own" in str(err.value)
+    # each rate on its own builds, and equals xarray's view of that group
+    af.bake(_recipe([str(path)], groups=["data_20"]), str(tmp_path / "hz20.zarr"),
+            progress=False)
+    with xr.open_dataset(path, group="data_20") as expected:
+        xr.testing.assert_identical(
+            af.open_dataset(str(tmp_path / "hz20.zarr"), group="data_20").load(),
+            expected.load())
