@@ -228,3 +228,22 @@ def test_groups_that_disagree_on_a_dimension(tmp_path: pathlib.Path) -> None:
         xr.testing.assert_identical(
             af.open_dataset(str(tmp_path / "hz20.zarr"), group="data_20").load(),
             expected.load())
+
+
+def test_catalog_describes_every_group(shared_data: pathlib.Path, tmp_path: pathlib.Path) -> None:
+    from arcoforge.catalog.stac import publish, validate_collection
+
+    files = _files(shared_data)
+    store = str(tmp_path / "s6.zarr")
+    af.bake(_recipe(files, groups=GROUPS), store, progress=False)
+    col = publish(str(tmp_path / "catalog"), store, dataset_id="s6a-passes")
+    assert validate_collection(col) == []
+    variables = col["cube:variables"]
+    assert "data_01/ku/swh_ocean" in variables and "data_01/altitude" in variables
+    assert len([v for v in variables if v.startswith("data_01/ku/")]) == 27
+    assert col["cube:dimensions"]["time"]["type"] == "temporal"
+    assert col["extent"]["temporal"]["interval"] == [["2021-04-03T00:40:57Z",
+                                                      "2021-04-03T01:00:56Z"]]
+    # a group of a catalog dataset opens by id
+    ku = af.open_dataset(str(tmp_path / "catalog"), "s6a-passes", group="data_01/ku")
+    xr.testing.assert_identical(ku.load(), _expected(files, "data_01/ku"))

@@ -57,8 +57,7 @@ def open_dataset(target: Any, dataset_id: str | None = None, *, version: str | N
     """
     if dataset_id is not None:
         if group:
-            raise TargetError("open a group of a catalog dataset with its store's URL: "
-                              "open_dataset(<store>, group=...)")
+            kwargs["group"] = group
         if not _is_catalog(target, kwargs.get("catalog_storage_options", storage_options)):
             raise TargetError(
                 f"{target!s} is not a STAC catalog (it has no catalog.json), so {dataset_id!r} "

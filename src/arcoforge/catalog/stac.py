@@ -45,6 +45,7 @@ from arcoforge.errors import BuildLockedError, ConfigError
 from arcoforge.forge.targets.base import ICECHUNK_MEDIA_TYPE, ZARR_MEDIA_TYPE
 from arcoforge.provenance import (
     CREATED,
+    GROUPS,
     HREF,
     MAINTAINERS,
     PACKAGE_VERSIONS,
@@ -615,6 +616,32 @@ def collection_from_dataset(ds: xr.Dataset, dataset_id: str, store_url: str, *,
     return d
 
 
+def _catalog_view(root: xr.Dataset, store_url: str,
+                  storage_options: Mapping[str, Any] | None) -> xr.Dataset:
+    """What the Collection describes: ``root``, or for a store built with groups every
+    group's variables under their paths (``"data_01/ku/ssha"``), with the dimension
+    coordinates (``time``) of the group that holds them and the root's attributes."""
+    from arcoforge.open import open_dataset
+
+    groups = [str(g) for g in root.attrs.get(GROUPS) or []]
+    if not groups:
+        return root
+    coords: dict[str, xr.Variable] = {}
+    data: dict[str, xr.Variable] = {}
+    for name, var in root.variables.items():
+        (coords if name in root.coords else data)[str(name)] = var
+    for g in groups:
+        ds = open_dataset(store_url, storage_options=storage_options, group=g)
+        for name, var in ds.variables.items():
+            if name in ds.dims and name not in coords:
+                coords[str(name)] = var  # the dimension's coordinate: time, lat, ...
+            elif name in ds.coords:
+                coords[f"{g}/{name}"] = var
+            else:
+                data[f"{g}/{name}"] = var
+    return xr.Dataset(data, coords=coords, attrs=root.attrs)
+
+
 def _provenance(ds: xr.Dataset, dataset_id: str, version: str, store_url: str,
                 feedstock: str | None) -> dict[str, Any]:
     a = ds.attrs
@@ -674,7 +701,8 @@ def publish(catalog: Any, target: Any, *, dataset_id: str | None = None, meta: A
                          "dataset_id= (--id on the command line).")
     check_dataset_id(dataset_id)
     root = _root(catalog)
-    ds = open_dataset(store_url, storage_options=storage_options)
+    ds = _catalog_view(open_dataset(store_url, storage_options=storage_options), store_url,
+                       storage_options)
     m = _meta_dict(meta)
     version = str(version or ds.attrs.get(VERSION) or m.get("version") or "1.0")
     check_dataset_id(version, what=f"version of {dataset_id!r}")
