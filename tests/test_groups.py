@@ -247,3 +247,22 @@ def test_catalog_describes_every_group(shared_data: pathlib.Path, tmp_path: path
     # a group of a catalog dataset opens by id
     ku = af.open_dataset(str(tmp_path / "catalog"), "s6a-passes", group="data_01/ku")
     xr.testing.assert_identical(ku.load(), _expected(files, "data_01/ku"))
+
+
+def test_cli_bakes_verifies_and_shows_the_tree(shared_data: pathlib.Path, tmp_path: pathlib.Path,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    from arcoforge.cli import main
+
+    files = _files(shared_data)
+    recipe_py = tmp_path / "recipe.py"
+    recipe_py.write_text(
+        "import arcoforge as af\n"
+        f"recipe = af.ZarrRecipe(af.pattern_from_file_sequence({files!r}, 'time'),\n"
+        "                        groups=['data_01', 'data_01/ku'])\n")
+    store = str(tmp_path / "s6.zarr")
+    assert main(["bake", str(recipe_py), "--target", store]) == 0
+    assert main(["verify", store, "--against", str(recipe_py)]) == 0
+    assert "OK:" in capsys.readouterr().out
+    assert main(["inspect", store]) == 0
+    out = capsys.readouterr().out
+    assert "Group: /data_01/ku" in out and "swh_ocean" in out and "Group: /data_01\n" in out

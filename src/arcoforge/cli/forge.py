@@ -12,7 +12,7 @@ from typing import Any
 
 from arcoforge.cli import friendly_errors
 from arcoforge.errors import ConfigError
-from arcoforge.provenance import SOURCES, is_provenance_key
+from arcoforge.provenance import GROUPS, SOURCES, is_provenance_key
 
 __all__ = ["register", "load_recipe", "load_recipes"]
 
@@ -136,7 +136,7 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
     import arcoforge as af
 
     ds = af.open_dataset(args.thing)
-    print(ds)
+    print(af.open_datatree(args.thing) if ds.attrs.get(GROUPS) else ds)  # a grouped store
     prov = {k: v for k, v in ds.attrs.items() if is_provenance_key(k)}
     if prov:
         sources = prov.pop(SOURCES, [])
