@@ -130,7 +130,8 @@ class XarrayZarrRecipe(ZarrRecipe, BaseRecipe):
 
     ``file_pattern`` is a pangeo-style :class:`~..patterns.FilePattern` (an arcoforge
     ``FilePattern`` works too).  arcoforge's own keywords ``source_options`` (retries, cache,
-    credentials named by environment variables) and ``max_block_bytes`` are accepted as well.
+    credentials named by environment variables), ``max_block_bytes``, ``transforms``,
+    ``checks`` and ``groups`` are accepted as well.
     """
 
     file_pattern: FilePattern = field(init=False, repr=False)
@@ -173,6 +174,7 @@ class XarrayZarrRecipe(ZarrRecipe, BaseRecipe):
         max_block_bytes: int = 256 * 2**20,
         transforms: Sequence[Any] = (),
         checks: Sequence[Any] = (),
+        groups: str | Sequence[str] | None = None,
     ) -> None:
         given = file_pattern if file_pattern is not None else pattern
         if given is None:
@@ -225,7 +227,7 @@ class XarrayZarrRecipe(ZarrRecipe, BaseRecipe):
             steps.insert(0, ProcessInput(process_input, af_pattern))
         super().__init__(pattern=af_pattern, target_chunks=chunks or None,
                          source_options=options, max_block_bytes=max_block_bytes,
-                         transforms=steps, checks=checks)
+                         transforms=steps, checks=checks, groups=groups)
         self.file_pattern = pangeo
         self.inputs_per_chunk = inputs_per_chunk
         self.cache_inputs = cache_inputs
