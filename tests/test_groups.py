@@ -244,6 +244,14 @@ def test_catalog_describes_every_group(shared_data: pathlib.Path, tmp_path: path
     assert col["cube:dimensions"]["time"]["type"] == "temporal"
     assert col["extent"]["temporal"]["interval"] == [["2021-04-03T00:40:57Z",
                                                       "2021-04-03T01:00:56Z"]]
+    # the passes run eastward across 0 (longitudes 321.5 .. 360, 0 .. 69.2): the box is that
+    # arc, from the first point to the last, not the whole globe
+    track = _expected(files, "data_01")
+    lon = ((track.longitude.values + 180) % 360) - 180
+    assert col["extent"]["spatial"]["bbox"] == [[
+        round(float(lon[0]), 6), round(float(track.latitude.min()), 6),
+        round(float(lon[-1]), 6), round(float(track.latitude.max()), 6)]]
+    assert lon[0] < 0 < lon[-1]
     # a group of a catalog dataset opens by id
     ku = af.open_dataset(str(tmp_path / "catalog"), "s6a-passes", group="data_01/ku")
     xr.testing.assert_identical(ku.load(), _expected(files, "data_01/ku"))
@@ -266,3 +274,40 @@ def test_cli_bakes_verifies_and_shows_the_tree(shared_data: pathlib.Path, tmp_pa
     assert main(["inspect", store]) == 0
     out = capsys.readouterr().out
     assert "Group: /data_01/ku" in out and "swh_ocean" in out and "Group: /data_01\n" in out
+
+
+def test_root_variables_and_group_attributes(tmp_path: pathlib.Path) -> None:
+    """A station file: the root holds static variables and packed attributes, a group its
+    observations along ``time`` (two files); ``groups=["/", "obs"]`` keeps both places."""
+    paths = []
+    for k in range(2):
+        path = tmp_path / f"station_{k}.nc"
+        with netCDF4.Dataset(path, "w") as nc:
+            nc.title = "station"
+            nc.createDimension("level", 3)
+            lv = nc.createVariable("level", "f4", ("level",))
+            lv[:] = [10, 20, 30]
+            obs = nc.createGroup("obs")
+            obs.platform = "buoy 7"
+            obs.calibration = np.float32(0.5)
+            obs.createDimension("time", None)
+            t = obs.createVariable("time", "i4", ("time",))
+            t.units = f"hours since 2021-01-0{k + 1}"
+            t[:] = np.arange(4)
+            v = obs.createVariable("temp", "i2", ("time", "level"), fill_value=-999)
+            v.scale_factor = np.float32(0.01)
+            v[:] = np.arange(12).reshape(4, 3) + 100 * k
+        paths.append(str(path))
+    recipe = _recipe(paths, groups=["/", "obs"])
+    store = str(tmp_path / "station.zarr")
+    af.bake(recipe, store, progress=False)
+    report = verify(store, recipe)
+    assert report.ok, str(report)
+    root = af.open_dataset(store)
+    assert list(root.data_vars) == [] and list(root.coords) == ["level"]
+    obs = af.open_dataset(store, group="obs")
+    expected = _expected(paths, "obs")
+    xr.testing.assert_identical(obs.load(), expected)
+    assert obs.attrs["calibration"].dtype == np.float32  # the group attribute's own type
+    assert obs["temp"].dtype == np.float32  # float32 scale_factor: float32 values, as netCDF
+    assert obs["time"].values[4] == np.datetime64("2021-01-02T00:00")  # second file's origin

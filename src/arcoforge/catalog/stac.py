@@ -375,6 +375,21 @@ def _half_step(values: np.ndarray) -> float:
     return abs(step) / 2 if step else 0.0
 
 
+def _lon_arc(lon: np.ndarray) -> tuple[float, float]:
+    """``(west, east)`` in -180..180 of the shortest arc holding every longitude: its ends are
+    either side of the widest gap between neighbouring points (west > east: it crosses 180)."""
+    x = np.asarray(lon, dtype="float64").ravel()
+    x = np.unique(((x[np.isfinite(x)] + 180.0) % 360.0) - 180.0)
+    if x.size == 0:
+        return -180.0, 180.0
+    gaps = np.diff(x)
+    wrap = x[0] + 360.0 - x[-1]
+    if gaps.size == 0 or wrap >= gaps.max():
+        return float(x[0]), float(x[-1])
+    i = int(np.argmax(gaps))
+    return float(x[i + 1]), float(x[i])
+
+
 def spatial_bbox(ds: xr.Dataset) -> list[float]:
     """WGS84 bounding box ``[west, south, east, north]`` of a dataset's cells."""
     lon, lat = _geo_coord(ds, "X"), _geo_coord(ds, "Y")
@@ -386,6 +401,11 @@ def spatial_bbox(ds: xr.Dataset) -> list[float]:
     hy = _half_step(latv) if latv.ndim == 1 else 0.0
     south = max(-90.0, float(np.nanmin(latv)) - hy)
     north = min(90.0, float(np.nanmax(latv)) + hy)
+    if not (lonv.ndim == 1 and _regular_step(lonv)):
+        # tracks and swaths: the shortest arc that holds every point (a pass across 0 in
+        # 0..360 longitudes, or across 180 in -180..180, is narrow, not the whole globe)
+        west, east = _lon_arc(lonv)
+        return [round(west, 6), round(south, 6), round(east, 6), round(north, 6)]
     west, east = float(np.nanmin(lonv)) - hx, float(np.nanmax(lonv)) + hx
     if east - west >= 360.0 - 1e-9:
         west, east = -180.0, 180.0

@@ -142,13 +142,13 @@ def verify(target: Any, recipe: ZarrRecipe, version: str | None = None, *,
 
 def _verify_times(target: Any, recipe: ZarrRecipe, version: str | None,
                   src_opts: dict[str, Any], decode: dict[str, Any], auto_times: bool,
-                  group: str | None = None) -> VerifyReport:
+                  group: str | None = None, grouped: bool = False) -> VerifyReport:
     """:func:`_verify`, again with raw times when they cannot be decoded (and say so)."""
     try:
-        return _verify(target, recipe, version, src_opts, decode, auto_times, group)
+        return _verify(target, recipe, version, src_opts, decode, auto_times, group, grouped)
     except _UndecodableTimes as why:
         report = _verify(target, recipe, version, src_opts, {**decode, "decode_times": False},
-                         False, group)
+                         False, group, grouped)
         report.notes.append(f"times could not be decoded ({why}); the raw time numbers were "
                             "compared (decode_times=False)")
         return report
@@ -192,7 +192,7 @@ def _verify_groups(target: Any, recipe: ZarrRecipe, version: str | None,
                                       listed="" in groups)
         if part is None:
             part = _verify_times(target, recipe, version, {**src_opts, "group": g} if g
-                                 else src_opts, decode, auto_times, g or None)
+                                 else src_opts, decode, auto_times, g or None, grouped=True)
         where = f"group {g!r}: " if g else "root group: "
         report.problems += [where + p for p in part.problems]
         report.notes += [where + n for n in part.notes]
@@ -310,7 +310,8 @@ class _Problems:
 
 
 def _verify(target: Any, recipe: ZarrRecipe, version: str | None, src_opts: dict[str, Any],
-            decode: dict[str, Any], auto_times: bool, group: str | None = None) -> VerifyReport:
+            decode: dict[str, Any], auto_times: bool, group: str | None = None,
+            grouped: bool = False) -> VerifyReport:
     from arcoforge.forge.targets.base import resolve_target
 
     report = VerifyReport(resolve_target(target).url)
@@ -326,7 +327,8 @@ def _verify(target: Any, recipe: ZarrRecipe, version: str | None, src_opts: dict
         return report
     # downloads go to the recipe's local cache if it has one, else here (removed file by file)
     with store, tempfile.TemporaryDirectory(prefix="arcoforge-verify-") as workdir:
-        _Comparison(store, recipe, src_opts, decode, auto_times, report, workdir).run()
+        _Comparison(store, recipe, src_opts, decode, auto_times, report, workdir,
+                    grouped).run()
     return report
 
 
@@ -367,7 +369,7 @@ class _Comparison:
 
     def __init__(self, store: xr.Dataset, recipe: ZarrRecipe, src_opts: dict[str, Any],
                  decode: dict[str, Any], auto_times: bool, report: VerifyReport,
-                 workdir: str) -> None:
+                 workdir: str, grouped: bool = False) -> None:
         self.store = store
         self.recipe = recipe
         self.pattern = recipe.pattern
@@ -389,6 +391,8 @@ class _Comparison:
         #: the recipe's transforms, applied to each source as xarray opened it (decoded)
         self.transforms = _bound_transforms(recipe, workdir)
         self.index_of = {url: index for index, url in self.pattern.items()}
+        #: a group of a grouped build: it may hold only variables without the concat dim
+        self.grouped = grouped
 
     # -- the walk ----------------------------------------------------------------------------
     def run(self) -> None:
@@ -445,11 +449,11 @@ class _Comparison:
                 ds.encoding["group"] = str(self.src_opts.get("group") or "")
                 ds = apply_decoded(self.transforms, self.index_of.get(url, Index()), ds, src.url)
             with opened:
-                if self.cdim is not None and self.cdim not in ds.dims:
+                if self.cdim is not None and self.cdim not in ds.dims and not self.grouped:
                     self.report.problems.append(
                         f"{src.url} has no dimension {self.cdim!r} to concatenate along")
                     return None
-                n = int(ds.sizes[self.cdim]) if self.cdim is not None else 0
+                n = int(ds.sizes.get(self.cdim, 0)) if self.cdim is not None else 0
                 if first:
                     self._dataset_attrs(ds, src.url)
                     first = False
