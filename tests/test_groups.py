@@ -82,7 +82,7 @@ def test_groups_become_zarr_groups_equal_to_xarray(shared_data: pathlib.Path,
     assert "ssha" in root_group["data_01/ku"]  # type: ignore[operator]
 
 
-def test_all_groups_into_icechunk_from_worker_processes(shared_data: pathlib.Path,
+def test_all_groups_into_icechunk_and_from_workers(shared_data: pathlib.Path,
                                                         tmp_path: pathlib.Path) -> None:
     files = _files(shared_data)
     recipe = _recipe(files, groups="*")
@@ -99,6 +99,10 @@ def test_all_groups_into_icechunk_from_worker_processes(shared_data: pathlib.Pat
     af.bake(recipe, str(tmp_path / "threads.zarr"), progress=False)
     af.bake(recipe, str(tmp_path / "procs.zarr"), processes=True, workers=2, progress=False)
     assert_same_store(tmp_path / "threads.zarr", tmp_path / "procs.zarr")
+    # and from a Dask cluster, whose workers also scan the groups
+    af.bake(recipe, str(tmp_path / "dask.zarr"), engine="dask", workers=2,
+            threads_per_worker=1, progress=False)
+    assert_same_store(tmp_path / "threads.zarr", tmp_path / "dask.zarr")
 
 
 def test_verify_names_the_group_of_a_changed_value(shared_data: pathlib.Path,
