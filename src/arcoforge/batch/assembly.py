@@ -26,6 +26,7 @@ numpy path remains for other layouts and when numba is missing.
 from __future__ import annotations
 
 from collections.abc import Callable, Hashable, Mapping, Sequence
+from typing import Literal
 
 import numpy as np
 from numpy.lib.stride_tricks import as_strided, sliding_window_view
@@ -75,7 +76,7 @@ class _Plan:
                         if d in windows and not (self.rows and d == last)]
         self.in_dims = [var_dims[i] for i in self.in_axes]
         view = (sliding_window_view(base, [int(windows[d]) for d in self.in_dims],
-                                    axis=self.in_axes) if self.in_axes else base)
+                                    axis=tuple(self.in_axes)) if self.in_axes else base)
         vis = [d for d in odims if d in self.in_dims]  # window axes of the view, output order
         order = [self.in_dims.index(d) for d in vis]
         lead = view.ndim - len(self.in_dims)
@@ -200,7 +201,7 @@ def _cut_kernel(block: np.ndarray, var_dims: Sequence[Hashable], starts: np.ndar
     """
     if not KERNEL["enabled"] or block.dtype.hasobject:
         return None
-    plan = None
+    plan: _kernels.PatchPlan | None | Literal[False] = None
     if key is not None:
         key = (block.shape, block.strides, block.dtype.str, tuple(var_dims),
                tuple(out_order), tuple(sorted(map(repr, windows.items()))), key)

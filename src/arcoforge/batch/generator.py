@@ -38,7 +38,7 @@ import warnings
 from collections import OrderedDict
 from collections.abc import Hashable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import xarray as xr
@@ -64,7 +64,7 @@ def _to_input_dims(obj: XrObj, input_dims: Sequence[Hashable]) -> XrObj:
         new = f"{d}{SUFFIX}"
         if d in obj.coords and obj.coords[d].dims == (d,):
             coord = obj.coords[d]
-            obj = obj.drop_vars(d)
+            obj = obj.drop_vars([d])
             obj = obj.rename_dims({d: new}) if isinstance(obj, xr.Dataset) else \
                 obj.rename({d: new})
             obj = obj.assign_coords({d: (new, coord.data, coord.attrs)})
@@ -182,10 +182,10 @@ class _BlockReader:
                 skel.coords[name].variable.load()
             return skel
         data = {v: dummy(v) if v in self.lazy else obj[v].data for v in self.names}
-        skel = obj.copy(deep=False, data=data)
-        for name in skel.coords:
-            skel.variables[name].load()
-        return skel
+        skel_ds = obj.copy(deep=False, data=data)
+        for name in skel_ds.coords:
+            skel_ds.variables[name].load()
+        return skel_ds
 
     # -- blocks ----------------------------------------------------------------------------------
     def _box(self, v: Hashable, lo: np.ndarray, hi: np.ndarray) -> dict[Hashable, slice]:
@@ -227,6 +227,7 @@ class _BlockReader:
         if not np.any(spans[:, 1:] > 0):  # chunks of one block are contiguous in it already
             return None, None
         # a tile's key: its chunk's number in C order of the chunk grid
+        assert access.reader is not None  # checked in the loop above (last lazy variable)
         grid = (-(-np.asarray(access.reader.shape, dtype=np.int64) // c)).tolist()
         strides = np.array([math.prod(grid[k + 1:]) for k in range(len(grid))], dtype=np.int64)
         self.tile_strides = strides.tolist()
@@ -548,14 +549,14 @@ class BatchGenerator:
             if preload:
                 block = block.load()
             start = {d: box[d].start for d in box}
-            pieces = []
+            pieces: list[Any] = []  # all Datasets or all DataArrays: concat has no union overload
             for p in patches:
                 sel = {d: slice(s.start - start[d], s.stop - start[d])
                        for d, s in self.plan.selector(int(p)).items()}
                 pieces.append(_to_input_dims(block.isel(sel), list(self.input_dims)))
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", FutureWarning)
-                joined = xr.concat(pieces, dim="input_batch")
+                joined: XrObj = xr.concat(pieces, dim="input_batch")
             out = _stack_samples(joined, [f"{d}{SUFFIX}" for d in self.input_dims])
         if self.dim_order is not None:
             out = out.transpose(*self.dim_order, missing_dims="ignore")
@@ -574,7 +575,7 @@ class BatchGenerator:
         dummy = xr.DataArray(np.broadcast_to(np.zeros((), da.dtype), da.shape), dims=da.dims,
                              coords={**{k: v for k, v in da.coords.items()}, **pos},
                              name=da.name)
-        return self._labeled(dummy, i, preload=False)
+        return cast(xr.DataArray, self._labeled(dummy, i, preload=False))  # DataArray in, out
 
     def _variable(self, variable: Hashable | None) -> xr.DataArray:
         if isinstance(self.ds, xr.DataArray):

@@ -435,9 +435,9 @@ class SampleGrid:
             table = []
             for bi in self._block_index:
                 nb = int(bi[-1]) + 1 if len(bi) else 0
-                b = np.arange(nb)
-                table.append(list(zip(np.searchsorted(bi, b, "left").tolist(),
-                                      np.searchsorted(bi, b, "right").tolist(), strict=True)))
+                idx = np.arange(nb)
+                table.append(list(zip(np.searchsorted(bi, idx, "left").tolist(),
+                                      np.searchsorted(bi, idx, "right").tolist(), strict=True)))
             self.__dict__["_ranges"] = table
         out = []
         block = int(block)

@@ -45,9 +45,9 @@ def storage_chunks(ds: xr.Dataset, variables: Sequence[Hashable]) -> dict[Hashab
         pref = var.encoding.get("preferred_chunks") or {}
         enc = var.encoding.get("chunks") or var.encoding.get("chunksizes")
         for i, d in enumerate(var.dims):
-            c = pref.get(d) or (enc[i] if enc is not None and i < len(enc) else None)
-            if c:
-                out[d] = max(out.get(d, 0), int(c))
+            n = pref.get(d) or (enc[i] if enc is not None and i < len(enc) else None)
+            if n:
+                out[d] = max(out.get(d, 0), int(n))
     return out
 
 
@@ -177,7 +177,7 @@ class ArraySource:
     def _backend(self, name: Hashable) -> tuple[tuple[Hashable, ...], str, Any]:
         """(dims, kind, handle) of a variable; kind is "numpy", "zarr" or "xarray"."""
         if self._meta is None:
-            meta = {}
+            meta: dict[Hashable, tuple[tuple[Hashable, ...], str, Any]] = {}
             self._access = {}
             for v in self.variables:
                 var = self.ds[v].variable

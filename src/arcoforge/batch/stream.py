@@ -34,7 +34,7 @@ from .statistics import Statistics, compute_statistics, load_statistics
 __all__ = ["SampleStream"]
 
 Batch = dict[str, np.ndarray]
-WeightFn = Callable[[Mapping[Hashable, np.ndarray]], np.ndarray]
+WeightFn = Callable[[Mapping[str, np.ndarray]], np.ndarray]
 
 
 class _Synchronous:
@@ -346,7 +346,9 @@ class SampleStream:
             shape = [max(box[a].stop - box[a].start for box in boxes) for a in axes]
             staging = np.empty((len(boxes), *shape), dtype=self.source.dtype_of(v))
             for k, box in enumerate(boxes):
-                sub = staging[(k, *[slice(0, box[a].stop - box[a].start) for a in axes])]
+                sel: tuple[int | slice, ...] = (
+                    k, *[slice(0, box[a].stop - box[a].start) for a in axes])
+                sub = staging[sel]
                 self.source.read_into(v, dict(zip(dims, box, strict=True)), sub)
             out[str(v)] = cut(staging, ("__block__", *vdims), local, windows, self.out_order)
         return out

@@ -481,7 +481,7 @@ def _new_dataset(cls: Any, variables: dict, coord_names: set, dims: dict, attrs:
     if known is None or cls is not known[0]:  # subclasses may add slots
         return cls._construct_direct(variables, coord_names, dims, attrs, indexes, encoding)
     setters = known[1]
-    obj = object.__new__(cls)
+    obj: Any = object.__new__(cls)
     for setter, value in zip(setters, (variables, coord_names, dims, indexes, attrs, None,
                                         encoding), strict=True):
         setter(obj, value)

@@ -25,7 +25,7 @@ import tempfile
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -83,8 +83,10 @@ def append(recipe: ZarrRecipe, target: Any, *, storage_options: Mapping[str, Any
     """
     if getattr(recipe, "is_virtual", False):
         from arcoforge.forge.virtual.build import append_virtual
+        from arcoforge.forge.virtual.recipe import VirtualRecipe
 
-        return append_virtual(recipe, target, storage_options=storage_options,  # type: ignore[no-any-return]
+        virtual = cast(VirtualRecipe, recipe)  # is_virtual: a VirtualRecipe
+        return append_virtual(virtual, target, storage_options=storage_options,  # type: ignore[no-any-return]
                               workdir=workdir, wait_lock=wait_lock, lock_timeout=lock_timeout,
                               engine=engine, progress=progress, **engine_options)
     from arcoforge.forge import versions

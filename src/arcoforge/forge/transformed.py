@@ -10,7 +10,7 @@ transforms, each source is opened lazily (dask-backed, nothing read yet), transf
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import xarray as xr
@@ -69,7 +69,8 @@ def schema_of(ds: xr.Dataset, index: Index, url: str, path: str, size: int, sha2
     digests: dict[str, str] = {}
     for name, var in ds.variables.items():
         variables[str(name)] = variable_schema(str(name), var, url)
-        if wants_digest(var.dims, var.shape, var.dtype.itemsize, concat_dim):
+        if wants_digest(cast("tuple[str, ...]", var.dims), var.shape, var.dtype.itemsize,
+                        concat_dim):
             digests[str(name)] = value_digest(_values(var))
     values = None
     if concat_dim is not None and concat_dim in ds.variables and ds[concat_dim].ndim == 1:

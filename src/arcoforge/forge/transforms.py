@@ -231,9 +231,9 @@ class KeepVariables(Transform):
             for attr in ("coordinates", "bounds"):  # raw: attributes; decoded: encoding
                 keep.update(str(var.attrs.get(attr, "")).split())
                 keep.update(str(var.encoding.get(attr, "")).split())
-        for name in list(keep):  # bounds of kept coordinates
-            if name in ds.variables:
-                keep.update(str(ds.variables[name].attrs.get("bounds", "")).split())
+        for kept in list(keep):  # bounds of kept coordinates
+            if kept in ds.variables:
+                keep.update(str(ds.variables[kept].attrs.get("bounds", "")).split())
         return ds.drop_vars([n for n in ds.variables if n not in keep])
 
 

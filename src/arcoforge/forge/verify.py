@@ -482,14 +482,15 @@ class _Comparison:
                 kwargs = remote_open_kwargs(path, "zarr", kwargs, self.recipe.source_options)
                 kwargs.pop("cache", None)
                 return xr.open_dataset(path, engine="zarr", **kwargs)
-            engine = self.engine
-            if engine is None:  # xarray guesses, but not GRIB's side files or HDF4
+            file_engine = self.engine
+            if file_engine is None:  # xarray guesses, but not GRIB's side files or HDF4
                 detected = detect_engine(path, "auto", path)
-                engine = detected if detected in ("cfgrib", FILE_TYPE_ENGINE["hdf4"]) else None
-            if engine == "cfgrib":  # its index in our work folder, never beside the source
+                file_engine = detected if detected in ("cfgrib", FILE_TYPE_ENGINE["hdf4"]) \
+                    else None
+            if file_engine == "cfgrib":  # its index in our work folder, never beside the source
                 kwargs = grib_open_kwargs(kwargs, path, self.workdir)
-            if engine is not None:
-                kwargs["engine"] = xarray_engine(engine)
+            if file_engine is not None:
+                kwargs["engine"] = xarray_engine(file_engine)
             return xr.open_dataset(path, **kwargs)
         return opener
 

@@ -32,6 +32,7 @@ from __future__ import annotations
 import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from types import ModuleType
 from typing import Any
 
 from arcoforge.errors import ConfigError
@@ -40,9 +41,10 @@ from .patterns import FileType
 from .types import CombineOp, Dimension, Index, Indexed, T  # noqa: F401 - 0.10.8 re-exports them
 
 try:  # the chain needs Beam's PTransform to build with `|`; recipe modules import beam too
-    import apache_beam as _beam
+    import apache_beam
 
-    _PTransform: Any = _beam.PTransform
+    _beam: ModuleType | None = apache_beam
+    _PTransform: Any = apache_beam.PTransform
 except ImportError:  # pragma: no cover - beam is in the test extra
     _beam = None
 

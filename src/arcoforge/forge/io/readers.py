@@ -15,7 +15,7 @@ from __future__ import annotations
 import inspect
 import re
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import xarray as xr
@@ -293,7 +293,8 @@ def _scan_xarray(path: str, engine: str, open_kwargs: Mapping[str, Any] | None, 
         digests: dict[str, str] = {}
         for name, var in ds.variables.items():
             variables[str(name)] = variable_schema(str(name), var, url)
-            if wants_digest(var.dims, var.shape, var.dtype.itemsize, concat_dim):
+            if wants_digest(cast("tuple[str, ...]", var.dims), var.shape, var.dtype.itemsize,
+                            concat_dim):
                 digests[str(name)] = value_digest(var.values)
         values = None
         if concat_dim is not None and concat_dim in ds.variables and ds[concat_dim].ndim == 1:
