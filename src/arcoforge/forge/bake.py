@@ -30,7 +30,7 @@ from arcoforge.forge.groups import GroupedFile, resolve_groups, scan_grouped
 from arcoforge.forge.io.fetch import SourceOptions, fetch
 from arcoforge.forge.io.formats import remote_engine
 from arcoforge.forge.io.manifest import ManifestFile, open_reader
-from arcoforge.forge.io.readers import RawFile, detect_engine, scan_file
+from arcoforge.forge.io.readers import RawFile, detect_engine, scan_file, scan_file_groups
 from arcoforge.forge.io.redact import redact
 from arcoforge.forge.io.remote import remote_open_kwargs, scan_remote_input
 from arcoforge.forge.patterns import FilePattern, Index
@@ -156,10 +156,16 @@ class ScanJob:
                                  cache_dir=side_file_dir(self.workdir))
 
             if self.groups:
-                schema = scan_grouped(scan_one,
-                                      resolve_groups(self.groups, local.path, local.url),
-                                      index, local.url, local.path, local.size, local.sha256,
-                                      cdim)
+                groups = resolve_groups(self.groups, local.path, local.url)
+                one: Callable[[str], FileSchema] = scan_one
+                if not self.transforms:  # every group (and the root) from one open
+                    wanted = groups if "" in groups else ("", *groups)
+                    one = dict(zip(wanted, scan_file_groups(
+                        index, local.url, local.path, local.size, local.sha256, cdim,
+                        pattern.file_type, pattern.open_kwargs, wanted,
+                        cache_dir=side_file_dir(self.workdir)))).__getitem__
+                schema = scan_grouped(one, groups, index, local.url, local.path, local.size,
+                                      local.sha256, cdim)
             else:
                 schema = scan_one(None)
             _save_scan(cached, schema)
