@@ -23,7 +23,7 @@ from arcoforge.forge.append import append
 from arcoforge.forge.verify import verify
 from arcoforge.open import store_groups
 from arcoforge.provenance import strip_provenance
-from arcoforge.transforms import KeepVariables, OnGroup, SetAttrs, SetEncoding
+from arcoforge.transforms import KeepVariables, OnGroup, Select, SetAttrs, SetEncoding
 
 GROUPS = ["data_01", "data_01/ku"]
 
@@ -153,16 +153,22 @@ def test_transforms_run_on_each_group(shared_data: pathlib.Path, tmp_path: pathl
 
     steps = [KeepVariables(["ssha", "swh_ocean"]), double_swh]
     recipe = _recipe(files, groups=GROUPS, transforms=[
+        # recipe-wide steps run on every listed group (the root is not one: it has no time)
+        Select(isel={"time": slice(0, 500)}),
+        SetAttrs({None: {"comment": "first 500 steps of each pass"}}),
         OnGroup("data_01/ku", [*steps, SetEncoding({"swh_ocean": {"dtype": "int32"}})]),
-        SetAttrs({None: {"comment": "two passes"}})])
+        OnGroup("", [SetAttrs({None: {"project": "arcoforge tests"}})])])  # the root's
     store = str(tmp_path / "t.zarr")
     af.bake(recipe, store, progress=False)
     tree = af.open_datatree(store)
-    ku = _expected(files, "data_01/ku")
+    ku = xr.concat([xr.open_dataset(f, group="data_01/ku").isel(time=slice(0, 500))
+                    for f in files], dim="time")
     assert set(tree["data_01/ku"].data_vars) == {"ssha", "swh_ocean"}
     np.testing.assert_allclose(tree["data_01/ku"].swh_ocean.values, 2 * ku.swh_ocean.values)
     assert tree["data_01/ku"].swh_ocean.encoding["dtype"] == np.dtype("int32")
-    assert tree.attrs["comment"] == tree["data_01"].attrs["comment"] == "two passes"
+    assert tree["data_01"].sizes["time"] == 1000
+    assert tree["data_01"].attrs["comment"] == tree["data_01/ku"].attrs["comment"]
+    assert "comment" not in tree.attrs and tree.attrs["project"] == "arcoforge tests"
     assert len(tree["data_01"].data_vars) == 81  # untouched by the ku-only steps
     report = verify(store, recipe)
     assert report.ok, str(report)

@@ -26,7 +26,13 @@ from typing import Any
 import numpy as np
 
 from arcoforge.errors import ConfigError, SchemaError
-from arcoforge.forge.groups import GroupedFile, resolve_groups, scan_grouped
+from arcoforge.forge.groups import (
+    GroupedFile,
+    read_root_attrs,
+    resolve_groups,
+    scan_grouped,
+    unlisted_root_attrs,
+)
 from arcoforge.forge.io.fetch import SourceOptions, fetch
 from arcoforge.forge.io.formats import remote_engine
 from arcoforge.forge.io.manifest import ManifestFile, open_reader
@@ -158,14 +164,18 @@ class ScanJob:
             if self.groups:
                 groups = resolve_groups(self.groups, local.path, local.url)
                 one: Callable[[str], FileSchema] = scan_one
-                if not self.transforms:  # every group (and the root) from one open
-                    wanted = groups if "" in groups else ("", *groups)
-                    one = dict(zip(wanted, scan_file_groups(
+                root_attrs = None
+                if not self.transforms:  # every group (and the root's attributes): one open
+                    parts, root_attrs = scan_file_groups(
                         index, local.url, local.path, local.size, local.sha256, cdim,
-                        pattern.file_type, pattern.open_kwargs, wanted,
-                        cache_dir=side_file_dir(self.workdir)))).__getitem__
+                        pattern.file_type, pattern.open_kwargs, groups,
+                        root_attrs="" not in groups, cache_dir=side_file_dir(self.workdir))
+                    one = dict(zip(groups, parts)).__getitem__
+                elif "" not in groups:
+                    root_attrs = unlisted_root_attrs(read_root_attrs(local.path, local.url),
+                                                     self.transforms, index, local.url)
                 schema = scan_grouped(one, groups, index, local.url, local.path, local.size,
-                                      local.sha256, cdim)
+                                      local.sha256, cdim, root_attrs)
             else:
                 schema = scan_one(None)
             _save_scan(cached, schema)

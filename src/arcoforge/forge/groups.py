@@ -42,6 +42,8 @@ __all__ = [
     "split_name",
     "file_groups",
     "scan_grouped",
+    "read_root_attrs",
+    "unlisted_root_attrs",
     "GroupedFile",
     "open_flat",
     "attr_types_by_group",
@@ -106,23 +108,24 @@ def resolve_groups(groups: Sequence[str], path: str, url: str) -> tuple[str, ...
 
 
 def scan_grouped(scan_one: Callable[[str], FileSchema], groups: Sequence[str], index: Index,
-                 url: str, path: str, size: int, sha256: str,
-                 concat_dim: str | None) -> FileSchema:
+                 url: str, path: str, size: int, sha256: str, concat_dim: str | None,
+                 root_attrs: Mapping[str, Any] | None = None) -> FileSchema:
     """One flat :class:`FileSchema` of ``groups`` of a file: ``scan_one(group)`` scans one
-    group (the root for ``""``); the root's attributes are the dataset's even when the root is
-    not listed, its variables only when it is."""
+    group (the root for ``""``).  The dataset's attributes are the root's: from its scan when
+    the root is listed, else ``root_attrs`` (see :func:`unlisted_root_attrs`)."""
     dims: dict[str, int] = {}
     dim_group: dict[str, str] = {}
     variables: dict[str, VariableSchema] = {}
     digests: dict[str, str] = {}
     group_attrs: dict[str, dict[str, Any]] = {}
     values: np.ndarray | None = None
-    root = scan_one("") if "" in groups else None
-    attrs = dict(root.attrs) if root is not None else None
+    attrs = dict(root_attrs or {})
     for g in groups:
-        one = root if g == "" and root is not None else scan_one(g)
+        one = scan_one(g)
         if g:
             group_attrs[g] = dict(one.attrs)
+        else:
+            attrs = dict(one.attrs)
         used = {d for v in one.variables.values() for d in v.dims}
         for d, n in one.dims.items():
             if d not in used and d not in dims:
@@ -144,11 +147,52 @@ def scan_grouped(scan_one: Callable[[str], FileSchema], groups: Sequence[str], i
             digests[qualify(g, name)] = digest
         if values is None and one.concat_values is not None:
             values = one.concat_values
-    if attrs is None:  # the root's attributes (title, institution, ...) belong to the store
-        attrs = dict(scan_one("").attrs)
     return FileSchema(index=index, url=url, path=path, size=size, sha256=sha256, dims=dims,
                       variables=variables, attrs=attrs, concat_values=values,
                       static_digests=digests, group_attrs=group_attrs)
+
+
+def read_root_attrs(path: str, url: str) -> dict[str, Any]:
+    """The root group's attributes of a NetCDF4/HDF5 file, as stored (its variables are not
+    read, so an unlisted root's contents never fail a build)."""
+    import netCDF4
+
+    from arcoforge.forge.io.formats import _OPEN_LOCK
+
+    try:
+        with _OPEN_LOCK, netCDF4.Dataset(path, "r") as nc:
+            return {str(k): nc.getncattr(k) for k in nc.ncattrs()}
+    except OSError as err:
+        raise ConfigError(f"groups=... needs a NetCDF4/HDF5 file, but {url} cannot be opened "
+                          f"as one ({err})") from err
+
+
+def root_steps(transforms: Sequence[Any]) -> tuple[Any, ...]:
+    """The transforms that apply to a root that is not one of the recipe's groups: those of
+    ``OnGroup("", [...])`` (e.g. ``SetAttrs`` of the dataset's attributes)."""
+    from arcoforge.forge.transforms import OnGroup
+
+    return tuple(t for t in transforms if isinstance(t, OnGroup) and t.group == "")
+
+
+def unlisted_root_attrs(attrs: Mapping[str, Any], transforms: Sequence[Any], index: Index,
+                        url: str, decoded: bool = False) -> dict[str, Any]:
+    """The dataset's attributes when the root is not one of the recipe's groups: the root's
+    ``attrs`` through the ``OnGroup("", ...)`` steps only (the recipe's other transforms run
+    on the listed groups); ``decoded``: as :func:`~arcoforge.forge.verify.verify` applies
+    them."""
+    steps = root_steps(transforms)
+    if not steps:
+        return dict(attrs)
+    import xarray as xr
+
+    from arcoforge.forge.transforms import apply_decoded, apply_transforms
+
+    ds = xr.Dataset(attrs=dict(attrs))
+    ds.encoding["group"] = ""
+    out = apply_decoded(steps, index, ds, url) if decoded else \
+        apply_transforms(steps, index, ds, url)
+    return dict(out.attrs)
 
 
 class GroupedFile:

@@ -206,6 +206,7 @@ def _verify_root_attrs(target: Any, recipe: ZarrRecipe, version: str | None,
     """The root group of a grouped store: the dataset's attributes (from the first source)
     when the root holds no variables to compare -- it is not ``listed`` in the recipe's
     groups, or the sources' root has none; None when its variables need the full comparison."""
+    from arcoforge.forge.groups import unlisted_root_attrs
     from arcoforge.forge.targets.base import resolve_target
 
     report = VerifyReport(resolve_target(target).url)
@@ -216,16 +217,19 @@ def _verify_root_attrs(target: Any, recipe: ZarrRecipe, version: str | None,
         with xr.open_dataset(src.path, decode_times=False, **kwargs) as opened:
             if listed and opened.variables:
                 return None
-            ds = opened
             transforms = _bound_transforms(recipe, workdir)
-            if transforms:  # e.g. SetAttrs on the dataset
-                ds.encoding["group"] = ""
-                ds = apply_decoded(transforms, next(iter(recipe.pattern.items()))[0], ds,
-                                   src.url)
+            index = next(iter(recipe.pattern.items()))[0]
+            if listed:  # a listed root goes through every transform (e.g. SetAttrs)
+                opened.encoding["group"] = ""
+                theirs = dict(apply_decoded(transforms, index, opened, src.url).attrs) \
+                    if transforms else dict(opened.attrs)
+            else:  # only through OnGroup("", ...) steps
+                theirs = unlisted_root_attrs(opened.attrs, transforms, index, src.url,
+                                             decoded=True)
             ours = strip_provenance(store.attrs)
-            if not _attrs_equal(ours, ds.attrs):
+            if not _attrs_equal(ours, theirs):
                 report.problems.append(_attr_diff(f"dataset attributes (vs {src.url})", ours,
-                                                  ds.attrs))
+                                                  theirs))
         if store.variables:
             report.problems.append("variables at the root that no source root holds: "
                                    f"{sorted(map(str, store.variables))}")

@@ -229,12 +229,13 @@ def _concat_values(read: Any, concat_dim: str, url: str, path: str, engine: str)
 
 
 def _scan_netcdf4(path: str, groups: Sequence[str | None], url: str,
-                  concat_dim: str | None) -> list[tuple[dict[str, int],
-                                                        dict[str, VariableSchema],
-                                                        dict[str, Any], np.ndarray | None,
-                                                        dict[str, str]]]:
+                  concat_dim: str | None, root_attrs: bool = False,
+                  ) -> tuple[list[tuple[dict[str, int], dict[str, VariableSchema],
+                                        dict[str, Any], np.ndarray | None, dict[str, str]]],
+                             dict[str, Any] | None]:
     """Metadata straight from the netCDF4 library: what xarray's raw view shows, ~5x faster;
-    one result per group of ``groups`` (None: the root), from one open of the file."""
+    one result per group of ``groups`` (None: the root), from one open of the file; with
+    ``root_attrs`` also the root's attributes (else None)."""
     import netCDF4
 
     try:
@@ -243,8 +244,10 @@ def _scan_netcdf4(path: str, groups: Sequence[str | None], url: str,
         raise _explain(err, path, "netcdf4", url, f"open {url} as netcdf4",
                        next((g for g in groups if g), None)) from err
     try:
-        return [_scan_netcdf4_group(_select_group(root, group, path, url), url, path,
-                                    concat_dim) for group in groups]
+        parts = [_scan_netcdf4_group(_select_group(root, group, path, url), url, path,
+                                     concat_dim) for group in groups]
+        attrs = {str(k): root.getncattr(k) for k in root.ncattrs()} if root_attrs else None
+        return parts, attrs
     finally:
         root.close()
 
@@ -330,7 +333,7 @@ def scan_file(index: Index, url: str, path: str, size: int, sha256: str, concat_
     with _OPEN_LOCK:
         if engine == "netcdf4" and not kwargs:
             dims, variables, attrs, values, digests = _scan_netcdf4(path, [group], url,
-                                                                    concat_dim)[0]
+                                                                    concat_dim)[0][0]
         else:
             dims, variables, attrs, values, digests = _scan_xarray(path, engine, open_kwargs,
                                                                    url, concat_dim, cache_dir)
@@ -341,25 +344,31 @@ def scan_file(index: Index, url: str, path: str, size: int, sha256: str, concat_
 
 def scan_file_groups(index: Index, url: str, path: str, size: int, sha256: str,
                      concat_dim: str | None, file_type: str, open_kwargs: Mapping[str, Any],
-                     groups: Sequence[str], cache_dir: str | None = None) -> list[FileSchema]:
-    """:func:`scan_file` of each group of ``groups`` (``""``: the root), in that order; the
-    netCDF4 library reads them all from one open of the file (opening a NetCDF4 file with a
-    hundred variables costs ~20 ms)."""
+                     groups: Sequence[str], root_attrs: bool = False,
+                     cache_dir: str | None = None,
+                     ) -> tuple[list[FileSchema], dict[str, Any] | None]:
+    """:func:`scan_file` of each group of ``groups`` (``""``: the root), in that order, and
+    with ``root_attrs`` the root group's attributes (else None); the netCDF4 library reads
+    them all from one open of the file (opening a NetCDF4 file with a hundred variables costs
+    ~20 ms)."""
     engine = detect_engine(path, file_type, url)
     kwargs = reader_kwargs(open_kwargs)
     kwargs.pop("group", None)
     if kwargs or any(_reader_for_filters(path, engine, url, g or None) != "netcdf4"
                      for g in groups):
+        from arcoforge.forge.groups import read_root_attrs
+
         return [scan_file(index, url, path, size, sha256, concat_dim, file_type,
                           {**open_kwargs, "group": g} if g else open_kwargs, cache_dir)
-                for g in groups]
+                for g in groups], read_root_attrs(path, url) if root_attrs else None
     check_complete(path, url)
     with _OPEN_LOCK:
-        parts = _scan_netcdf4(path, [g or None for g in groups], url, concat_dim)
+        parts, root = _scan_netcdf4(path, [g or None for g in groups], url, concat_dim,
+                                    root_attrs)
     return [FileSchema(index=index, url=url, path=path, size=size, sha256=sha256, dims=dims,
                        variables=variables, attrs=attrs, concat_values=values,
                        static_digests=digests)
-            for dims, variables, attrs, values, digests in parts]
+            for dims, variables, attrs, values, digests in parts], root
 
 
 def read_slice(ds: xr.Dataset, name: str, key: tuple[slice, ...], url: str) -> np.ndarray:
