@@ -287,3 +287,18 @@ def test_values_compared_block_by_block(shared_data: Path, tmp_path: Path,
     assert report.problems[0].startswith(
         f"variable 'TS': 2 of 819200 values differ from {shared_data / CALENDAR} (first at "
         "store index (58, 10, 20)")
+
+
+def test_a_changed_scalar_variable_is_a_mismatch(shared_data: Path, tmp_path: Path) -> None:
+    """0-d variables (the sea-ice file's ``projection`` holds its CRS attributes) are compared
+    too: a change is reported, not a crash of verify."""
+    f = str(shared_data / "seaice" / "seaice_conc_daily_nh_20211231_f17_v04r00.nc")
+    recipe = af.ZarrRecipe(af.pattern_from_file_sequence([f], "tdim"))
+    store = str(tmp_path / "ice.zarr")
+    af.bake(recipe, store, progress=False)
+    assert verify(store, recipe).ok
+    zarr.open_group(store, mode="r+")["projection"][...] = np.bytes_(b"X")
+    report = verify(store, recipe)
+    assert not report.ok
+    assert (f"variable 'projection': 1 of 1 values differ from {f} (first at store index (): "
+            "store b'X' vs source b'')") in str(report)

@@ -596,7 +596,7 @@ class _Comparison:
             bad = _differ(a, b)
             count = int(np.count_nonzero(bad))
             if count and first is None:
-                local = tuple(int(i[0]) for i in np.nonzero(bad))
+                local = tuple(int(i[0]) for i in np.nonzero(bad)) if bad.ndim else ()
                 first = tuple(li + sk.start for li, sk in zip(local, skey))
                 pair = (a[local], b[local])
             ndiff += count
