@@ -18,12 +18,26 @@ import xarray as xr
 import zarr
 
 import arcoforge as af
-from arcoforge.errors import AppendError, ConfigError, NotFoundError, SchemaError
+from arcoforge.errors import (
+    AppendError,
+    ConfigError,
+    NotFoundError,
+    SchemaError,
+    SourceReadError,
+)
 from arcoforge.forge.append import append
 from arcoforge.forge.verify import verify
 from arcoforge.open import store_groups
 from arcoforge.provenance import strip_provenance
-from arcoforge.transforms import KeepVariables, OnGroup, Select, SetAttrs, SetEncoding
+from arcoforge.transforms import (
+    DropVariables,
+    KeepVariables,
+    OnGroup,
+    Rename,
+    Select,
+    SetAttrs,
+    SetEncoding,
+)
 
 GROUPS = ["data_01", "data_01/ku"]
 
@@ -202,6 +216,13 @@ def test_group_errors_name_the_groups(shared_data: pathlib.Path, tmp_path: pathl
 
         OnGroup("data_01", [DropDuplicateSteps()])
 
+    # a recipe-wide step that names a variable of one group only: the error names the group
+    with pytest.raises(SchemaError) as err:
+        af.bake(_recipe(files, groups=GROUPS, transforms=[Rename({"ssha": "sla"})]),
+                str(tmp_path / "r.zarr"), progress=False)
+    assert "Rename: no variable 'ssha' in group 'data_01' of the source at" in str(err.value)
+    assert "OnGroup(<group>, [...])" in str(err.value)
+
     store = str(tmp_path / "s6.zarr")
     af.bake(_recipe(files[:1], groups=["data_01"]), store, progress=False)
     with pytest.raises(NotFoundError, match=r"has no group 'data_01/ku'; its groups are "
@@ -321,3 +342,26 @@ def test_root_variables_and_group_attributes(tmp_path: pathlib.Path) -> None:
     assert obs.attrs["calibration"].dtype == np.float32  # the group attribute's own type
     assert obs["temp"].dtype == np.float32  # float32 scale_factor: float32 values, as netCDF
     assert obs["time"].values[4] == np.datetime64("2021-01-02T00:00")  # second file's origin
+
+
+def test_a_type_zarr_cannot_hold_names_its_group_and_the_fix(tmp_path: pathlib.Path) -> None:
+    paths = []
+    for k in range(2):
+        path = tmp_path / f"f{k}.nc"
+        with netCDF4.Dataset(path, "w") as nc:
+            g = nc.createGroup("a")
+            g.createDimension("time", 2)
+            g.createVariable("time", "f8", ("time",))[:] = [2 * k, 2 * k + 1]
+            g.createVariable("v", "f4", ("time",))[:] = [1, 2]
+            ragged = g.createVariable("ragged", g.createVLType(np.int32, "ints"), ("time",))
+            ragged[0], ragged[1] = np.arange(3, dtype=np.int32), np.arange(1, dtype=np.int32)
+        paths.append(str(path))
+    with pytest.raises(SourceReadError) as err:
+        af.bake(_recipe(paths, groups=["a"]), str(tmp_path / "x.zarr"), progress=False)
+    fix = "transforms=[arcoforge.transforms.OnGroup('a', [arcoforge.transforms." \
+        "DropVariables(['ragged'])])]"
+    assert f"variable 'a/ragged' in {paths[0]} has the NetCDF-4 variable-length (vlen) " \
+        "type" in str(err.value) and fix in str(err.value)
+    recipe = _recipe(paths, groups=["a"], transforms=[OnGroup("a", [DropVariables(["ragged"])])])
+    af.bake(recipe, str(tmp_path / "ok.zarr"), progress=False)  # the fix it names works
+    assert verify(str(tmp_path / "ok.zarr"), recipe).ok

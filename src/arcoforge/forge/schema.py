@@ -335,10 +335,18 @@ def _check_static(ref: FileSchema, other: FileSchema, concat_dim: str | None) ->
             raise SchemaError(
                 f"variable {name!r} has no {concat_dim!r} dimension, so the store keeps one copy, "
                 f"but its values differ between {ref.url} and {other.url}; the second file's "
-                f"values would be lost. Drop it (transforms.DropVariables([{name!r}])), give it "
+                f"values would be lost. Drop it ({_drop_hint(name)}), give it "
                 f"the concat dimension (transforms.ExpandDimFromKey), or build the files "
                 "separately."
             )
+
+
+def _drop_hint(name: str) -> str:
+    """The transform that drops variable ``name`` (of a group: with ``OnGroup``)."""
+    group, leaf = split_name(name)
+    if group:
+        return f"transforms.OnGroup({group!r}, [transforms.DropVariables([{leaf!r}])])"
+    return f"transforms.DropVariables([{name!r}])"
 
 
 def _both_cf_time(a: VariableSchema, b: VariableSchema) -> bool:

@@ -177,9 +177,13 @@ def _name(func: Any) -> str:
 def _missing(ds: xr.Dataset, names: Sequence[Hashable], what: str, index: Index) -> None:
     absent = [n for n in names if n not in ds.variables]
     if absent:
+        group = ds.encoding.get("group")
+        where = f"group {group!r} of the source" if group else "the source"
+        hint = ("; a step for some groups only goes in OnGroup(<group>, [...])"
+                if group else "")
         raise SchemaError(
-            f"{what}: no variable {', '.join(repr(a) for a in absent)} in the source at {index} "
-            f"(it has {', '.join(repr(str(v)) for v in ds.variables)})")
+            f"{what}: no variable {', '.join(repr(a) for a in absent)} in {where} at {index} "
+            f"(it has {', '.join(repr(str(v)) for v in ds.variables)}){hint}")
 
 
 @dataclass

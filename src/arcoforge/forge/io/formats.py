@@ -483,9 +483,12 @@ def _user_type_error(url: str, name: str, kind: str, type_name: str | None) -> S
                "base type with CF flag_values/flag_meanings attributes, or")
     else:
         why = "Zarr cannot store it faithfully;"
+    group, _, leaf = name.rpartition("/")
+    fix = (f"transforms=[arcoforge.transforms.OnGroup({group!r}, [arcoforge.transforms."
+           f"DropVariables([{leaf!r}])])] (a variable of group {group!r})" if group else
+           f"open_kwargs={{'drop_variables': [{name!r}]}}")
     return SourceReadError(
-        f"variable {name!r} in {url} has the NetCDF-4 {label}: {why} drop it with "
-        f"open_kwargs={{'drop_variables': [{name!r}]}}."
+        f"variable {name!r} in {url} has the NetCDF-4 {label}: {why} drop it with {fix}."
     )
 
 

@@ -261,8 +261,9 @@ def _scan_netcdf4_group(nc: Any, url: str, path: str, concat_dim: str | None,
     dims = {str(k): len(v) for k, v in nc.dimensions.items()}
     variables = {}
     digests: dict[str, str] = {}
+    group = str(nc.path).strip("/")
     for name, var in nc.variables.items():
-        _check_netcdf4_type(var, str(name), url)
+        _check_netcdf4_type(var, f"{group}/{name}" if group else str(name), url)
         dtype = np.dtype(object) if var.dtype is str else np.dtype(var.dtype)
         vdims = tuple(str(d) for d in var.dimensions)
         attrs = {k: var.getncattr(k) for k in var.ncattrs()}
