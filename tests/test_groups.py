@@ -139,6 +139,10 @@ def test_verify_names_the_group_of_a_changed_value(shared_data: pathlib.Path,
     text = str(report)
     assert f"group 'data_01/ku': variable 'swh_ocean': 1 of 600 values differ from {files[1]}" in text
     assert "group 'data_01': dataset attributes" in text and "['invented']" in text
+    # a group the store holds but its arcoforge:groups does not list: found in the tree
+    zarr.open_group(store, mode="r+").require_group("data_01/intruder")
+    assert "groups in the store but not in the recipe: ['data_01/intruder']" in \
+        str(verify(store, recipe))
 
 
 def test_append_a_pass_to_a_grouped_store(shared_data: pathlib.Path,

@@ -53,7 +53,7 @@ from arcoforge.forge.recipes import ZarrRecipe
 from arcoforge.forge.targets.zarr import live_reads
 from arcoforge.forge.transforms import apply_decoded
 from arcoforge.open import open_dataset
-from arcoforge.provenance import strip_provenance
+from arcoforge.provenance import GROUPS, strip_provenance
 
 __all__ = ["VerifyReport", "verify", "reference_dataset", "ENCODING_KEYS"]
 
@@ -177,14 +177,21 @@ def _verify_groups(target: Any, recipe: ZarrRecipe, version: str | None,
             src = fetch(first_url, recipe.source_options, workdir)
             groups = tuple(file_groups(src.path, src.url))
     expected = [g for g in groups if g]
-    missing = [g for g in expected if g not in stored]
-    extra = [g for g in stored if g not in expected]
+    tree = _zarr_groups(target) if version is None else None  # what readers find, not attrs
+    present = list(tree) if tree is not None else stored
+    parents = {"/".join(g.split("/")[:i]) for g in expected for i in range(1, g.count("/") + 1)}
+    missing = [g for g in expected if g not in present]
+    extra = [g for g in present if g not in expected
+             and not (g in parents and tree is not None and not tree[g])]
     if missing:
         report.problems.append(f"groups missing from the store: {missing}")
     if extra:
         report.problems.append(f"groups in the store but not in the recipe: {extra}")
+    if tree is not None and sorted(stored) != sorted(expected):
+        report.problems.append(f"the store's {GROUPS!r} attribute lists {stored}, but the "
+                               f"recipe builds {expected}")
     for g in ([""] if "" not in groups else []) + list(groups):
-        if g and g not in stored:
+        if g and g not in present:
             continue
         part = None
         if g == "":  # the dataset's attributes; its variables when the recipe lists the root
@@ -199,6 +206,32 @@ def _verify_groups(target: Any, recipe: ZarrRecipe, version: str | None,
         report.checked_files = max(report.checked_files, part.checked_files)
         report.checked_variables += part.checked_variables
     return report
+
+
+def _zarr_groups(target: Any) -> dict[str, int] | None:
+    """Every Zarr group of the latest version of ``target`` (but the root), with its number
+    of arrays, listed from the store itself (not its consolidated metadata); None when the
+    store cannot be listed."""
+    import zarr
+
+    from arcoforge.forge.targets.base import resolve_target
+
+    try:
+        with live_reads():
+            store = resolve_target(target).zarr_store()
+            out: dict[str, int] = {}
+            todo = [""]
+            while todo:
+                path = todo.pop()
+                # each group opened on its own: a group's zarr.json may hold consolidated
+                # metadata of its children too, which would hide a group added since
+                group = zarr.open_group(store, path=path, mode="r", use_consolidated=False)
+                if path:
+                    out[path] = len(list(group.array_keys()))
+                todo += [f"{path}/{name}" if path else name for name in group.group_keys()]
+            return out
+    except Exception:  # noqa: BLE001 - then the recorded list is all there is
+        return None
 
 
 def _verify_root_attrs(target: Any, recipe: ZarrRecipe, version: str | None,
