@@ -369,3 +369,14 @@ def test_a_type_zarr_cannot_hold_names_its_group_and_the_fix(tmp_path: pathlib.P
     recipe = _recipe(paths, groups=["a"], transforms=[OnGroup("a", [DropVariables(["ragged"])])])
     af.bake(recipe, str(tmp_path / "ok.zarr"), progress=False)  # the fix it names works
     assert verify(str(tmp_path / "ok.zarr"), recipe).ok
+
+
+def test_a_child_listed_without_its_parent_warns(shared_data: pathlib.Path,
+                                                 tmp_path: pathlib.Path) -> None:
+    """``data_01/ku`` alone is built as xarray shows that group (no time values): said."""
+    files = _files(shared_data)
+    with pytest.warns(UserWarning, match="group 'data_01/ku' takes its 'time' coordinate from "
+                                         "group 'data_01', which groups= does not list"):
+        af.bake(_recipe(files, groups=["data_01/ku"]), str(tmp_path / "ku.zarr"),
+                progress=False)
+    _assert_group_equals_xarray(str(tmp_path / "ku.zarr"), files, "data_01/ku")

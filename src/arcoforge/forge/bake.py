@@ -17,6 +17,7 @@ import math
 import os
 import tempfile
 import time
+import warnings
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -31,6 +32,7 @@ from arcoforge.forge.groups import (
     read_root_attrs,
     resolve_groups,
     scan_grouped,
+    unlisted_parent_coordinates,
     unlisted_root_attrs,
 )
 from arcoforge.forge.io.fetch import SourceOptions, fetch
@@ -570,6 +572,15 @@ def compile_plan(recipe: ZarrRecipe, target: Any, *, workdir: str | None = None,
     cdim = pattern.concat_dim
     schema = combine_schemas(files, cdim.name if cdim else None,
                              cdim.nitems_per_file if cdim else None)
+    groups = tuple(getattr(recipe, "groups", ()) or ())
+    if groups and os.path.exists(files[0].path):
+        for group, dim, parent in unlisted_parent_coordinates(
+                files[0].path, resolve_groups(groups, files[0].path, files[0].url)):
+            warnings.warn(
+                f"group {group!r} takes its {dim!r} coordinate from group {parent or '/'!r}, "
+                f"which groups= does not list: the store will hold {group!r} without "
+                f"{dim!r} values (as xr.open_dataset(file, group={group!r}) shows it). Add "
+                f"{parent or '/'!r} to groups to keep them.", UserWarning, stacklevel=2)
     chunks = choose_chunks(schema, recipe.target_chunks)
     return plan_for(recipe, schema, chunks, compile_tasks(schema, chunks), tgt, workdir,
                     transforms=transforms)

@@ -43,6 +43,7 @@ __all__ = [
     "file_groups",
     "scan_grouped",
     "read_root_attrs",
+    "unlisted_parent_coordinates",
     "unlisted_root_attrs",
     "GroupedFile",
     "open_flat",
@@ -150,6 +151,39 @@ def scan_grouped(scan_one: Callable[[str], FileSchema], groups: Sequence[str], i
     return FileSchema(index=index, url=url, path=path, size=size, sha256=sha256, dims=dims,
                       variables=variables, attrs=attrs, concat_values=values,
                       static_digests=digests, group_attrs=group_attrs)
+
+
+def unlisted_parent_coordinates(path: str, groups: Sequence[str]) -> list[tuple[str, str, str]]:
+    """``(group, dimension, parent)`` for each listed group that uses a dimension whose
+    coordinate variable is in a parent group that is not listed: the store would hold the
+    group without those coordinate values (e.g. ``groups=["data_01/ku"]`` and ``time``)."""
+    import netCDF4
+
+    from arcoforge.forge.io.formats import _OPEN_LOCK
+
+    out: list[tuple[str, str, str]] = []
+    listed = set(groups)
+    try:
+        with _OPEN_LOCK, netCDF4.Dataset(path, "r") as root:
+            for g in groups:
+                if not g or g == ALL_GROUPS:
+                    continue
+                node = root[g]
+                used = {str(d) for v in node.variables.values() for d in v.dimensions}
+                for dim in sorted(used - set(node.variables)):
+                    parent = node.parent
+                    while parent is not None:
+                        ppath = str(parent.path).strip("/")
+                        if dim in parent.variables:
+                            if ppath not in listed:
+                                out.append((g, dim, ppath))
+                            break
+                        if ppath in listed:
+                            break  # a listed parent without it: nothing is left out
+                        parent = parent.parent
+    except (OSError, IndexError, KeyError):
+        return []  # the scan reports unreadable files and unknown groups
+    return out
 
 
 def read_root_attrs(path: str, url: str) -> dict[str, Any]:
