@@ -215,6 +215,8 @@ def test_group_errors_name_the_groups(shared_data: pathlib.Path, tmp_path: pathl
                       groups=GROUPS)
     with pytest.raises(ConfigError, match="cannot be combined with named groups"):
         _recipe(files, groups=["*", "data_01"])
+    with pytest.raises(ConfigError, match="VirtualRecipe does not build several groups"):
+        af.VirtualRecipe(af.pattern_from_file_sequence(files, "time"), groups=GROUPS)
     with pytest.raises(ConfigError, match="needs every file and every group"):
         from arcoforge.transforms import DropDuplicateSteps
 

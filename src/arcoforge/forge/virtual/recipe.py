@@ -68,11 +68,18 @@ class VirtualRecipe:
     output: Literal["icechunk", "kerchunk"] = "icechunk"
     files_per_task: int = 1
     max_block_bytes: int = 256 * 2**20
+    #: not supported (one group through ``open_kwargs={"group": ...}``); refused when given
+    groups: Sequence[str] | str | None = None
 
     #: ``bake`` dispatches on this flag (a capability, not a type check)
     is_virtual: ClassVar[bool] = True
 
     def __post_init__(self) -> None:
+        if self.groups:
+            raise ConfigError(
+                "VirtualRecipe does not build several groups into one store: reference one "
+                "group with open_kwargs={'group': ...} in the pattern, or copy several with "
+                "ZarrRecipe(pattern, groups=[...])")
         self.transforms = as_transforms(self.transforms)
         for t in self.transforms:
             if not isinstance(t, VIRTUAL_TRANSFORMS):
