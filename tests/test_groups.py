@@ -382,3 +382,37 @@ def test_a_child_listed_without_its_parent_warns(shared_data: pathlib.Path,
         af.bake(_recipe(files, groups=["data_01/ku"]), str(tmp_path / "ku.zarr"),
                 progress=False)
     _assert_group_equals_xarray(str(tmp_path / "ku.zarr"), files, "data_01/ku")
+
+
+def test_names_zarr_keeps_for_itself_and_arcoforge_attributes_of_sources(
+        tmp_path: pathlib.Path) -> None:
+    """A NetCDF variable may be called ``zarr.json``; a store cannot hold it under that name
+    (it crashed the build). A source's own ``arcoforge:*`` attributes (an arcoforge store used
+    as an input) are not copied: this build records its own."""
+    path = tmp_path / "names.nc"
+    with netCDF4.Dataset(path, "w") as nc:
+        nc.setncattr("arcoforge:version", "7.0")
+        nc.title = "names"
+        nc.createDimension("time", None)
+        nc.createVariable("time", "f8", ("time",))[:] = [0, 1]
+        nc.createVariable("zarr.json", "f4", ("time",))[:] = [1, 2]
+        g = nc.createGroup("g")
+        g.setncattr("arcoforge:groups", "not these")
+        g.createVariable("zarr.json", "f4", ("time",))[:] = [3, 4]
+    for groups, fix in ((None, "transforms=[T.Rename({'zarr.json': 'zarr_json'})]"),
+                        (["g"], "transforms=[T.OnGroup('g', [T.Rename({'zarr.json': "
+                                     "'zarr_json'})])]")):
+        with pytest.raises(SchemaError) as err:
+            af.bake(_recipe([str(path)], groups=groups), str(tmp_path / "x.zarr"),
+                    progress=False)
+        assert "has a name that Zarr keeps for its own metadata" in str(err.value)
+        assert fix in str(err.value)
+    recipe = _recipe([str(path)], groups=["/", "g"], transforms=[
+        Rename({"zarr.json": "zarr_json"})])  # the name is in both groups
+    store = str(tmp_path / "ok.zarr")
+    af.bake(recipe, store, progress=False)
+    assert verify(store, recipe).ok
+    tree = af.open_datatree(store)
+    assert tree.attrs["arcoforge:version"] == "1.0" and tree.attrs["title"] == "names"
+    assert store_groups(store) == ["g"] and "arcoforge:groups" not in tree["g"].attrs
+    np.testing.assert_array_equal(tree["g"].zarr_json.values, [3, 4])

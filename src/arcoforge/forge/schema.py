@@ -23,6 +23,7 @@ import numpy as np
 
 from arcoforge.errors import SchemaError
 from arcoforge.forge.patterns import Index
+from arcoforge.provenance import strip_provenance
 
 __all__ = [
     "SchemaError",
@@ -666,6 +667,23 @@ def share_layout(f: FileSchema, seen: OrderedDict[bytes, Any], keep: int = 256) 
     return f
 
 
+#: node names a Zarr store keeps for its own metadata (v3, and v2 for other readers)
+_RESERVED_NAMES = frozenset({"zarr.json", ".zarray", ".zattrs", ".zgroup", ".zmetadata"})
+
+
+def _check_names(variables: Mapping[str, VariableSchema], url: str) -> None:
+    """Refuse variable names that a Zarr store cannot hold (its metadata files' names)."""
+    for name in variables:
+        group, leaf = split_name(name)
+        if leaf in _RESERVED_NAMES or leaf in (".", ".."):
+            fix = f"T.Rename({{{leaf!r}: {leaf.strip('.').replace('.', '_')!r}}})"
+            if group:
+                fix = f"T.OnGroup({group!r}, [{fix}])"
+            raise SchemaError(
+                f"variable {name!r} of {url} has a name that Zarr keeps for its own metadata; "
+                f"rename it with transforms=[{fix}] (T: arcoforge.transforms)")
+
+
 def _shares_layout(ref: FileSchema, other: FileSchema) -> bool:
     """Whether ``other`` holds the very objects of ``ref``'s layout (see :func:`share_layout`),
     so that the structure checks between them cannot fail."""
@@ -756,17 +774,20 @@ def combine_schemas(files: Sequence[FileSchema], concat_dim: str | None,
                         f"dimension {d!r} has length {n} in {ref.url} but {dims[d]} in other files."
                     )
                 dims[d] = n
+    _check_names(variables, files[0].url)
     first = files[0]
     return TargetSchema(
         concat_dim=concat_dim,
         dims=dims,
         variables=variables,
-        attrs=dict(first.attrs),
+        # a source's own arcoforge:* attributes (an arcoforge store read as an input) describe
+        # that store, not the data: this build records its own
+        attrs=strip_provenance(first.attrs),
         # one concat coordinate array (``concat_values``) instead of one per file
         files=[replace(f, concat_values=None) if f.concat_values is not None else f
                for f in files],
         variable_group=variable_group,
         group_files=group_files,
         concat_values=concat_values,
-        group_attrs={g: dict(a) for g, a in first.group_attrs.items()},
+        group_attrs={g: strip_provenance(a) for g, a in first.group_attrs.items()},
     )

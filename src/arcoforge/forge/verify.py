@@ -259,7 +259,7 @@ def _verify_root_attrs(target: Any, recipe: ZarrRecipe, version: str | None,
             else:  # only through OnGroup("", ...) steps
                 theirs = unlisted_root_attrs(opened.attrs, transforms, index, src.url,
                                              decoded=True)
-            ours = strip_provenance(store.attrs)
+            ours, theirs = strip_provenance(store.attrs), strip_provenance(theirs)
             if not _attrs_equal(ours, theirs):
                 report.problems.append(_attr_diff(f"dataset attributes (vs {src.url})", ours,
                                                   theirs))
@@ -542,10 +542,11 @@ class _Comparison:
 
     # -- what is compared --------------------------------------------------------------------
     def _dataset_attrs(self, ds: xr.Dataset, url: str) -> None:
-        ours = strip_provenance(self.store.attrs)
-        if not _attrs_equal(ours, ds.attrs):
+        # arcoforge:* attributes of a source (an arcoforge store as input) are not copied
+        ours, theirs = strip_provenance(self.store.attrs), strip_provenance(ds.attrs)
+        if not _attrs_equal(ours, theirs):
             self.report.problems.append(_attr_diff(f"dataset attributes (vs {url})", ours,
-                                                   ds.attrs))
+                                                   theirs))
 
     def _variable(self, name: str, fv: xr.Variable, url: str, label: str, offset: int,
                   n: int) -> None:
