@@ -289,9 +289,11 @@ def test_catalog_describes_every_group(shared_data: pathlib.Path, tmp_path: path
         round(float(lon[0]), 6), round(float(track.latitude.min()), 6),
         round(float(lon[-1]), 6), round(float(track.latitude.max()), 6)]]
     assert lon[0] < 0 < lon[-1]
-    # a group of a catalog dataset opens by id
+    # a group of a catalog dataset opens by id, and so does the whole tree
     ku = af.open_dataset(str(tmp_path / "catalog"), "s6a-passes", group="data_01/ku")
     xr.testing.assert_identical(ku.load(), _expected(files, "data_01/ku"))
+    tree = af.open_datatree(str(tmp_path / "catalog"), "s6a-passes")
+    assert tree.groups == ("/", "/data_01", "/data_01/ku")
 
 
 def test_cli_bakes_verifies_and_shows_the_tree(shared_data: pathlib.Path, tmp_path: pathlib.Path,

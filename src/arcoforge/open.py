@@ -94,13 +94,23 @@ def store_groups(target: Any, *, version: str | None = None,
         return [str(g) for g in root.attrs.get(GROUPS) or []]
 
 
-def open_datatree(target: Any, *, version: str | None = None, decode_times: Any = True,
-                  chunks: Any = None, storage_options: Mapping[str, Any] | None = None,
+def open_datatree(target: Any, dataset_id: str | None = None, *, version: str | None = None,
+                  decode_times: Any = True, chunks: Any = None,
+                  storage_options: Mapping[str, Any] | None = None,
+                  catalog_storage_options: Mapping[str, Any] | None = None,
                   **kwargs: Any) -> xr.DataTree:
     """Open every group of a store built by arcoforge as an :class:`xarray.DataTree` (the
     root holds the dataset's attributes; each Zarr group of a ``ZarrRecipe(groups=...)``
     build is a node, decoded as :func:`open_dataset` decodes it).  A store without groups
-    gives a tree of one node."""
+    gives a tree of one node.  ``open_datatree(catalog, "s6a-passes")`` opens dataset
+    ``"s6a-passes"`` of a STAC catalog (its latest version, or ``version=``)."""
+    if dataset_id is not None:
+        if not _is_catalog(target, catalog_storage_options or storage_options):
+            raise TargetError(f"{target!s} is not a STAC catalog (it has no catalog.json), so "
+                              f"{dataset_id!r} cannot be a dataset id of it")
+        from arcoforge.catalog.search import store_of
+
+        target, version = store_of(target, dataset_id, version, catalog_storage_options)
     nodes = {"/": open_dataset(target, version=version, decode_times=decode_times,
                                chunks=chunks, storage_options=storage_options, **kwargs)}
     for g in store_groups(target, version=version, storage_options=storage_options):

@@ -17,7 +17,8 @@ from arcoforge.catalog.stac import read_collections
 from arcoforge.errors import NotFoundError
 from arcoforge.provenance import HREF, STANDARD_NAME, VERSIONS
 
-__all__ = ["CollectionSummary", "search", "summaries", "get_collection", "open_dataset"]
+__all__ = ["CollectionSummary", "search", "summaries", "get_collection", "store_of",
+           "open_dataset"]
 
 
 @dataclass
@@ -206,13 +207,11 @@ def get_collection(catalog: Any, dataset_id: str,
     raise NotFoundError(f"no dataset {dataset_id!r} in catalog {catalog!s} (datasets: {known})")
 
 
-def open_dataset(catalog: Any, dataset_id: str, version: str | None = None, *,
-                 catalog_storage_options: Mapping[str, Any] | None = None,
-                 **kwargs: Any) -> xr.Dataset:
-    """Open dataset ``dataset_id`` of a catalog (its latest version, or ``version``) with
-    :func:`arcoforge.open_dataset`; ``kwargs`` go there (``chunks``, ``storage_options``...)."""
-    from arcoforge.open import open_dataset as open_store
-
+def store_of(catalog: Any, dataset_id: str, version: str | None = None,
+             catalog_storage_options: Mapping[str, Any] | None = None,
+             ) -> tuple[str, str | None]:
+    """``(store URL, version to ask the store for or None)`` of dataset ``dataset_id`` of a
+    catalog (its latest version, or ``version``)."""
     col = get_collection(catalog, dataset_id, catalog_storage_options)
     versions = list(col.get(VERSIONS) or [])
     wanted = version or col.get("version")
@@ -221,12 +220,24 @@ def open_dataset(catalog: Any, dataset_id: str, version: str | None = None, *,
         if version is not None:
             known = ", ".join(str(v.get("version")) for v in versions) or "none"
             raise NotFoundError(f"dataset {dataset_id!r} has no version {version!r} "
-                           f"(versions: {known})")
+                                f"(versions: {known})")
         href = (col.get("assets") or {}).get("zarr", {}).get("href")
         if not href:
             raise NotFoundError(f"dataset {dataset_id!r} has no 'zarr' asset")
-        return open_store(href, **kwargs)
-    href = str(entry["href"])
+        return str(href), None
     if entry.get("in_store"):  # a version kept inside a versioned store
-        return open_store(href, version=str(entry["version"]), **kwargs)
+        return str(entry["href"]), str(entry["version"])
+    return str(entry["href"]), None
+
+
+def open_dataset(catalog: Any, dataset_id: str, version: str | None = None, *,
+                 catalog_storage_options: Mapping[str, Any] | None = None,
+                 **kwargs: Any) -> xr.Dataset:
+    """Open dataset ``dataset_id`` of a catalog (its latest version, or ``version``) with
+    :func:`arcoforge.open_dataset`; ``kwargs`` go there (``chunks``, ``storage_options``...)."""
+    from arcoforge.open import open_dataset as open_store
+
+    href, in_store = store_of(catalog, dataset_id, version, catalog_storage_options)
+    if in_store is not None:
+        return open_store(href, version=in_store, **kwargs)
     return open_store(href, **kwargs)
