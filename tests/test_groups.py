@@ -234,6 +234,10 @@ def test_group_errors_name_the_groups(shared_data: pathlib.Path, tmp_path: pathl
     with pytest.raises(NotFoundError, match=r"has no group 'data_01/ku'; its groups are "
                                             r"\['data_01'\]"):
         af.open_dataset(store, group="data_01/ku")
+    # a Zarr store as the input is read where it is, one group through open_kwargs
+    with pytest.raises(ConfigError, match="needs NetCDF4/HDF5 files, but .* is read where it "
+                                          "is as zarr; name one group with open_kwargs"):
+        af.bake(_recipe([store], groups=["data_01"]), str(tmp_path / "z.zarr"), progress=False)
     plain = str(tmp_path / "plain.zarr")
     ersst = sorted((shared_data / "ersst-v5").glob("ersst.v5.*.nc"))[:1]
     af.bake(_recipe([str(ersst[0])]), plain, progress=False)
