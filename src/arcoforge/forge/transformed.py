@@ -10,7 +10,7 @@ transforms, each source is opened lazily (dask-backed, nothing read yet), transf
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any, cast
+from typing import Any
 
 import numpy as np
 import xarray as xr
@@ -21,9 +21,9 @@ from arcoforge.forge.io.formats import (
     detect_engine,
 )
 from arcoforge.forge.io.integrity import check_complete
-from arcoforge.forge.io.readers import _explain, open_raw, reader_kwargs, variable_schema
+from arcoforge.forge.io.readers import _explain, dataset_schema, open_raw, reader_kwargs
 from arcoforge.forge.patterns import Index
-from arcoforge.forge.schema import FileSchema, value_digest, wants_digest
+from arcoforge.forge.schema import FileSchema
 from arcoforge.forge.transforms import Transform, apply_transforms
 
 __all__ = ["open_transformed", "scan_transformed", "schema_of", "TransformedFile"]
@@ -65,19 +65,9 @@ def open_transformed(path: str, engine: str, open_kwargs: Mapping[str, Any] | No
 def schema_of(ds: xr.Dataset, index: Index, url: str, path: str, size: int, sha256: str,
               concat_dim: str | None) -> FileSchema:
     """The :class:`FileSchema` of a raw (transformed) dataset."""
-    variables = {}
-    digests: dict[str, str] = {}
-    for name, var in ds.variables.items():
-        variables[str(name)] = variable_schema(str(name), var, url)
-        if wants_digest(cast("tuple[str, ...]", var.dims), var.shape, var.dtype.itemsize,
-                        concat_dim):
-            digests[str(name)] = value_digest(_values(var))
-    values = None
-    if concat_dim is not None and concat_dim in ds.variables and ds[concat_dim].ndim == 1:
-        values = _values(ds.variables[concat_dim])
-    dims = {str(k): int(v) for k, v in ds.sizes.items()}
+    dims, variables, attrs, values, digests = dataset_schema(ds, url, concat_dim, _values)
     return FileSchema(index=index, url=url, path=path, size=size, sha256=sha256, dims=dims,
-                      variables=variables, attrs=dict(ds.attrs), concat_values=values,
+                      variables=variables, attrs=attrs, concat_values=values,
                       static_digests=digests)
 
 

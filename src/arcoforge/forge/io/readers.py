@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import inspect
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, cast
 
 import numpy as np
@@ -296,25 +296,38 @@ def variable_schema(name: str, var: xr.Variable, url: str) -> VariableSchema:
                           attrs=dict(var.attrs), source_chunks=_chunks_of(var))
 
 
+def dataset_schema(ds: xr.Dataset, url: str, concat_dim: str | None,
+                   read: Callable[[xr.Variable], np.ndarray],
+                   read_coord: Callable[[xr.Variable], np.ndarray] | None = None,
+                   ) -> tuple[dict[str, int], dict[str, VariableSchema], dict[str, Any],
+                              np.ndarray | None, dict[str, str]]:
+    """``(dims, variables, attrs, concat values, static digests)`` of a raw xarray dataset:
+    ``read`` gives a variable's values (for the digests of variables without the concat
+    dimension), ``read_coord`` those of the concat coordinate (default: ``read``)."""
+    variables = {}
+    digests: dict[str, str] = {}
+    for name, var in ds.variables.items():
+        variables[str(name)] = variable_schema(str(name), var, url)
+        if wants_digest(cast("tuple[str, ...]", var.dims), var.shape, var.dtype.itemsize,
+                        concat_dim):
+            digests[str(name)] = value_digest(read(var))
+    values = None
+    if concat_dim is not None and concat_dim in ds.variables and ds[concat_dim].ndim == 1:
+        values = (read_coord or read)(ds.variables[concat_dim])
+    dims = {str(k): int(v) for k, v in ds.sizes.items()}
+    return dims, variables, dict(ds.attrs), values, digests
+
+
 def _scan_xarray(path: str, engine: str, open_kwargs: Mapping[str, Any] | None, url: str,
                  concat_dim: str | None, cache_dir: str | None = None,
                  ) -> tuple[dict[str, int], dict[str, VariableSchema], dict[str, Any],
                             np.ndarray | None, dict[str, str]]:
     ds = open_raw(path, engine, open_kwargs, url, cache_dir)
     with ds:
-        variables = {}
-        digests: dict[str, str] = {}
-        for name, var in ds.variables.items():
-            variables[str(name)] = variable_schema(str(name), var, url)
-            if wants_digest(cast("tuple[str, ...]", var.dims), var.shape, var.dtype.itemsize,
-                            concat_dim):
-                digests[str(name)] = value_digest(var.values)
-        values = None
-        if concat_dim is not None and concat_dim in ds.variables and ds[concat_dim].ndim == 1:
-            values = _concat_values(lambda: ds[concat_dim].values, concat_dim, url, path,
-                                    engine)
-        dims = {str(k): int(v) for k, v in ds.sizes.items()}
-        return dims, variables, dict(ds.attrs), values, digests
+        return dataset_schema(
+            ds, url, concat_dim, read=lambda var: np.asarray(var.values),
+            read_coord=lambda var: _concat_values(lambda: var.values, str(concat_dim), url,
+                                                  path, engine))
 
 
 def scan_file(index: Index, url: str, path: str, size: int, sha256: str, concat_dim: str | None,
