@@ -637,7 +637,6 @@ def bake(recipe: ZarrRecipe, target: Any, engine: str = "local", *,
                             workdir=workdir, progress=progress, version_bump=version_bump,
                             version=version, wait_lock=wait_lock, lock_timeout=lock_timeout,
                             **engine_options)
-    from arcoforge.forge import versions
     from arcoforge.forge.engines import engine_session, get_engine
     from arcoforge.forge.locking import build_lock
 
@@ -651,17 +650,36 @@ def bake(recipe: ZarrRecipe, target: Any, engine: str = "local", *,
                             scan_map=scan_map)
         plan.version_bump = version_bump
         plan.version = version
-        up_to_date = is_up_to_date(plan)
-        if version is not None and not up_to_date:  # refuse a stale version before any work
-            versions.next_version([v.version for v in tgt.versions()], version_bump, version)
-        if up_to_date:
-            log.info("%s is already built from these sources; nothing to do", tgt.url)
-            versions.apply_retention(tgt)  # a crash may have come between publish and retention
-            stats: Sequence[TaskStats] = [TaskStats(t.key, skipped=True) for t in plan.tasks]
-        else:
-            stats = run_plan(runner, plan, progress=progress, **run_options)
+        stats = run_or_skip(runner, plan, progress=progress, **run_options)
         run_checks(recipe, tgt)
-    result = BuildResult(
+    result = build_result(plan, stats, t0)
+    log.info("%s", result)
+    return result
+
+
+def run_or_skip(runner: Callable[..., Any], plan: Plan, *, progress: bool,
+                **options: Any) -> Sequence[TaskStats]:
+    """Run ``plan`` with the engine ``runner``, or skip every task when its target already
+    holds this build; an explicit ``plan.version`` older than a published one is refused
+    before any work."""
+    from arcoforge.forge import versions
+
+    tgt = plan.target
+    up_to_date = is_up_to_date(plan)
+    if plan.version is not None and not up_to_date:  # refuse a stale version before any work
+        versions.next_version([v.version for v in tgt.versions()], plan.version_bump,
+                              plan.version)
+    if up_to_date:
+        log.info("%s is already built from these sources; nothing to do", tgt.url)
+        versions.apply_retention(tgt)  # a crash may have come between publish and retention
+        return [TaskStats(t.key, skipped=True) for t in plan.tasks]
+    return list(run_plan(runner, plan, progress=progress, **options))
+
+
+def build_result(plan: Plan, stats: Sequence[TaskStats], t0: float,
+                 extra: Mapping[str, Any] | None = None) -> BuildResult:
+    """The :class:`BuildResult` of ``plan`` run with ``stats``, started at ``t0``."""
+    return BuildResult(
         target=plan.target.url,
         files=len(plan.schema.files),
         tasks=len(plan.tasks),
@@ -670,9 +688,8 @@ def bake(recipe: ZarrRecipe, target: Any, engine: str = "local", *,
         bytes_written=sum(s.bytes_written for s in stats),
         seconds=time.perf_counter() - t0,
         recipe_hash=plan.recipe_hash,
+        extra=dict(extra or {}),
     )
-    log.info("%s", result)
-    return result
 
 
 def run_checks(recipe: Any, target: Target) -> None:

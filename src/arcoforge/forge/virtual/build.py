@@ -41,9 +41,10 @@ from arcoforge.forge.bake import (
     Plan,
     TaskStats,
     _OpenFiles,
-    is_up_to_date,
+    build_result,
     plan_for,
     recover,
+    run_or_skip,
     run_plan,
     scan_sources,
     side_file_dir,
@@ -402,7 +403,6 @@ def bake_virtual(recipe: VirtualRecipe, target: Any, engine: str = "local", *,
                  **engine_options: Any) -> BuildResult:
     """Build the virtual store of ``recipe`` in ``target`` and publish it as a new version
     (what :func:`arcoforge.bake` does for a :class:`VirtualRecipe`; same arguments)."""
-    from arcoforge.forge import versions
     from arcoforge.forge.engines import get_engine
     from arcoforge.forge.locking import build_lock
 
@@ -417,27 +417,10 @@ def bake_virtual(recipe: VirtualRecipe, target: Any, engine: str = "local", *,
                                     storage_options=storage_options)
         plan.version_bump = version_bump
         plan.version = version
-        up_to_date = is_up_to_date(plan)
-        if version is not None and not up_to_date:
-            versions.next_version([v.version for v in tgt.versions()], version_bump, version)
-        if up_to_date:
-            log.info("%s is already built from these sources; nothing to do", tgt.url)
-            versions.apply_retention(tgt)
-            stats: Sequence[TaskStats] = [TaskStats(t.key, skipped=True) for t in plan.tasks]
-        else:
-            stats = run_plan(runner, plan, progress=progress, **engine_options)
-    return BuildResult(
-        target=plan.target.url,
-        files=len(plan.schema.files),
-        tasks=len(plan.tasks),
-        tasks_skipped=sum(s.skipped for s in stats),
-        bytes_read=sum(s.bytes_read for s in stats),
-        bytes_written=sum(s.bytes_written for s in stats),
-        seconds=time.perf_counter() - t0,
-        recipe_hash=plan.recipe_hash,
-        extra={"virtual_variables": sorted(plan.virtual),
-               INLINE_VARIABLES: plan.extra_attrs.get(INLINE_VARIABLES, [])},
-    )
+        stats = run_or_skip(runner, plan, progress=progress, **engine_options)
+    return build_result(plan, stats, t0,
+                        extra={"virtual_variables": sorted(plan.virtual),
+                               INLINE_VARIABLES: plan.extra_attrs.get(INLINE_VARIABLES, [])})
 
 
 def _bake_kerchunk(recipe: VirtualRecipe, target: Any, workdir: str | None,
