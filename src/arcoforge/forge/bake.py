@@ -657,11 +657,11 @@ def bake(recipe: ZarrRecipe, target: Any, engine: str = "local", *,
     return result
 
 
-def run_or_skip(runner: Callable[..., Any], plan: Plan, *, progress: bool,
+def run_or_skip(engine_run: Callable[..., Any], plan: Plan, /, *, progress: bool,
                 **options: Any) -> Sequence[TaskStats]:
-    """Run ``plan`` with the engine ``runner``, or skip every task when its target already
-    holds this build; an explicit ``plan.version`` older than a published one is refused
-    before any work."""
+    """Run ``plan`` with ``engine_run`` (``options`` go to it, e.g. Beam's ``runner``), or
+    skip every task when its target already holds this build; an explicit ``plan.version``
+    older than a published one is refused before any work."""
     from arcoforge.forge import versions
 
     tgt = plan.target
@@ -673,7 +673,7 @@ def run_or_skip(runner: Callable[..., Any], plan: Plan, *, progress: bool,
         log.info("%s is already built from these sources; nothing to do", tgt.url)
         versions.apply_retention(tgt)  # a crash may have come between publish and retention
         return [TaskStats(t.key, skipped=True) for t in plan.tasks]
-    return list(run_plan(runner, plan, progress=progress, **options))
+    return list(run_plan(engine_run, plan, progress=progress, **options))
 
 
 def build_result(plan: Plan, stats: Sequence[TaskStats], t0: float,
