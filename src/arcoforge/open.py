@@ -15,7 +15,7 @@ from typing import Any
 import xarray as xr
 
 from arcoforge.errors import NotFoundError, TargetError
-from arcoforge.forge.schema import attrs_from_json
+from arcoforge.forge.schema import attrs_from_json, group_path
 from arcoforge.provenance import ATTR_TYPES, GROUPS
 
 __all__ = ["open_dataset", "open_datatree", "store_groups", "restore_attr_types",
@@ -70,7 +70,7 @@ def open_dataset(target: Any, dataset_id: str | None = None, *, version: str | N
                                  chunks=chunks, storage_options=storage_options, **kwargs)
     from arcoforge.forge.targets.open import open_raw_store
 
-    group = "/".join(p for p in (group or "").split("/") if p)
+    group = group_path(group or "")
     if group:
         groups = store_groups(target, version=version, storage_options=storage_options)
         if group not in groups:

@@ -29,6 +29,7 @@ from arcoforge.forge.schema import (
     VariableSchema,
     attrs_to_json,
     coordinate_of,
+    group_path,
     is_concat_coordinate,
     qualify,
     split_name,
@@ -72,7 +73,7 @@ def normalize_groups(groups: str | Sequence[str] | None) -> tuple[str, ...]:
     for g in groups:
         if not isinstance(g, str):
             raise ConfigError(f"groups must be group paths such as 'data_01/ku', got {g!r}")
-        path = "/".join(p for p in g.strip().split("/") if p)
+        path = group_path(g.strip())
         if path == ALL_GROUPS and len(groups) > 1:
             raise ConfigError("groups='*' (every group) cannot be combined with named groups")
         if path not in out:
@@ -263,7 +264,7 @@ def attr_types_by_group(attr_types: Mapping[str, Mapping[str, str]],
             out.setdefault(key[:-1], {})[""] = dict(types)
             continue
         group, leaf = split_name(key)
-        out.setdefault(group, {})[leaf if key else ""] = dict(types)
+        out.setdefault(group, {})[leaf] = dict(types)  # "" (the dataset) stays ""
     return out
 
 

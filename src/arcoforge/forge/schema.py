@@ -121,6 +121,12 @@ def qualify(group: str, name: str) -> str:
     return f"{group}/{name}" if group else name
 
 
+def group_path(group: str) -> str:
+    """A group's path as the forge names it: no leading, trailing or doubled slashes
+    (``"/data_01//ku/"`` -> ``"data_01/ku"``; the root is ``""``)."""
+    return "/".join(p for p in str(group).split("/") if p)
+
+
 def split_name(name: str) -> tuple[str, str]:
     """``(group, leaf name)`` of a qualified variable name (``("", name)`` at the root)."""
     group, _, leaf = name.rpartition("/")

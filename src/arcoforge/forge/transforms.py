@@ -51,6 +51,7 @@ import xarray as xr
 
 from arcoforge.errors import ConfigError, SchemaError
 from arcoforge.forge.patterns import Index
+from arcoforge.forge.schema import group_path
 
 if TYPE_CHECKING:
     from arcoforge.forge.schema import FileSchema
@@ -539,7 +540,7 @@ class OnGroup(Transform):
     transforms: Sequence[Any] = ()
 
     def __post_init__(self) -> None:
-        self.group = "/".join(p for p in str(self.group).split("/") if p)
+        self.group = group_path(self.group)
         self.transforms = as_transforms(self.transforms)
         wide = [type(t).__name__ for t in self.transforms if t.needs_all_files]
         if wide:

@@ -104,18 +104,12 @@ def _filter_failure(err: BaseException) -> bool:
 
 def _group_error(path: str, url: str, group: str) -> ConfigError:
     """``group`` is not in the file: name the groups it has."""
-    names: list[str] = []
-    try:
-        import netCDF4
+    from arcoforge.forge.groups import file_groups
 
-        with _OPEN_LOCK, netCDF4.Dataset(path, "r") as root:
-            todo = list(root.groups.values())
-            while todo:
-                g = todo.pop(0)
-                names.append(g.path.lstrip("/"))
-                todo.extend(g.groups.values())
+    try:
+        names = file_groups(path, url)[1:]  # without the root
     except Exception:  # noqa: BLE001 - listing is a courtesy
-        pass
+        names = []
     has = f"its groups are: {', '.join(names)}" if names else "it has no groups"
     return ConfigError(f"group {group!r} is not in {url}; {has}")
 
