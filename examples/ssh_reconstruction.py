@@ -66,6 +66,7 @@ from scipy.optimize import curve_fit  # noqa: E402
 from scipy.spatial import cKDTree  # noqa: E402
 
 import arcoforge as af  # noqa: E402
+from arcoforge.testing.samples import find_shared_data  # noqa: E402
 
 HERE = Path(__file__).resolve().parent if "__file__" in globals() else Path.cwd()
 ROOT = HERE.parent
@@ -103,17 +104,7 @@ def lap(name: str) -> None:
     print(f"[{name}: {TIMES[name]:.1f} s]")
 
 
-def shared_data() -> Path | None:
-    """$ARCOFORGE_SHARED_DATA, else ``../shared/data`` next to the checkout."""
-    env = os.environ.get("ARCOFORGE_SHARED_DATA")
-    for candidate in ([Path(env)] if env else []) + [ROOT.parent / "shared" / "data",
-                                                      ROOT / "shared" / "data"]:
-        if (candidate / "aviso").is_dir() and (candidate / "altimetry").is_dir():
-            return candidate
-    return None
-
-
-DATA = shared_data()
+DATA = find_shared_data("aviso", "altimetry", checkout=ROOT)
 if DATA is None:
     print("The shared data folder (with aviso/ and altimetry/) was not found: set "
           "ARCOFORGE_SHARED_DATA. Nothing else runs.")

@@ -33,24 +33,16 @@ import xarray as xr
 import arcoforge as af
 from arcoforge.cli import main as arcoforge_cli
 from arcoforge.testing.http import start_http_server
+from arcoforge.testing.samples import find_shared_data
 
 xr.set_options(display_expand_attrs=False)
 SIZE = os.environ.get("ARCOFORGE_TUTORIAL_SIZE", "full")
 N_MONTHS = 6 if SIZE == "small" else 24
 
 
-def shared_data() -> Path | None:
-    """$ARCOFORGE_SHARED_DATA, else ../shared/data next to the checkout."""
-    here = Path(__file__).resolve().parents[2] if "__file__" in globals() else Path.cwd()
-    env = os.environ.get("ARCOFORGE_SHARED_DATA")
-    for candidate in ([Path(env)] if env else []) + [here / "shared" / "data",
-                                                      here.parent / "shared" / "data"]:
-        if (candidate / "ersst-v5").is_dir():
-            return candidate
-    return None
-
-
-DATA = shared_data()
+DATA = find_shared_data("ersst-v5",
+                        checkout=Path(__file__).resolve().parents[2]
+                        if "__file__" in globals() else Path.cwd())
 if DATA is None:
     print("The shared data folder was not found: set ARCOFORGE_SHARED_DATA to the folder that "
           "holds ersst-v5/ (the project's ../shared/data). Nothing else runs.")

@@ -33,22 +33,15 @@ from pathlib import Path
 
 import xarray as xr
 
+from arcoforge.testing.samples import find_shared_data
+
 SIZE = os.environ.get("ARCOFORGE_TUTORIAL_SIZE", "full")
 REPEAT = 3 if SIZE == "small" else 10
 
 
-def shared_data() -> Path | None:
-    """$ARCOFORGE_SHARED_DATA, else ../shared/data next to the checkout."""
-    here = Path(__file__).resolve().parents[2] if "__file__" in globals() else Path.cwd()
-    env = os.environ.get("ARCOFORGE_SHARED_DATA")
-    for candidate in ([Path(env)] if env else []) + [here / "shared" / "data",
-                                                      here.parent / "shared" / "data"]:
-        if (candidate / "ncep-air" / "air.nc").is_file():
-            return candidate
-    return None
-
-
-DATA = shared_data()
+DATA = find_shared_data("ncep-air/air.nc",
+                        checkout=Path(__file__).resolve().parents[2]
+                        if "__file__" in globals() else Path.cwd())
 if DATA is None:
     print("The shared data folder was not found: set ARCOFORGE_SHARED_DATA to the folder that "
           "holds ncep-air/air.nc (the project's ../shared/data). Nothing else runs.")

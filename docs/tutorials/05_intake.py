@@ -40,24 +40,16 @@ from arcoforge.catalog.intake import (
     write_intake_catalog,
 )
 from arcoforge.forge.append import append
+from arcoforge.testing.samples import find_shared_data
 
 xr.set_options(display_expand_attrs=False)
 SIZE = os.environ.get("ARCOFORGE_TUTORIAL_SIZE", "full")
 N_MONTHS = 6 if SIZE == "small" else 23
 
 
-def shared_data() -> Path | None:
-    """$ARCOFORGE_SHARED_DATA, else ../shared/data next to the checkout."""
-    here = Path(__file__).resolve().parents[2] if "__file__" in globals() else Path.cwd()
-    env = os.environ.get("ARCOFORGE_SHARED_DATA")
-    for candidate in ([Path(env)] if env else []) + [here / "shared" / "data",
-                                                      here.parent / "shared" / "data"]:
-        if (candidate / "ersst-v5").is_dir() and (candidate / "godas-ssh").is_dir():
-            return candidate
-    return None
-
-
-DATA = shared_data()
+DATA = find_shared_data("ersst-v5", "godas-ssh",
+                        checkout=Path(__file__).resolve().parents[2]
+                        if "__file__" in globals() else Path.cwd())
 if DATA is None:
     print("The shared data folder was not found: set ARCOFORGE_SHARED_DATA to the folder that "
           "holds ersst-v5/ and godas-ssh/ (the project's ../shared/data). Nothing else runs.")

@@ -6,7 +6,22 @@ import os
 import shutil
 from pathlib import Path
 
-__all__ = ["dated_copies", "writable_copies", "restamp_time_units"]
+__all__ = ["find_shared_data", "dated_copies", "writable_copies", "restamp_time_units"]
+
+
+def find_shared_data(*required: str, checkout: str | os.PathLike[str] | None = None,
+                     ) -> Path | None:
+    """The project's shared data folder (real files made by others, see its README):
+    ``$ARCOFORGE_SHARED_DATA``, else ``shared/data`` in or next to ``checkout`` (default: the
+    current folder) -- the first that holds every path of ``required`` (e.g. ``"ersst-v5"``,
+    ``"ncep-air/air.nc"``); None when none does."""
+    env = os.environ.get("ARCOFORGE_SHARED_DATA")
+    root = Path(checkout) if checkout is not None else Path.cwd()
+    for candidate in ([Path(env)] if env else []) + [root / "shared" / "data",
+                                                      root.parent / "shared" / "data"]:
+        if all((candidate / r).exists() for r in required):
+            return candidate
+    return None
 
 
 def dated_copies(source: str | os.PathLike[str], n: int, out_dir: str | os.PathLike[str],
