@@ -422,3 +422,24 @@ def test_names_zarr_keeps_for_itself_and_arcoforge_attributes_of_sources(
     assert tree.attrs["arcoforge:version"] == "1.0" and tree.attrs["title"] == "names"
     assert store_groups(store) == ["g"] and "arcoforge:groups" not in tree["g"].attrs
     np.testing.assert_array_equal(tree["g"].zarr_json.values, [3, 4])
+
+
+def test_verify_of_a_grouped_store_downloads_each_source_once(
+        shared_data: pathlib.Path, tmp_path: pathlib.Path) -> None:
+    """Sources over HTTP, three groups to compare (root, data_01, data_01/ku): every pass is
+    downloaded once for the whole verify, not once per group."""
+    from arcoforge.forge.io.fetch import COUNTERS
+    from arcoforge.testing.http import start_http_server
+
+    server = start_http_server(shared_data / "groups")
+    try:
+        names = [pathlib.Path(f).name for f in _files(shared_data)]
+        recipe = _recipe([f"{server.url}/{n}" for n in names], groups=GROUPS)
+        store = str(tmp_path / "s6.zarr")
+        af.bake(recipe, store, progress=False)
+        before = COUNTERS["downloads"]
+        report = verify(store, recipe)
+        assert report.ok, str(report)
+        assert COUNTERS["downloads"] - before == len(names)
+    finally:
+        server.stop()

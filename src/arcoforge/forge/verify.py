@@ -26,6 +26,7 @@ The store is opened with :func:`arcoforge.open_dataset`, as users open it.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import tempfile
@@ -159,7 +160,14 @@ def _verify_groups(target: Any, recipe: ZarrRecipe, version: str | None,
                    groups: tuple[str, ...]) -> VerifyReport:
     """Verify a grouped build (``recipe.groups``) group by group: each Zarr group of the store
     against that group of every source; the store's root attributes against the first
-    source's root (its variables too, when the root is one of the groups)."""
+    source's root (its variables too, when the root is one of the groups).  Each source is
+    downloaded once for all groups (into a temporary cache when the recipe has none)."""
+    if recipe.source_options.cache is None:
+        with tempfile.TemporaryDirectory(prefix="arcoforge-verify-cache-") as cache:
+            shared = dataclasses.replace(
+                recipe, source_options=dataclasses.replace(recipe.source_options, cache=cache))
+            return _verify_groups(target, shared, version, src_opts, decode, auto_times,
+                                  groups)
     from arcoforge.forge.groups import ALL_GROUPS, file_groups
     from arcoforge.forge.targets.base import resolve_target
     from arcoforge.open import store_groups
