@@ -68,8 +68,6 @@ def open_dataset(target: Any, dataset_id: str | None = None, *, version: str | N
 
         return open_from_catalog(target, dataset_id, version, decode_times=decode_times,
                                  chunks=chunks, storage_options=storage_options, **kwargs)
-    from arcoforge.forge.targets.open import open_raw_store
-
     group = group_path(group or "")
     if group:
         groups = store_groups(target, version=version, storage_options=storage_options)
@@ -78,10 +76,19 @@ def open_dataset(target: Any, dataset_id: str | None = None, *, version: str | N
                 f"{target!s} has no group {group!r}; "
                 + (f"its groups are {groups}" if groups else
                    "it was built without groups (its variables are at the root)"))
+    return _open_decoded(target, version, chunks, storage_options, group or None,
+                         decode_times, kwargs)
+
+
+def _open_decoded(target: Any, version: str | None, chunks: Any,
+                  storage_options: Mapping[str, Any] | None, group: str | None,
+                  decode_times: Any, kwargs: Mapping[str, Any]) -> xr.Dataset:
+    """The raw dataset (of ``group``), its attribute types restored, CF-decoded."""
+    from arcoforge.forge.targets.open import open_raw_store
+
     raw = open_raw_store(target, version=version, chunks=chunks, storage_options=storage_options,
-                         group=group or None)
-    ds = restore_attr_types(raw)
-    return xr.decode_cf(ds, decode_times=decode_times, **kwargs)
+                         group=group)
+    return xr.decode_cf(restore_attr_types(raw), decode_times=decode_times, **kwargs)
 
 
 def store_groups(target: Any, *, version: str | None = None,
@@ -111,12 +118,11 @@ def open_datatree(target: Any, dataset_id: str | None = None, *, version: str | 
         from arcoforge.catalog.search import store_of
 
         target, version = store_of(target, dataset_id, version, catalog_storage_options)
-    nodes = {"/": open_dataset(target, version=version, decode_times=decode_times,
-                               chunks=chunks, storage_options=storage_options, **kwargs)}
-    for g in store_groups(target, version=version, storage_options=storage_options):
-        nodes["/" + g] = open_dataset(target, version=version, decode_times=decode_times,
-                                      chunks=chunks, storage_options=storage_options, group=g,
-                                      **kwargs)
+    root = _open_decoded(target, version, chunks, storage_options, None, decode_times, kwargs)
+    nodes = {"/": root}
+    for g in root.attrs.get(GROUPS) or []:  # the groups the root lists: no check per group
+        nodes["/" + str(g)] = _open_decoded(target, version, chunks, storage_options, str(g),
+                                            decode_times, kwargs)
     return xr.DataTree.from_dict(nodes)
 
 

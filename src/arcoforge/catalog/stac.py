@@ -641,17 +641,20 @@ def _catalog_view(root: xr.Dataset, store_url: str,
     """What the Collection describes: ``root``, or for a store built with groups every
     group's variables under their paths (``"data_01/ku/ssha"``), with the dimension
     coordinates (``time``) of the group that holds them and the root's attributes."""
-    from arcoforge.open import open_dataset
+    from arcoforge.open import open_datatree
 
     groups = [str(g) for g in root.attrs.get(GROUPS) or []]
     if not groups:
         return root
+    tree = open_datatree(store_url, storage_options=storage_options)
     coords: dict[str, xr.Variable] = {}
     data: dict[str, xr.Variable] = {}
     for name, var in root.variables.items():
         (coords if name in root.coords else data)[str(name)] = var
     for g in groups:
-        ds = open_dataset(store_url, storage_options=storage_options, group=g)
+        node = tree["/" + g]
+        assert isinstance(node, xr.DataTree)
+        ds = node.to_dataset(inherit=False)
         for name, var in ds.variables.items():
             if name in ds.dims and name not in coords:
                 coords[str(name)] = var  # the dimension's coordinate: time, lat, ...
