@@ -500,20 +500,21 @@ class Plan:
             for batch in _block_batches(self._task_blocks(task), self.max_block_bytes):
                 outs = [np.empty(tuple(s.stop - s.start for s in b.block),
                                  dtype=np.dtype(b.dtype)) for b in batch]
-                for pos in dict.fromkeys(p.file for b in batch for p in b.pieces):
+                by_file: dict[int, list[tuple[_Block, np.ndarray, Piece]]] = {}
+                for b, out in zip(batch, outs):
+                    for piece in b.pieces:
+                        by_file.setdefault(piece.file, []).append((b, out, piece))
+                for pos, reads in by_file.items():  # files in the order they are first needed
                     raw, _ = self._open(files, pos)
-                    for b, out in zip(batch, outs):
-                        for piece in b.pieces:
-                            if piece.file != pos:
-                                continue
-                            src = list(b.block)
-                            src[b.axis] = slice(*piece.src)
-                            dst: list[slice] = [slice(None)] * len(b.block)
-                            dst[b.axis] = slice(*piece.dst)
-                            data = to_target_time_units(self.schema, b.name, piece.file,
-                                                        raw.read(b.name, tuple(src)))
-                            out[tuple(dst)] = data
-                            stats.bytes_read += data.nbytes
+                    for b, out, piece in reads:
+                        src = list(b.block)
+                        src[b.axis] = slice(*piece.src)
+                        dst: list[slice] = [slice(None)] * len(b.block)
+                        dst[b.axis] = slice(*piece.dst)
+                        data = to_target_time_units(self.schema, b.name, piece.file,
+                                                    raw.read(b.name, tuple(src)))
+                        out[tuple(dst)] = data
+                        stats.bytes_read += data.nbytes
                 for b, out in zip(batch, outs):
                     stats.bytes_written += self.target.write(b.name, b.block, out)
         finally:
