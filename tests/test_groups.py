@@ -443,3 +443,20 @@ def test_verify_of_a_grouped_store_downloads_each_source_once(
         assert COUNTERS["downloads"] - before == len(names)
     finally:
         server.stop()
+
+
+def test_a_pass_cut_short_is_named_and_nothing_is_published(shared_data: pathlib.Path,
+                                                           tmp_path: pathlib.Path) -> None:
+    """Every way a grouped scan opens a file first checks it is whole: with transforms (the
+    root's attributes read on their own) and with groups="*" (the file's groups listed)."""
+    from arcoforge.errors import TruncatedFileError
+    from arcoforge.testing.samples import writable_copies
+
+    files = [str(p) for p in writable_copies(_files(shared_data), tmp_path / "src")]
+    with open(files[1], "r+b") as fh:
+        fh.truncate(300_000)
+    for kw in ({"groups": GROUPS, "transforms": [OnGroup("data_01/ku", [KeepVariables(["ssha"])])]},
+               {"groups": "*"}):
+        with pytest.raises(TruncatedFileError, match=f"{files[1]} is truncated"):
+            af.bake(_recipe(files, **kw), str(tmp_path / "cut.zarr"), progress=False)
+        assert not (tmp_path / "cut.zarr").exists()

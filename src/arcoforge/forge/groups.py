@@ -85,7 +85,9 @@ def file_groups(path: str, url: str) -> list[str]:
     """Every group path of the NetCDF4/HDF5 file ``path``, parents before children, the root
     (``""``) first."""
     from arcoforge.forge.io.formats import _OPEN_LOCK
+    from arcoforge.forge.io.integrity import check_complete
 
+    check_complete(path, url)  # a file cut short is named as such, not as unreadable
     names = [""]
     try:
         import netCDF4
@@ -193,7 +195,9 @@ def read_root_attrs(path: str, url: str) -> dict[str, Any]:
     import netCDF4
 
     from arcoforge.forge.io.formats import _OPEN_LOCK
+    from arcoforge.forge.io.integrity import check_complete
 
+    check_complete(path, url)  # a file cut short is named as such, not as unreadable
     try:
         with _OPEN_LOCK, netCDF4.Dataset(path, "r") as nc:
             return {str(k): nc.getncattr(k) for k in nc.ncattrs()}
