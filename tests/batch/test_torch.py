@@ -114,14 +114,16 @@ def test_workers_are_forks_of_a_warm_forkserver(tmp_path) -> None:
 
     script = tmp_path / "warm.py"
     script.write_text(
+        "import os\n"
         "import sys\n"
         "import numpy as np\n"
         "import xarray as xr\n"
         "import arcoforge  # noqa: F401\n"
         "\n"
         "def report(worker_id):\n"
-        "    print('worker', worker_id, 'warm' if 'arcoforge.batch._warm' in sys.modules\n"
-        "          else 'cold', flush=True)\n"
+        "    # one os.write per line: two workers' prints to one pipe can interleave\n"
+        "    state = 'warm' if 'arcoforge.batch._warm' in sys.modules else 'cold'\n"
+        "    os.write(1, f'worker {worker_id} {state}\\n'.encode())\n"
         "\n"
         "if __name__ == '__main__':\n"
         "    from arcoforge.batch.torch_loader import TorchIterableDataset, make_dataloader\n"
@@ -138,13 +140,15 @@ def test_workers_are_forks_of_a_warm_forkserver(tmp_path) -> None:
 
 
 _NO_DASK_SCRIPT = """
+import os
 import sys
 import numpy as np
 import xarray as xr
 import arcoforge  # noqa: F401
 
 def report(worker_id):
-    print('worker', worker_id, 'dask' if 'dask' in sys.modules else 'no-dask', flush=True)
+    # one os.write per line: two workers' prints to one pipe can interleave
+    os.write(1, f"worker {worker_id} {'dask' if 'dask' in sys.modules else 'no-dask'}\\n".encode())
 
 if __name__ == '__main__':
     ds = xr.open_zarr(sys.argv[1], consolidated=False)
