@@ -222,6 +222,28 @@ def test_attributes_and_encodings(ersst_store: str) -> None:
     assert "values differ" not in text
 
 
+@pytest.mark.filterwarnings("ignore:Consolidated metadata:UserWarning")
+def test_attribute_types_lost_from_the_store(ersst_store: str) -> None:
+    """Zarr keeps attributes as JSON; the numpy types of the sources' attributes (float32
+    valid_min, int32 thread number) live in arcoforge:attr_types.  A store that lost that record
+    reads back the same numbers as float64/int64: verify reports the change of type."""
+    group = zarr.open_group(ersst_store, mode="r+")
+    types = dict(group.attrs["arcoforge:attr_types"])
+    del types[""], types["sst"]
+    group.attrs["arcoforge:attr_types"] = types
+    zarr.consolidate_metadata(ersst_store)
+    report = verify(ersst_store, _ersst(3))
+    assert not report.ok
+    text = str(report)
+    assert (f"variable 'sst' (vs {ERSST[0]}): attributes differ (only on one side: []; "
+            "changed (store, source): [('valid_max', 'float64(45.0)', 'float32(45.0)'), "
+            "('valid_min', 'float64(-3.0)', 'float32(-3.0)')])"
+            ) in text
+    assert (f"dataset attributes (vs {ERSST[0]}): attributes differ (only on one side: []; "
+            "changed (store, source): [('geospatial_lat_max', 'float64(") in text
+    assert "'ssta'" not in text and "values differ" not in text
+
+
 def test_doctored_sources_dtype_dims_concat_dim(ersst_store: str, tmp_path: Path) -> None:
     files = [str(p) for p in writable_copies(ERSST[:3], tmp_path / "src")]
     with xr.open_dataset(files[1], decode_cf=False) as ds:

@@ -9,7 +9,7 @@ variable and file by file:
 * every variable with the concat dimension: the store's slice at the file's position equals the
   file's values (exact, NaN-aware) and dtype;
 * every variable without it: equal in the store and in every file that has it;
-* attributes (``arcoforge:*`` ignored) and the CF encodings that decide decoding (dtype,
+* attributes (``arcoforge:*`` ignored; numbers with their numpy type) and the CF encodings that decide decoding (dtype,
   scale_factor, add_offset, _FillValue, missing_value, units, calendar) equal those of the first
   file that has the variable (what ``xarray.concat``/``merge`` keep);
 * a variable in several merge groups must hold the same values in each (otherwise the store
@@ -790,7 +790,7 @@ def _attrs_equal(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
                 same = np.array_equal(np.asarray(a[k]), np.asarray(b[k]), equal_nan=True)
             except TypeError:  # equal_nan of text
                 same = np.array_equal(np.asarray(a[k]), np.asarray(b[k]))
-            if not same:
+            if not same or _numeric_type(a[k]) != _numeric_type(b[k]):
                 return False
         except (TypeError, ValueError):
             if a[k] != b[k]:
@@ -798,11 +798,30 @@ def _attrs_equal(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
     return True
 
 
+def _numeric_type(value: Any) -> np.dtype | None:
+    """The numpy type of a numeric attribute (a float32 ``scale_factor`` that came back as a
+    float64 decodes packed data to another dtype); None for text and other objects."""
+    try:
+        dtype = np.asarray(value).dtype
+    except (TypeError, ValueError):
+        return None
+    return dtype if dtype.kind in "biufc" else None
+
+
 def _attr_diff(where: str, a: Mapping[str, Any], b: Mapping[str, Any]) -> str:
     keys = sorted(set(a) ^ set(b))
     changed = sorted(k for k in set(a) & set(b) if not _attrs_equal({k: a[k]}, {k: b[k]}))
     return (f"{where}: attributes differ (only on one side: {keys}; changed (store, source): "
-            f"{[(k, a[k], b[k]) for k in changed][:5]})")
+            f"{[(k, _typed(a[k]), _typed(b[k])) for k in changed][:5]})")
+
+
+def _typed(value: Any) -> Any:
+    """An attribute for a diff: numbers with their numpy type (``float32(0.01)``), so that a
+    change of type alone is visible; other values as they are."""
+    dtype = _numeric_type(value)
+    if dtype is None or np.ndim(value):
+        return value
+    return f"{dtype.name}({np.asarray(value).item()!r})"
 
 
 # ---------------------------------------------------------------------------------------------
