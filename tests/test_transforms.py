@@ -225,6 +225,34 @@ def test_fill_a_variable_missing_from_some_files(shared_data: pathlib.Path,
     xr.testing.assert_equal(out["sst"], xr.concat(_open_each(ersst), "time")["sst"])
 
 
+def test_append_fills_a_variable_no_file_at_the_seam_has(shared_data: pathlib.Path,
+                                                        tmp_path: pathlib.Path) -> None:
+    """An append sees only the new files and those at the store's end: when none of them has
+    the variable, FillMissingVariable takes its template from the published store (it said
+    "no source file has a variable 'ssta'" although the store holds it)."""
+    from arcoforge.forge.append import append
+
+    ersst = _ersst(shared_data, 4)
+    files = [ersst[0]] + [  # the store's last file and the new ones lack ssta
+        _subset(f, tmp_path / f"no_ssta{i}.nc", "time", slice(None), drop=("ssta",))
+        for i, f in enumerate(ersst[1:])]
+    steps = [FillMissingVariable("ssta")]
+
+    def recipe(n: int) -> af.ZarrRecipe:
+        return af.ZarrRecipe(af.pattern_from_file_sequence(files[:n], "time"), transforms=steps,
+                             target_chunks={"time": 2})
+
+    target = tmp_path / "fill.zarr"
+    af.bake(recipe(2), str(target), progress=False)
+    append(recipe(4), str(target), progress=False)
+    assert verify(str(target), recipe(4)).ok
+    out = af.open_dataset(str(target))
+    expected = xr.concat(_open_each(files), "time", data_vars="all")
+    for name in ("sst", "ssta"):
+        xr.testing.assert_equal(out[name], expected[name])
+    assert int(out["ssta"].isel(time=[1, 2, 3]).notnull().sum()) == 0
+
+
 GLM_EVENTS = ["event_time_offset", "event_lat", "event_lon", "event_energy"]
 
 
@@ -249,6 +277,36 @@ def test_times_counted_from_each_files_own_origin(shared_data: pathlib.Path,
     raw = xr.open_zarr(str(tmp_path / "glm.zarr"), decode_cf=False)["event_time_offset"]
     assert raw.dtype == np.int64
     assert raw.attrs["units"] == "milliseconds since 2018-07-02 04:33:00.000"
+
+
+@pytest.mark.parametrize("chunk", [None, 100])
+def test_append_keeps_the_stores_time_origin(shared_data: pathlib.Path, tmp_path: pathlib.Path,
+                                             chunk: int | None) -> None:
+    """ReexpressTimes binds each variable to the units of the first build's first file; an
+    append re-expresses the new granule in the store's units, not in those of the first file
+    at the seam (all its events were 20 s early, and with small chunks it rewrote rows of the
+    published granule with them)."""
+    from arcoforge.forge.append import append
+
+    files = sorted(str(p) for p in (shared_data / "ragged").glob("OR_GLM*.nc"))
+    steps = [KeepVariables(GLM_EVENTS), ReexpressTimes()]
+    chunks = {"number_of_events": chunk} if chunk else {}
+
+    def recipe(n: int) -> af.ZarrRecipe:
+        return af.ZarrRecipe(af.pattern_from_file_sequence(files[:n], "number_of_events"),
+                             transforms=steps, target_chunks=chunks)
+
+    target = tmp_path / "glm.zarr"
+    af.bake(recipe(2), str(target), progress=False)
+    append(recipe(3), str(target), progress=False)
+    assert verify(str(target), recipe(3)).ok
+    out = af.open_dataset(str(target))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        expected = xr.concat([d[GLM_EVENTS] for d in _open_each(files)], "number_of_events")
+    for name in GLM_EVENTS:
+        xr.testing.assert_equal(out[name].reset_coords(drop=True),
+                                expected[name].reset_coords(drop=True))
 
 
 # -- strings along the concat dimension --------------------------------------------------------

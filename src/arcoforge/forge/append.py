@@ -23,11 +23,12 @@ from __future__ import annotations
 import logging
 import tempfile
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, cast
 
 import numpy as np
+import xarray as xr
 
 from arcoforge.errors import AppendError, SchemaError
 from arcoforge.forge.bake import Plan, TaskStats, plan_for, recover, run_plan, scan_pattern
@@ -42,6 +43,7 @@ from arcoforge.forge.schema import (
     combine_schemas,
     concat_coordinate,
     reexpress_times,
+    split_name,
 )
 from arcoforge.forge.targets.base import resolve_target
 from arcoforge.forge.transforms import resolve_transforms
@@ -165,7 +167,8 @@ def compile_append_plan(recipe: ZarrRecipe, target: Any, *, workdir: str | None 
         if old_len - _length(tail, cdim) <= chunk_start:
             break
     if any(t.needs_all_files for t in transforms):  # bind them to the files at the seam
-        transforms = resolve_transforms(transforms, [*tail, *new_files], cdim)
+        transforms = resolve_transforms(transforms, [*tail, *new_files], cdim,
+                                        stored=_stored_variables(tgt, stored_groups))
         tail, new_files = scan([(f.index, f.fetch_url or f.url) for f in tail]), \
             scan([(f.index, f.fetch_url or f.url) for f in new_files])
     _check_unchanged(tail, attrs, tgt.url)
@@ -192,6 +195,22 @@ def compile_append_plan(recipe: ZarrRecipe, target: Any, *, workdir: str | None 
                                 "after_version": attrs.get(VERSION)}},
         transforms=transforms,
     )
+
+
+def _stored_variables(tgt: Any, groups: Sequence[str]) -> Callable[[str], xr.Variable | None]:
+    """``stored(name)``: the published variable ``name`` (qualified in a grouped store), raw,
+    with the attribute types recorded at build time; None when the store has no such one."""
+    from arcoforge.open import restore_attr_types
+
+    opened: dict[str, xr.Dataset] = {}
+
+    def stored(name: str) -> xr.Variable | None:
+        group, leaf = split_name(name) if groups else ("", name)
+        if group not in opened:
+            opened[group] = restore_attr_types(tgt.open(group=group or None))
+        return opened[group].variables.get(leaf)
+
+    return stored
 
 
 def _length(files: Sequence[FileSchema], cdim: str) -> int:

@@ -127,6 +127,14 @@ class Transform:
         ``concat_dim`` is the pattern's concat dimension."""
         return self
 
+    def resolve_appending(self, files: Sequence[FileSchema], concat_dim: str | None,
+                          stored: Callable[[str], xr.Variable | None]) -> Transform:
+        """:meth:`resolve` for an append: ``files`` are only the new files and those at the
+        store's end, so whatever the first build bound from other files is read from the
+        published store, ``stored(name)`` (the raw variable with its attribute types, or None).
+        """
+        return self.resolve(files, concat_dim)
+
     def describe(self) -> dict[str, Any]:
         """What this step does, JSON-able: part of the recipe hash and of provenance."""
         params = {f.name: _json(getattr(self, f.name)) for f in fields(self)  # type: ignore[arg-type]
@@ -384,6 +392,23 @@ class FillMissingVariable(Transform):
                     "fill": fill, "from": have[0].url}
         return FillMissingVariable(self.name, self.fill_value, template)
 
+    def resolve_appending(self, files: Sequence[FileSchema], concat_dim: str | None,
+                          stored: Callable[[str], xr.Variable | None]) -> Transform:
+        var = None if any(self.name in f.variables for f in files) else stored(self.name)
+        if var is None:
+            return self.resolve(files, concat_dim)
+        # none of the files at the seam has it: the store's variable is the template the
+        # first build took from its first file that had it
+        attrs = dict(var.attrs)
+        fill = self.fill_value
+        if fill is None:
+            fill = attrs.get("_FillValue", attrs.get("missing_value"))
+        if fill is None:
+            fill = np.nan
+        template = {"dims": list(var.dims), "dtype": str(var.dtype), "attrs": attrs,
+                    "fill": fill, "from": "the published store"}
+        return FillMissingVariable(self.name, self.fill_value, template)
+
     def apply(self, index: Index, ds: xr.Dataset) -> xr.Dataset:
         if self.name in ds.variables:
             return ds
@@ -451,6 +476,20 @@ class ReexpressTimes(Transform):
                     continue
                 if self.variables is None or name in self.variables:
                     bound[name] = units
+        return ReexpressTimes(None, self.variables, bound)
+
+    def resolve_appending(self, files: Sequence[FileSchema], concat_dim: str | None,
+                          stored: Callable[[str], xr.Variable | None]) -> Transform:
+        if self.units is not None:
+            return self
+        # the store holds each variable in the units of the first build's first file, not
+        # in those of the first file at the seam
+        bound = dict(self.resolve(files, concat_dim).bound or {})  # type: ignore[attr-defined]
+        for name in bound:
+            var = stored(name)
+            units = var.attrs.get("units") if var is not None else None
+            if isinstance(units, str) and " since " in units:
+                bound[name] = units
         return ReexpressTimes(None, self.variables, bound)
 
     def apply(self, index: Index, ds: xr.Dataset) -> xr.Dataset:
@@ -622,9 +661,17 @@ def transforms_digest(transforms: Sequence[Transform]) -> str:
 
 
 def resolve_transforms(transforms: Sequence[Transform], files: Sequence[FileSchema],
-                       concat_dim: str | None) -> tuple[Transform, ...]:
-    """Bind the transforms that need every file's schema to the scanned ``files``."""
-    return tuple(t.resolve(files, concat_dim) if t.needs_all_files else t for t in transforms)
+                       concat_dim: str | None,
+                       stored: Callable[[str], xr.Variable | None] | None = None,
+                       ) -> tuple[Transform, ...]:
+    """Bind the transforms that need every file's schema to the scanned ``files``; for an
+    append, ``stored`` gives the published store's variables (see
+    :meth:`Transform.resolve_appending`)."""
+    if stored is None:
+        return tuple(t.resolve(files, concat_dim) if t.needs_all_files else t
+                     for t in transforms)
+    return tuple(t.resolve_appending(files, concat_dim, stored) if t.needs_all_files else t
+                 for t in transforms)
 
 
 def _decode(ds: xr.Dataset) -> xr.Dataset:
