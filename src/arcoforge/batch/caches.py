@@ -23,7 +23,9 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import re
 import threading
+import uuid
 import zlib
 from collections import OrderedDict
 from collections.abc import Hashable, Mapping
@@ -34,7 +36,7 @@ import numpy as np
 from arcoforge.errors import ConfigError, MissingDependencyError
 
 from ._optional import require
-from .identity import dataset_identity, stored_in_zarr
+from .identity import _is_zarr_array, dataset_identity, stored_in_zarr
 
 __all__ = [
     "CHECKSUMS",
@@ -44,6 +46,7 @@ __all__ = [
     "ZarrCache",
     "cache_key",
     "checksum",
+    "data_description",
     "dataset_identity",
     "dataset_token",
 ]
@@ -83,13 +86,18 @@ def _jsonable(sel: Any) -> Any:
 
 def dataset_token(ds: Any, variables: list[Hashable] | None = None) -> str:
     """Identity of a dataset for cache keys: published identity, source, schema, coordinates
-    and (lazy) data ids.
+    and what each variable's values are computed from.
 
     The published identity (:func:`~arcoforge.batch.identity.dataset_identity`) changes with
     every version published at a path, Icechunk snapshot, or rewrite of the files of another
-    store. In-memory numpy variables are hashed by content; lazily opened ones by their source
-    path and encoding (no data is read), else by their dask graph name (stable within a
-    process). ``ArraySource(dataset_id=...)`` replaces this token by the caller's own.
+    store. In-memory numpy variables are hashed by content. Lazy ones add their encoding and
+    :func:`data_description`: a dask variable its graph's name (a deterministic token of the
+    graph, so ``isel`` or arithmetic after opening gives another token, and the same opening
+    and selection the same token in every process); a lazily indexed backend variable the
+    indexer applied to the stored array (``isel`` along a dim without a coordinate included)
+    and its decoding layers. Anything not recognised is named for this process only (a miss
+    elsewhere rather than a wrong hit). ``ArraySource(dataset_id=...)`` replaces this token
+    by the caller's own.
     """
     h = hashlib.sha256()
     h.update(dataset_identity(ds).encode())
@@ -104,19 +112,138 @@ def dataset_token(ds: Any, variables: list[Hashable] | None = None) -> str:
         h.update(repr(sorted((str(k), str(v)) for k, v in var.attrs.items())).encode())
         data = var._data  # noqa: SLF001 - identity only, never mutated
         if isinstance(data, np.ndarray):
-            h.update(np.ascontiguousarray(data).view(np.uint8).ravel().data)
-        elif source or stored_in_zarr(var):  # the store is named by dataset_identity
+            h.update(_content_hash(data).encode())
+            continue
+        named = bool(source or var.encoding.get("source")) or stored_in_zarr(var)
+        if named:  # the store or file is named by dataset_identity
             h.update(repr(sorted((str(k), str(v)) for k, v in var.encoding.items())).encode())
-        elif hasattr(data, "dask") and hasattr(data, "name"):
-            h.update(str(data.name).encode())
-        else:
-            h.update(repr(var.encoding.get("source", enc.get("source", id(data)))).encode())
+        h.update(data_description(data, named=named).encode())
     for cname, coord in sorted(ds.coords.items(), key=lambda kv: str(kv[0])):
         if coord.ndim <= 1 and coord.size <= 10_000_000:
             h.update(str(cname).encode())
             h.update(np.ascontiguousarray(coord.values).astype(str).tobytes()
                      if coord.dtype == object else np.ascontiguousarray(coord.values).tobytes())
     return h.hexdigest()[:32]
+
+
+#: names data that can only be identified within this process (by object id)
+_PROCESS_NONCE = uuid.uuid4().hex
+_ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+")
+
+
+def _content_hash(arr: np.ndarray) -> str:
+    """sha256 of an in-memory array's dtype, shape and bytes (objects by their ``str``)."""
+    h = hashlib.sha256(repr((arr.dtype.str, arr.shape)).encode())
+    if arr.dtype.hasobject:
+        h.update(np.ascontiguousarray(arr).astype(str).tobytes())
+    elif arr.size:
+        h.update(np.ascontiguousarray(arr).reshape(-1).view(np.uint8).data)
+    return h.hexdigest()[:32]
+
+
+def _describe(value: Any, depth: int = 0) -> str:
+    """A deterministic text for an indexer or a decoding parameter (arrays by content,
+    callables by module, name and code; never a memory address)."""
+    if depth > 8:
+        return "..."
+    if isinstance(value, np.ndarray):
+        return "ndarray:" + _content_hash(value)
+    if isinstance(value, slice):
+        return f"slice({value.start!r},{value.stop!r},{value.step!r})"
+    if isinstance(value, np.generic):
+        return repr(value.item())
+    if isinstance(value, list | tuple):
+        return "(" + ",".join(_describe(v, depth + 1) for v in value) + ")"
+    if isinstance(value, Mapping):
+        return "{" + ",".join(f"{k!s}:{_describe(v, depth + 1)}"
+                              for k, v in sorted(value.items(), key=lambda kv: str(kv[0]))) + "}"
+    if isinstance(value, functools.partial):
+        return (f"partial({_describe(value.func, depth + 1)},{_describe(value.args, depth + 1)},"
+                f"{_describe(value.keywords, depth + 1)})")
+    if hasattr(value, "tuple") and type(value).__name__.endswith("Indexer"):
+        return f"{type(value).__name__}{_describe(value.tuple, depth + 1)}"
+    if callable(value) and hasattr(value, "__qualname__"):
+        text = f"{getattr(value, '__module__', '')}.{value.__qualname__}"
+        code = getattr(value, "__code__", None)
+        if code is not None:  # lambdas and closures: the same name may hold other code
+            cells = [c.cell_contents for c in (getattr(value, "__closure__", None) or ())
+                     if _cell_filled(c)]
+            text += ":" + hashlib.sha256(code.co_code + _ADDRESS.sub(
+                "", repr(code.co_consts)).encode()).hexdigest()[:16]
+            text += _describe(cells, depth + 1) if cells else ""
+        return text
+    text = repr(value)
+    if _ADDRESS.search(text):  # a plain object: its repr tells nothing apart
+        return f"{type(value).__qualname__}:id:{id(value)}:{_PROCESS_NONCE}"
+    return text
+
+
+def _cell_filled(cell: Any) -> bool:
+    try:
+        cell.cell_contents  # noqa: B018 - raises ValueError on an empty cell
+    except ValueError:
+        return False
+    return True
+
+
+def data_description(data: Any, *, named: bool = True) -> str:
+    """What a variable's (non-numpy) data is computed from, for cache keys.
+
+    Walks xarray's lazy wrappers down to the stored array, recording each layer's type, the
+    indexer it applies (``LazilyIndexedArray.key``: the selection of the stored array) and
+    its decoding function; stops at a dask array (its ``.name``: a deterministic token of its
+    whole graph), a Zarr array (its path; the store is named by
+    :func:`~arcoforge.batch.identity.dataset_identity`), a numpy array (its content), or a
+    backend array of a file (its variable name; ``named`` says the file or store is named
+    elsewhere in the token). Anything else ends the description with its id in this process,
+    so it is never matched by another process or another object.
+    """
+    from xarray.backends import BackendArray
+
+    parts: list[str] = []
+    obj = data
+    for _ in range(64):
+        tname = f"{type(obj).__module__}.{type(obj).__qualname__}"
+        if obj is None:
+            parts.append("none")
+            break
+        if isinstance(obj, np.ndarray):
+            parts.append("ndarray:" + _content_hash(obj))
+            break
+        if hasattr(obj, "dask") and hasattr(obj, "name") and hasattr(obj, "chunks"):
+            parts.append(f"dask:{obj.name}")
+            break
+        if _is_zarr_array(obj):
+            parts.append(f"zarr:{getattr(obj, 'path', '')}:{getattr(obj, 'shape', '')}")
+            break
+        layer = [tname, str(getattr(obj, "dtype", ""))]
+        key = getattr(obj, "key", None)
+        if key is not None:
+            layer.append(_describe(key))
+        func = getattr(obj, "func", None)
+        if func is not None:
+            layer.append(_describe(func))
+        if isinstance(obj, BackendArray):
+            inner = getattr(obj, "_array", None)
+            if _is_zarr_array(inner):
+                parts.append("|".join(layer))
+                obj = inner
+                continue
+            if named:
+                layer.append(str(getattr(obj, "variable_name", "")))
+                layer.append(str(getattr(obj, "shape", "")))
+                parts.append("|".join(layer))
+                break
+        inner = getattr(obj, "array", None)
+        if inner is None or inner is obj:
+            layer.append(f"id:{id(obj)}:{_PROCESS_NONCE}")  # unknown: this process only
+            parts.append("|".join(layer))
+            break
+        parts.append("|".join(layer))
+        obj = inner
+    else:
+        parts.append(f"deep:{id(data)}:{_PROCESS_NONCE}")
+    return " > ".join(parts)
 
 
 class LRUCache:

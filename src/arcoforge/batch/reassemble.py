@@ -9,6 +9,8 @@
 
 Each prediction element is added to a sum grid and a count grid; the result is sum / count
 (NaN where no patch landed) as a ``DataArray`` with the original dims, coords and attributes.
+It carries the name and attributes of the variable predicted (for a stream: ``variable=``, else
+its only variable, or the one ``name`` names); ``name`` renames it.
 
 ``statistics`` undoes normalization (``x * std + mean``, per level where the statistics are):
 pass the :class:`~arcoforge.batch.statistics.Statistics` the loader used, or ``True`` for those
@@ -72,7 +74,7 @@ def reassemble(
     """Average per-patch predictions back onto the original grid (see module docstring)."""
     if isinstance(generator, SampleStream):
         if statistics is None or statistics is False:
-            return _from_stream(predictions, generator, sample_ids, name, dtype)
+            return _from_stream(predictions, generator, sample_ids, name, dtype, variable)
         if statistics is True:
             if generator.statistics is None:
                 raise ConfigError("statistics=True needs a stream built with normalize=...")
@@ -82,7 +84,7 @@ def reassemble(
                 raise ConfigError("name the variable whose statistics undo the normalization "
                                   f"(variable=...; the stream has {generator.source.variables})")
             variable = name if name is not None else generator.source.variables[0]
-        out = _from_stream(predictions, generator, sample_ids, name, dtype)
+        out = _from_stream(predictions, generator, sample_ids, name, dtype, variable)
         return _denormalize(out, statistics, variable)
     if not isinstance(generator, BatchGenerator):
         raise ConfigError("generator must be a BatchGenerator or a SampleStream")
@@ -126,7 +128,10 @@ def _denormalize(out: xr.DataArray, statistics: Statistics, variable: Hashable) 
 
 
 def _from_stream(predictions: Any, stream: SampleStream, sample_ids: Any, name: Hashable | None,
-                 dtype: Any) -> xr.DataArray:
+                 dtype: Any, variable: Hashable | None = None) -> xr.DataArray:
+    """Sum / count of per-sample predictions on the stream's grid, named and with the
+    attributes of ``variable`` (default: the stream's only variable, or the one ``name``
+    names); ``name`` renames the result."""
     if sample_ids is None:
         raise ConfigError("pass sample_ids (build the stream with with_ids=True)")
     if isinstance(predictions, np.ndarray) or hasattr(predictions, "detach"):
@@ -136,6 +141,16 @@ def _from_stream(predictions: Any, stream: SampleStream, sample_ids: Any, name: 
     ids = np.asarray(sample_ids if isinstance(sample_ids, np.ndarray)
                      else np.concatenate([np.asarray(s) for s in sample_ids]))
     grid = stream.grid
+    if ids.size and ids.dtype.kind not in "iu":
+        raise ConfigError(f"sample ids must be integers (the stream's sample_id); got dtype "
+                          f"{ids.dtype}")
+    ids = ids.astype(np.int64, copy=False)
+    bad = (ids < 0) | (ids >= grid.n_samples)
+    if bad.any():
+        raise ConfigError(f"sample ids outside the stream's samples "
+                          f"0..{grid.n_samples - 1} ({int(bad.sum())} of {ids.size}): "
+                          f"{ids[bad][:8].tolist()}; pass the "
+                          "sample_id of the batches of this stream")
     if preds.shape[0] != ids.size:
         raise ConfigError(f"{preds.shape[0]} predictions for {ids.size} sample ids")
     windows = [stream.input_dims[d] for d in stream.out_order]
@@ -159,5 +174,12 @@ def _from_stream(predictions: Any, stream: SampleStream, sample_ids: Any, name: 
     acc.add(flat, preds)
     ds = stream.source.ds
     coords = {k: v for k, v in ds.coords.items() if set(v.dims) <= set(grid.dims)}
+    variables = list(stream.source.variables)
+    if variable is None:
+        variable = (variables[0] if len(variables) == 1 else
+                    name if name is not None and name in variables else None)
+    attrs = dict(ds[variable].attrs) if variable is not None and variable in ds.variables \
+        else {}
     return xr.DataArray(acc.mean().astype(dtype or np.result_type(preds.dtype, np.float32)),
-                        dims=grid.dims, coords=coords, name=name)
+                        dims=grid.dims, coords=coords, attrs=attrs,
+                        name=name if name is not None else variable)

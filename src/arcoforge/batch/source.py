@@ -261,10 +261,24 @@ class ArraySource:
         arr = self._read_raw(name, key_sel)
         self.bytes_read += arr.nbytes
         if self.preprocess is not None:
+            if self._may_be_users_memory(name, arr):
+                # preprocess may work in place (``arr *= 2``): never hand it the dataset's own
+                # memory, which it would change, compounding every epoch
+                arr = arr.copy()
             arr = np.asarray(self.preprocess(name, arr))
         if self.cache is not None and key is not None:
             self.cache.put(key, arr)
         return arr
+
+    def _may_be_users_memory(self, name: Hashable, arr: np.ndarray) -> bool:
+        """Whether a block read of ``name`` may be a view of the dataset's own memory: always
+        for numpy data (a view by design); for other in-memory (non-dask) data when the block
+        does not own its bytes. Zarr reads and dask results are new arrays."""
+        kind = self._backend(name)[1]
+        if kind == "numpy":
+            return True
+        return (kind == "xarray" and arr.base is not None
+                and self.ds[name].variable.chunks is None)
 
     def _read_raw(self, name: Hashable, key_sel: tuple[slice, ...],
                   out: np.ndarray | None = None) -> np.ndarray:

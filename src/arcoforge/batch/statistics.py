@@ -22,7 +22,7 @@ import json
 import math
 import warnings
 from collections.abc import Hashable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -59,6 +59,9 @@ class VariableStatistics:
     std: np.ndarray
     minimum: np.ndarray
     maximum: np.ndarray
+    #: per dim of :attr:`dims`, the coordinate values the statistics were computed at (when
+    #: the data had a 1-D coordinate for it); used to match levels after a subset or reorder
+    coords: Mapping[str, tuple[Any, ...]] | None = field(default=None, compare=False)
 
     def scale(self) -> np.ndarray:
         """The divisor used to normalize: ``std``, or 1 where it is 0 or undefined."""
@@ -78,6 +81,8 @@ class VariableStatistics:
             a = np.asarray(getattr(self, f))
             out[f] = (a.astype(np.int64).ravel().tolist() if f == "count" else
                       [None if not math.isfinite(x) else float(x) for x in a.ravel().tolist()])
+        if self.coords:
+            out["coords"] = {str(d): list(v) for d, v in self.coords.items()}
         return out
 
     @classmethod
@@ -91,12 +96,103 @@ class VariableStatistics:
             else:
                 arrays[f] = np.asarray([np.nan if x is None else x for x in d[f]],
                                        dtype=np.float64).reshape(shape)
-        return cls(tuple(str(x) for x in d["dims"]), **arrays)
+        coords = d.get("coords")
+        return cls(tuple(str(x) for x in d["dims"]), **arrays,
+                   coords={str(k): tuple(v) for k, v in coords.items()} if coords else None)
+
+    def aligned_to(self, obj: xr.Dataset | xr.DataArray,
+                   name: Hashable = "") -> VariableStatistics:
+        """These statistics for the levels ``obj`` has, in its order.
+
+        Per dim of :attr:`dims` that ``obj`` has: when ``obj`` has a 1-D coordinate for it and
+        the statistics recorded their coordinate values (:attr:`coords`), the statistics are
+        selected by value (so ``isel``/``sel`` subsets and reorders of the levels work);
+        otherwise they apply by position and the sizes must match. A dim ``obj`` lacks is left
+        as it is. Raises :class:`~arcoforge.errors.ConfigError` naming the variable, the dim
+        and the sizes or values when they cannot be matched.
+        """
+        if not self.dims:
+            return self
+        picks: list[tuple[int, np.ndarray]] = []
+        coords = dict(self.coords or {})
+        for axis, d in enumerate(self.dims):
+            if d not in obj.dims:
+                continue
+            n, size = int(np.shape(self.count)[axis]), int(obj.sizes[d])
+            stored = coords.get(d)
+            coord = obj.coords[d] if d in obj.coords and obj.coords[d].ndim == 1 else None
+            if coord is not None and stored is not None:
+                pos = _positions(stored, coord.values, d, name)
+                if not (pos.size == n and bool((pos == np.arange(n)).all())):
+                    picks.append((axis, pos))
+                    coords[d] = tuple(stored[int(i)] for i in pos)
+            elif size != n:
+                why = (f"the data has no coordinate for {d!r}" if coord is None else
+                       f"the statistics record no {d!r} values (stored by an older arcoforge)")
+                raise ConfigError(
+                    f"statistics of {name!r} have {n} values along {d!r} but the data has "
+                    f"{size}, and {why}, so they cannot be matched level by level; give "
+                    f"{d!r} a coordinate, or recompute them for this data "
+                    "(compute_statistics, or ds.arcoforge.statistics(recompute=True))")
+        if not picks:
+            return self
+        arrays = {f: np.asarray(getattr(self, f)) for f in _FIELDS}
+        for axis, pos in picks:
+            arrays = {f: np.take(a, pos, axis=axis) for f, a in arrays.items()}
+        return VariableStatistics(self.dims, **arrays, coords=coords or None)
 
     def broadcast(self) -> tuple[xr.DataArray, xr.DataArray]:
         """``(offset, scale)`` as DataArrays over :attr:`dims`."""
         return (xr.DataArray(self.offset(), dims=self.dims),
                 xr.DataArray(self.scale(), dims=self.dims))
+
+
+def _coord_values(values: Any) -> tuple[Any, ...] | None:
+    """JSON-able coordinate values (numbers, strings), or None for other kinds (dates)."""
+    arr = np.asarray(values)
+    if arr.ndim != 1:
+        return None
+    if arr.dtype.kind in "iub":
+        return tuple(int(x) for x in arr.tolist())
+    if arr.dtype.kind == "f":
+        return tuple(float(x) for x in arr.tolist())
+    if arr.dtype.kind in "US" or (arr.dtype.kind == "O"
+                                  and all(isinstance(x, str) for x in arr.tolist())):
+        return tuple(str(x) for x in arr.tolist())
+    return None
+
+
+def _positions(stored: Sequence[Any], wanted: Any, dim: Hashable,
+               name: Hashable) -> np.ndarray:
+    """Index into ``stored`` of every value of ``wanted``, or a ConfigError naming them."""
+    want = _coord_values(wanted)
+    if want is None:
+        raise ConfigError(f"statistics of {name!r} are per {dim!r}, whose coordinate values "
+                          f"(dtype {np.asarray(wanted).dtype}) cannot be matched to the "
+                          f"statistics' {dim!r} values {_short(stored)}")
+    where: dict[Any, int] = {}
+    for i, v in enumerate(stored):
+        where.setdefault(_match_key(v), i)
+    missing = [v for v in want if _match_key(v) not in where]
+    if missing:
+        raise ConfigError(f"statistics of {name!r} have no values for {dim!r} = "
+                          f"{_short(missing)} (they cover {dim!r} = {_short(stored)}); "
+                          "recompute them for this data (compute_statistics, or "
+                          "ds.arcoforge.statistics(recompute=True))")
+    return np.array([where[_match_key(v)] for v in want], dtype=np.int64)
+
+
+def _match_key(value: Any) -> Any:
+    """Numbers compare as float64 (1 == 1.0; float32 levels match their stored float64)."""
+    if isinstance(value, bool | int | float | np.number):
+        return float(value)
+    return str(value)
+
+
+def _short(values: Sequence[Any], limit: int = 12) -> str:
+    values = list(values)
+    text = ", ".join(repr(v) for v in values[:limit])
+    return f"[{text}{', ...' if len(values) > limit else ''}] ({len(values)} values)"
 
 
 @dataclass(frozen=True)
@@ -136,6 +232,20 @@ class Statistics:
         return cls({str(k): VariableStatistics.from_dict(v)
                     for k, v in d["variables"].items()})
 
+    def aligned_to(self, obj: xr.Dataset | xr.DataArray) -> Statistics:
+        """The statistics of every variable of ``obj`` selected for the levels it has
+        (:meth:`VariableStatistics.aligned_to`); variables ``obj`` lacks are kept as they
+        are. A DataArray is matched to the statistics of its name."""
+        out = dict(self.variables)
+        if isinstance(obj, xr.DataArray):
+            if obj.name is not None and str(obj.name) in out:
+                out[str(obj.name)] = out[str(obj.name)].aligned_to(obj, obj.name)
+        else:
+            for name in obj.data_vars:
+                if str(name) in out:
+                    out[str(name)] = out[str(name)].aligned_to(obj[name], name)
+        return Statistics(out)
+
     def normalize(self, obj: xr.Dataset | xr.DataArray) -> xr.Dataset | xr.DataArray:
         """``(x - mean) / std`` of every variable that has statistics (others unchanged)."""
         return self._apply(obj, forward=True)
@@ -148,7 +258,7 @@ class Statistics:
     def _apply(self, obj: Any, forward: bool, variable: Hashable | None = None) -> Any:
         if isinstance(obj, xr.DataArray):
             name = variable if variable is not None else obj.name
-            st = self[name]
+            st = self[name].aligned_to(obj, name)
             off, sc = st.broadcast()
             missing = [d for d in st.dims if d not in obj.dims]
             if missing:
@@ -272,17 +382,34 @@ def compute_statistics(
         acc = _Accumulator(tuple(da.sizes[d] for d in keep))
         for x in _blocks(da, keep, block_bytes):
             acc.add(x)
-        out[str(name)] = acc.result(tuple(str(d) for d in keep))
+        result = acc.result(tuple(str(d) for d in keep))
+        found = {str(d): _coord_values(da[d].values) for d in keep
+                 if d in da.coords and da[d].ndim == 1}
+        levels = {d: v for d, v in found.items() if v is not None}
+        if levels:
+            result = VariableStatistics(result.dims, result.count, result.mean, result.std,
+                                        result.minimum, result.maximum, coords=levels)
+        out[str(name)] = result
     return Statistics(out)
 
 
 def load_statistics(ds: xr.Dataset | xr.DataArray | Mapping[str, Any]) -> Statistics | None:
-    """Statistics stored with a dataset (its attributes, or an attribute mapping), or None."""
+    """Statistics stored with a dataset (its attributes, or an attribute mapping), or None.
+
+    From a Dataset or DataArray they come selected for the levels it has
+    (:meth:`Statistics.aligned_to`): a subset or reorder of the levels of the store they were
+    computed on (``ds.isel(lev=slice(2, 4))``, whose attributes still hold the statistics of
+    every level) gets the statistics of its own levels, matched by coordinate value; a
+    :class:`~arcoforge.errors.ConfigError` says which dim and values cannot be matched.
+    """
     attrs = ds.attrs if isinstance(ds, xr.Dataset | xr.DataArray) else ds
     raw = attrs.get(STATISTICS)
     if raw is None:
         return None
-    return Statistics.from_dict(raw)
+    stats = Statistics.from_dict(raw)
+    if isinstance(ds, xr.Dataset | xr.DataArray):
+        return stats.aligned_to(ds)
+    return stats
 
 
 def store_statistics(target: Any, stats: Statistics, *,

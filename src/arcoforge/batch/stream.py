@@ -37,6 +37,28 @@ Batch = dict[str, np.ndarray]
 WeightFn = Callable[[Mapping[str, np.ndarray]], np.ndarray]
 
 
+def _positive_int(value: Any, what: str) -> int:
+    """``value`` as an int when it is a whole number >= 1 (``4`` or ``4.0``), else a
+    :class:`~arcoforge.errors.ConfigError` naming ``what`` and the value."""
+    return _whole(value, what, positive=True)
+
+
+def _whole(value: Any, what: str, *, positive: bool = False) -> int:
+    """``value`` as an int when it is a whole number (>= 1 with ``positive``), else a
+    :class:`~arcoforge.errors.ConfigError` naming ``what`` and the value (never truncated)."""
+    kind = "a positive integer" if positive else "an integer"
+    if isinstance(value, bool | np.bool_) or not isinstance(value, int | float | np.number):
+        raise ConfigError(f"{what} must be {kind}; got {value!r} "
+                          f"(of type {type(value).__name__})")
+    if isinstance(value, float | np.floating) and not float(value).is_integer():
+        raise ConfigError(f"{what} must be {kind}; got {value!r} (not a whole number: it "
+                          "would be truncated)")
+    n = int(value)
+    if positive and n < 1:
+        raise ConfigError(f"{what} must be {kind}; got {value!r}")
+    return n
+
+
 class _Synchronous:
     """An iterator usable like :class:`Prefetcher` (``with`` block), without threads."""
 
@@ -144,13 +166,15 @@ class SampleStream:
                 data, variables, opener=opener, cache=cache, preprocess=preprocess,
                 preprocess_version=preprocess_version, dataset_id=dataset_id,
             )
-        self.input_dims = {d: int(n) for d, n in input_dims.items()}
-        self.input_overlap = dict(input_overlap or {})
+        self.input_dims = {d: _positive_int(n, f"input_dims[{d!r}] (a window length)")
+                           for d, n in input_dims.items()}
+        self.input_overlap = {d: _whole(n, f"input_overlap[{d!r}]")
+                              for d, n in (input_overlap or {}).items()}
         self.out_order = tuple(dim_order) if dim_order is not None else tuple(self.input_dims)
         if set(self.out_order) != set(self.input_dims):
             raise ConfigError(f"dim_order {self.out_order} must list exactly the input dims "
                              f"{tuple(self.input_dims)}")
-        self.batch_size = int(batch_size)
+        self.batch_size = _positive_int(batch_size, "batch_size")
         self.drop_last = drop_last
         self.sampling: Mode = sampling
         self.seed = int(seed)
@@ -164,10 +188,22 @@ class SampleStream:
         self.prefetch_depth = prefetch_depth
         self.shard = shard
         self.with_ids = with_ids
+        if mask_variable is not None and mask_variable not in self.source.variables:
+            raise ConfigError(
+                f"mask_variable {mask_variable!r} is not one of the streamed variables "
+                f"{list(self.source.variables)} (the dataset has data variables "
+                f"{list(self.source.ds.data_vars)}); name one of them, or add it to "
+                "variables=...")
         sizes = self.source.sizes()
         for v in self.source.variables:
             if not self.source.dims_of(v):
                 raise ConfigError(f"variable {v!r} is 0-d; it cannot be cut into samples")
+        empty = [d for d, n in sizes.items() if n == 0]
+        if empty:
+            raise ConfigError(
+                f"dimension {empty[0]!r} of the data is empty (length 0), so there are no "
+                f"samples to cut (sizes {dict(sizes)}); did a selection such as "
+                f".sel({empty[0]}=...) match nothing?")
         self.grid = SampleGrid.build(
             sizes, self.input_dims, self.input_overlap, self._block_len(sizes, block_chunks,
                                                                          block_bytes),
@@ -193,6 +229,11 @@ class SampleStream:
             stats = load_statistics(self.source.ds)
         if stats is None or not all(v in stats for v in self.source.variables):
             stats = compute_statistics(self.source.ds, self.source.variables)
+        # per-level statistics follow the levels this data has (by coordinate value), not
+        # their positions in the store they were computed on
+        ds = self.source.ds
+        stats = Statistics({**stats.variables, **{
+            str(v): stats[v].aligned_to(ds[v], v) for v in self.source.variables}})
         self.statistics = stats
         dims = self.grid.dims
         for v in self.source.variables:
