@@ -489,3 +489,50 @@ def test_values_a_packing_cannot_hold_are_an_error(shared_data: pathlib.Path,
     assert out["sst"].encoding["dtype"] == np.dtype("int32")
     with xr.open_dataset(f) as src:
         np.testing.assert_allclose(out["sst"].values, src["sst"].values * 1000, rtol=1e-6)
+
+
+def test_a_fill_value_the_new_dtype_cannot_hold_is_an_error(shared_data: pathlib.Path,
+                                                           tmp_path: pathlib.Path) -> None:
+    """ERSST's sst keeps its _FillValue -999 under SetEncoding(dtype=int8): the cast wrapped it
+    to 25, and the 1,157 valid 25 °C points of three months read back as missing."""
+    files = _ersst(shared_data, 3)
+    pattern = af.pattern_from_file_sequence(files, "time")
+    with pytest.raises(SchemaError) as err:
+        af.bake(af.ZarrRecipe(pattern, transforms=[SetEncoding({"sst": {"dtype": "int8"}})]),
+                str(tmp_path / "bad.zarr"), progress=False)
+    assert str(err.value) == (
+        "variable 'sst': its _FillValue -999.0 cannot be stored as int8 (it would become another "
+        "value, and that value would read back as missing); give one that int8 holds, e.g. "
+        "SetEncoding({'sst': {'dtype': 'int8', '_FillValue': -128}})")
+    assert not (tmp_path / "bad.zarr").exists()
+    # the fix the message names: whole degrees, the same missing points as the sources
+    recipe = af.ZarrRecipe(pattern, transforms=[
+        SetEncoding({"sst": {"dtype": "int8", "_FillValue": -128}})])
+    out = _bake(recipe, tmp_path / "ok.zarr")
+    src = xr.concat(_open_each(files), "time")["sst"]
+    np.testing.assert_array_equal(out["sst"].isnull(), src.isnull())
+    np.testing.assert_array_equal(out["sst"].values, np.round(src.values))
+
+
+@pytest.mark.filterwarnings("ignore:Consolidated metadata:UserWarning")
+def test_verify_compares_a_requested_packing_as_stored(shared_data: pathlib.Path,
+                                                       tmp_path: pathlib.Path) -> None:
+    """verify applies SetEncoding as a store written with it reads back (values to the packing's
+    precision, _FillValue in the new dtype): it called every such build a MISMATCH, so it could
+    not tell real damage from the packing asked for.  It still finds a changed value."""
+    import zarr
+
+    files = _ersst(shared_data, 3)
+    pattern = af.pattern_from_file_sequence(files, "time")
+    for i, enc in enumerate([{"dtype": "float64"},
+                             {"dtype": "int16", "scale_factor": np.float32(0.01),
+                              "_FillValue": np.int16(-32768)}]):
+        recipe = af.ZarrRecipe(pattern, transforms=[SetEncoding({"sst": enc})])
+        out = _bake(recipe, tmp_path / f"p{i}.zarr")  # verify OK inside
+        assert out["sst"].encoding["dtype"] == np.dtype(enc["dtype"])
+    arr = zarr.open_group(str(tmp_path / "p1.zarr"), mode="r+")["sst"]
+    block = arr[:]
+    block[1, 0, 40, 90] += 7
+    arr[:] = block
+    text = str(verify(str(tmp_path / "p1.zarr"), recipe))
+    assert "variable 'sst': 1 of 16020 values differ" in text, text

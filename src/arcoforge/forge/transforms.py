@@ -73,6 +73,7 @@ __all__ = [
     "as_transforms",
     "apply_transforms",
     "apply_decoded",
+    "as_stored",
     "describe_transforms",
     "resolve_transforms",
 ]
@@ -615,7 +616,10 @@ class OnGroup(Transform):
             return ds
         group = ds.encoding.get("group")
         for t in self.transforms:
+            before = ds
             ds = t.apply_to_decoded(index, ds)
+            if not t.metadata_only:
+                ds = _carry_encoding(before, ds)
             ds.encoding.setdefault("group", group)
         return ds
 
@@ -723,11 +727,49 @@ def _check_fits(name: str, enc: Mapping[str, Any], bounds: tuple[float, float]) 
     return check
 
 
+def _check_fill_fits(name: str, enc: Mapping[str, Any]) -> None:
+    """Raise when a variable's ``_FillValue``/``missing_value`` cannot be held by the dtype it
+    will be stored as (``SetEncoding({"sst": {"dtype": "int8"}})`` keeping the source's -999:
+    the cast wraps it to 25, and every valid 25 would read back as missing)."""
+    dtype = enc.get("dtype")
+    if dtype is None:
+        return
+    dtype = np.dtype(dtype)
+    if dtype.kind not in "iuf":
+        return
+    for key in ("_FillValue", "missing_value"):
+        value = enc.get(key)
+        if value is None:
+            continue
+        for v in np.atleast_1d(np.asarray(value)).tolist():
+            if not isinstance(v, int | float):
+                continue
+            if dtype.kind == "f":
+                fits = not np.isfinite(v) or abs(v) <= float(np.finfo(dtype).max)
+            else:
+                info = np.iinfo(dtype)
+                fits = float(v).is_integer() and info.min <= v <= info.max
+            if not fits:
+                raise SchemaError(
+                    f"variable {name!r}: its {key} {v!r} cannot be stored as {dtype} (it would "
+                    f"become another value, and that value would read back as missing); give "
+                    f"one that {dtype} holds, e.g. SetEncoding({{{name!r}: {{'dtype': "
+                    f"'{dtype}', {key!r}: {_fill_suggestion(dtype)}}}}})")
+
+
+def _fill_suggestion(dtype: np.dtype) -> str:
+    if dtype.kind == "f":
+        return "float('nan')"
+    info = np.iinfo(dtype)
+    return str(info.max if dtype.kind == "u" else info.min)
+
+
 def _guard_packing(ds: xr.Dataset) -> xr.Dataset:
     """Check lazily, block by block as the values are read, that decoded float variables fit
     the integer encoding they will be packed with."""
     changed = {}
     for name, var in ds.variables.items():
+        _check_fill_fits(str(name), var.encoding)
         bounds = _packed_range(var.encoding)
         if bounds is None or var.dtype.kind not in "fiu":
             continue
@@ -752,7 +794,12 @@ def _encode(ds: xr.Dataset) -> xr.Dataset:
     integer packing cannot hold are an error, not wrapped around)."""
     from xarray import conventions
 
-    ds = _guard_packing(ds)
+    ds = _guard_packing(ds).copy()
+    for var in ds.variables.values():
+        # a source variable without a fill value gets none (xarray's encoder adds NaN to
+        # every float, which the source and open_mfdataset of it do not have)
+        if var.encoding and "_FillValue" not in var.encoding:
+            var.encoding["_FillValue"] = None
     variables, attrs = conventions.encode_dataset_coordinates(ds)
     variables, attrs = conventions.cf_encoder(variables, attrs)
     for name, var in variables.items():
@@ -778,11 +825,28 @@ def apply_decoded(transforms: Sequence[Transform], index: Index, ds: xr.Dataset,
         try:
             if group is not None:
                 ds.encoding.setdefault("group", group)
+            before = ds
             ds = t.apply_to_decoded(index, ds)
+            if not t.metadata_only:  # as the build does between decoded steps
+                ds = _carry_encoding(before, ds)
         except Exception as err:  # noqa: BLE001
             raise SchemaError(f"transform {t.describe().get('name') or type(t).__name__} failed "
                               f"on {url}: {type(err).__name__}: {err}") from err
     return ds
+
+
+def as_stored(ds: xr.Dataset, **decode: Any) -> xr.Dataset:
+    """A decoded dataset as a store written from it reads back: encoded with each variable's
+    ``.encoding`` (xarray's CF encoder, as a build after value-changing steps) and decoded
+    again with ``decode`` (keywords of :func:`xarray.decode_cf`).  Values that a step changed
+    on packed data are then rounded to the packing's steps, as the store holds them."""
+    from arcoforge.quiet import expected_warnings
+
+    encoded = _encode(ds)
+    for var in encoded.variables.values():
+        var.encoding = {}  # raw values and attributes only, as a store holds them
+    with expected_warnings():
+        return xr.decode_cf(encoded, **decode)
 
 
 def _same_time_units(a: str, b: str) -> bool:

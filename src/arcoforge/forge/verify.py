@@ -52,7 +52,7 @@ from arcoforge.forge.io.remote import remote_open_kwargs
 from arcoforge.forge.patterns import Index
 from arcoforge.forge.recipes import ZarrRecipe
 from arcoforge.forge.targets.zarr import live_reads
-from arcoforge.forge.transforms import apply_decoded
+from arcoforge.forge.transforms import apply_decoded, as_stored
 from arcoforge.open import open_dataset
 from arcoforge.provenance import GROUPS, strip_provenance
 
@@ -388,6 +388,13 @@ def _bound_transforms(recipe: ZarrRecipe, workdir: str) -> tuple[Any, ...]:
     return transforms
 
 
+def _decode_cf_kwargs(decode: Mapping[str, Any]) -> dict[str, Any]:
+    """The keywords of ``xr.open_dataset`` in ``decode`` that :func:`xarray.decode_cf` takes."""
+    keys = ("decode_times", "decode_timedelta", "use_cftime", "concat_characters",
+            "decode_coords", "mask_and_scale")
+    return {k: decode[k] for k in keys if k in decode}
+
+
 def _open_checked(opener: Any, decode: dict[str, Any], auto_times: bool, what: str) -> Any:
     """``opener(**decode)``; when times are left to the default and only decode_times=False
     opens it, raise :class:`_UndecodableTimes`."""
@@ -435,6 +442,10 @@ class _Comparison:
         self._file_inherit: dict[str, dict[str, Any]] = {}
         #: the recipe's transforms, applied to each source as xarray opened it (decoded)
         self.transforms = _bound_transforms(recipe, workdir)
+        #: value-changing steps: the sources are compared as a store written from them reads
+        #: back (packed values rounded to the packing's steps, fill values in its dtype)
+        self.as_stored = any(not t.metadata_only for t in self.transforms) and all(
+            decode.get(k, True) is not False for k in ("decode_cf", "mask_and_scale"))
         self.index_of = {url: index for index, url in self.pattern.items()}
         #: a group of a grouped build: it may hold only variables without the concat dim
         self.grouped = grouped
@@ -493,6 +504,8 @@ class _Comparison:
             if self.transforms:
                 ds.encoding["group"] = str(self.src_opts.get("group") or "")
                 ds = apply_decoded(self.transforms, self.index_of.get(url, Index()), ds, src.url)
+                if self.as_stored:
+                    ds = as_stored(ds, **_decode_cf_kwargs(self.decode))
             with opened:
                 if self.cdim is not None and self.cdim not in ds.dims and not self.grouped:
                     self.report.problems.append(
