@@ -536,3 +536,22 @@ def test_verify_compares_a_requested_packing_as_stored(shared_data: pathlib.Path
     arr[:] = block
     text = str(verify(str(tmp_path / "p1.zarr"), recipe))
     assert "variable 'sst': 1 of 16020 values differ" in text, text
+
+
+def test_a_decoded_step_adds_no_fill_value_the_source_lacks(shared_data: pathlib.Path,
+                                                           tmp_path: pathlib.Path) -> None:
+    """After a value-changing step every variable is encoded again; xarray's encoder gives each
+    float a NaN _FillValue, which ERSST's coordinates do not have (nor open_mfdataset of them)."""
+    files = _ersst(shared_data, 2)
+
+    def identity(index: object, ds: xr.Dataset) -> xr.Dataset:
+        return ds
+
+    out = _bake(af.ZarrRecipe(af.pattern_from_file_sequence(files, "time"),
+                              transforms=[identity]), tmp_path / "i.zarr")
+    with xr.open_mfdataset(files, combine="nested", concat_dim="time") as src:
+        for name in ("lat", "lon", "lev", "sst"):
+            assert out[name].encoding.get("_FillValue") == src[name].encoding.get("_FillValue") \
+                or (np.isnan(out[name].encoding.get("_FillValue", 0.0))
+                    and np.isnan(src[name].encoding.get("_FillValue", 0.0))), name
+        assert "_FillValue" not in src["lat"].encoding and "_FillValue" not in out["lat"].encoding
