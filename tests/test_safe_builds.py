@@ -623,3 +623,29 @@ def test_readers_keep_the_version_they_opened(ersst: list[str], tmp_path: Path,
     resolve_target(zurl).drop_version("1.1")
     versions.apply_retention(zurl)
     assert not (tmp_path / "plain.zarr.versions" / "1.0").exists()
+
+
+@pytest.mark.parametrize("kind", ["zarr", "icechunk"])
+def test_opening_what_is_not_published_says_so(ersst: list[str], tmp_path: Path,
+                                               kind: str) -> None:
+    """open_dataset on a path with no store, or on a first build that has not published yet,
+    said zarr's "does not exist" or Icechunk's "No group found"; it names the real state."""
+    from arcoforge.errors import NotFoundError
+    from arcoforge.forge.bake import compile_plan
+
+    url = str(tmp_path / "none.zarr") if kind == "zarr" else f"icechunk://{tmp_path / 'none'}"
+    with pytest.raises(NotFoundError, match=r"nothing is published at .*none.*: build it with "
+                       r"arcoforge.bake\(\) first \(or check the path\)$"):
+        arcoforge.open_dataset(url)
+    url = str(tmp_path / "t.zarr") if kind == "zarr" else f"icechunk://{tmp_path / 't'}"
+    plan = compile_plan(recipe(ersst[:2]), url)  # a first build that stops after one task
+    plan.prepare()
+    plan.run_task(plan.tasks[0])
+    with pytest.raises(NotFoundError) as err:
+        arcoforge.open_dataset(url)
+    assert str(err.value).startswith(f"nothing is published at {url}: a build was started (its "
+                                     "state is at ")
+    assert str(err.value).endswith("but has not published a version yet; run the same bake "
+                                   "again to resume it")
+    arcoforge.bake(recipe(ersst[:2]), url, progress=False)  # resumed: now it opens
+    assert arcoforge.open_dataset(url).sizes["time"] == 2

@@ -7,6 +7,7 @@ from typing import Any
 
 import xarray as xr
 
+from arcoforge.errors import ArcoforgeError, NotFoundError
 from arcoforge.forge.targets.base import resolve_target
 
 __all__ = ["open_raw_store"]
@@ -19,6 +20,33 @@ def open_raw_store(target: Any, version: str | None = None, chunks: Any = None,
     an ``icechunk://`` URL, a repository or a target object), or of ``version``; of its Zarr
     group ``group`` when given."""
     tgt = resolve_target(target, storage_options)
-    if group:
-        return tgt.open(version=version, chunks=chunks, group=group)
-    return tgt.open(version=version, chunks=chunks)
+    try:
+        if group:
+            return tgt.open(version=version, chunks=chunks, group=group)
+        return tgt.open(version=version, chunks=chunks)
+    except ArcoforgeError:
+        raise
+    except Exception as err:
+        if _published(tgt):
+            raise
+        unfinished = _unfinished(tgt)
+        raise NotFoundError(
+            f"nothing is published at {tgt.url}"
+            + (f": a build was started (its state is at {unfinished}) but has not published "
+               "a version yet; run the same bake again to resume it" if unfinished else
+               ": build it with arcoforge.bake() first (or check the path)")
+        ) from err
+
+
+def _published(tgt: Any) -> bool:
+    try:
+        return tgt.exists()
+    except Exception:  # noqa: BLE001 - the open's own error is the one to show then
+        return True
+
+
+def _unfinished(tgt: Any) -> str | None:
+    try:
+        return tgt.unfinished_location()
+    except Exception:  # noqa: BLE001 - only for the message
+        return None
