@@ -23,6 +23,7 @@ from arcoforge.errors import SchemaError, SourceError, SourceReadError
 
 if TYPE_CHECKING:  # what type checkers and IDEs see; at run time the names load on first use
     from arcoforge.batch import BatchGenerator, SampleStream, reassemble
+    from arcoforge.forge.append import AppendResult, append
     from arcoforge.forge.bake import BuildResult, Plan, bake, compile_plan
     from arcoforge.forge.feedstock import bake_feedstock, lint, load_meta, test_feedstock
     from arcoforge.forge.io.fetch import Auth, SourceOptions
@@ -33,6 +34,7 @@ if TYPE_CHECKING:  # what type checkers and IDEs see; at run time the names load
         pattern_from_file_sequence,
     )
     from arcoforge.forge.recipes import ZarrRecipe
+    from arcoforge.forge.verify import VerifyReport, verify
     from arcoforge.forge.virtual.recipe import VirtualRecipe
     from arcoforge.open import open_dataset, open_datatree
 
@@ -43,6 +45,10 @@ _LAZY: dict[str, str] = {
     "BatchGenerator": "arcoforge.batch",
     "SampleStream": "arcoforge.batch",
     "reassemble": "arcoforge.batch",
+    "AppendResult": "arcoforge.forge.append",
+    "append": "arcoforge.forge.append",
+    "VerifyReport": "arcoforge.forge.verify",
+    "verify": "arcoforge.forge.verify",
     "BuildResult": "arcoforge.forge.bake",
     "Plan": "arcoforge.forge.bake",
     "bake": "arcoforge.forge.bake",
@@ -67,6 +73,7 @@ _LAZY: dict[str, str] = {
 _SUBMODULES = ("transforms",)
 
 __all__ = [
+    "AppendResult",
     "Auth",
     "BatchGenerator",
     "BuildResult",
@@ -79,8 +86,10 @@ __all__ = [
     "SourceError",
     "SourceOptions",
     "SourceReadError",
+    "VerifyReport",
     "VirtualRecipe",
     "ZarrRecipe",
+    "append",
     "bake",
     "bake_feedstock",
     "compile_plan",
@@ -91,6 +100,7 @@ __all__ = [
     "pattern_from_file_sequence",
     "reassemble",
     "test_feedstock",
+    "verify",
 ]
 
 
