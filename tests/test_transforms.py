@@ -142,6 +142,35 @@ def test_a_function_sees_decoded_values_and_the_encoding_is_kept(
     xr.testing.assert_equal(out["time"], expected["time"])
 
 
+def test_a_function_that_assigns_in_place_keeps_the_packing_too(
+        shared_data: pathlib.Path, tmp_path: pathlib.Path) -> None:
+    """NCEP air is int16 packed with scale 0.01.  ``ds["air"] = ds["air"] + 0.25`` (in place, as
+    pangeo-forge preprocessors write) kept the packing only when written with ``assign``; in
+    place it came out float64 unpacked.  ``SetEncoding`` with None keys stores it unpacked."""
+    f = str(shared_data / "ncep-air" / "air.nc")
+    files = [_subset(f, tmp_path / f"air{i}.nc", "time", slice(31 * i, 31 * (i + 1)))
+             for i in range(2)]
+    pattern = af.pattern_from_file_sequence(files, "time")
+
+    def warmer(index: object, ds: xr.Dataset) -> xr.Dataset:
+        ds["air"] = ds["air"] + 0.25
+        return ds
+
+    out = _bake(af.ZarrRecipe(pattern, transforms=[warmer]), tmp_path / "w.zarr")
+    raw = xr.open_zarr(str(tmp_path / "w.zarr"), decode_cf=False)["air"]
+    with xr.open_dataset(f) as src:
+        assert raw.dtype == src["air"].encoding["dtype"] == np.int16
+        assert float(raw.attrs["scale_factor"]) == float(src["air"].encoding["scale_factor"])
+        expected = src["air"].isel(time=slice(0, 62)) + 0.25  # on the 0.01 grid: exact
+        np.testing.assert_allclose(out["air"].values, expected.values, atol=1e-9)
+    unpacked = SetEncoding({"air": {"dtype": "float64", "scale_factor": None,
+                                    "add_offset": None}})
+    out = _bake(af.ZarrRecipe(pattern, transforms=[warmer, unpacked]), tmp_path / "u.zarr")
+    raw = xr.open_zarr(str(tmp_path / "u.zarr"), decode_cf=False)["air"]
+    assert raw.dtype == np.float64 and "scale_factor" not in raw.attrs
+    np.testing.assert_array_equal(out["air"].values, expected.values)
+
+
 def test_select_by_label_on_packed_data_keeps_the_packing(shared_data: pathlib.Path,
                                                           tmp_path: pathlib.Path) -> None:
     f = str(shared_data / "oisst" / "oisst-avhrr-v02r01.20220913.nc")

@@ -308,7 +308,9 @@ class SetEncoding(Transform):
     """Change how variables are stored: ``SetEncoding({"sst": {"dtype": "int16",
     "scale_factor": 0.01, "_FillValue": -32768}})`` (keys of xarray's ``.encoding``).
 
-    Values are decoded, then encoded again with the new encoding."""
+    Values are decoded, then encoded again with the new encoding.  ``None`` removes a key
+    (``{"scale_factor": None, "add_offset": None}`` stores the values unpacked), except for
+    ``_FillValue``, where it means "no fill value", as in xarray."""
 
     encoding: Mapping[str, Mapping[str, Any]]
 
@@ -316,7 +318,12 @@ class SetEncoding(Transform):
         _missing(ds, list(self.encoding), "SetEncoding", index)
         ds = ds.copy()
         for name, enc in self.encoding.items():
-            ds.variables[name].encoding.update(enc)
+            current = ds.variables[name].encoding
+            for key, value in enc.items():
+                if value is None and key != "_FillValue":
+                    current.pop(key, None)
+                else:
+                    current[key] = value
         return ds
 
 
@@ -604,10 +611,7 @@ class OnGroup(Transform):
         group = ds.encoding.get("group")
         decoded = not self.metadata_only  # apply_transforms decoded it for these steps
         for t in self.transforms:
-            before = ds
-            ds = t.apply(index, ds)
-            if decoded:  # as between the recipe's own steps
-                ds = _carry_encoding(before, ds)
+            ds = _run_step(t.apply, index, ds, carry=decoded)  # as between the recipe's steps
             ds.encoding.setdefault("group", group)
         return ds
 
@@ -616,10 +620,7 @@ class OnGroup(Transform):
             return ds
         group = ds.encoding.get("group")
         for t in self.transforms:
-            before = ds
-            ds = t.apply_to_decoded(index, ds)
-            if not t.metadata_only:
-                ds = _carry_encoding(before, ds)
+            ds = _run_step(t.apply_to_decoded, index, ds, carry=not t.metadata_only)
             ds.encoding.setdefault("group", group)
         return ds
 
@@ -825,10 +826,8 @@ def apply_decoded(transforms: Sequence[Transform], index: Index, ds: xr.Dataset,
         try:
             if group is not None:
                 ds.encoding.setdefault("group", group)
-            before = ds
-            ds = t.apply_to_decoded(index, ds)
-            if not t.metadata_only:  # as the build does between decoded steps
-                ds = _carry_encoding(before, ds)
+            # as the build does between decoded steps
+            ds = _run_step(t.apply_to_decoded, index, ds, carry=not t.metadata_only)
         except Exception as err:  # noqa: BLE001
             raise SchemaError(f"transform {t.describe().get('name') or type(t).__name__} failed "
                               f"on {url}: {type(err).__name__}: {err}") from err
@@ -875,6 +874,17 @@ def _keep_time_text(var: xr.Variable, enc: Mapping[str, Any]) -> None:
         var.attrs.pop("calendar")  # CF's default calendar; what a file without one means
 
 
+def _run_step(step: Callable[[Index, xr.Dataset], xr.Dataset], index: Index, ds: xr.Dataset,
+              carry: bool) -> xr.Dataset:
+    """One step on decoded values (``carry``): it gets a shallow copy, so that a variable it
+    replaces -- also in place, ``ds["air"] = ds["air"] + 1`` as pangeo-forge preprocessors
+    write -- keeps the source's encoding (see :func:`_carry_encoding`)."""
+    if not carry:
+        return step(index, ds)
+    after = step(index, ds.copy(deep=False))
+    return _carry_encoding(ds, after) if isinstance(after, xr.Dataset) else after
+
+
 def _carry_encoding(before: xr.Dataset, after: xr.Dataset) -> xr.Dataset:
     """A value-changing step that replaced a variable (``ds["sst"] = ds["sst"] + 273.15``)
     drops its ``.encoding``; keep the source's when the values keep their dtype, so what the
@@ -905,10 +915,7 @@ def apply_transforms(transforms: Sequence[Transform], index: Index,
                 decoded = True
             if group is not None:
                 ds.encoding.setdefault("group", group)
-            before = ds
-            ds = t.apply(index, ds)
-            if decoded:
-                ds = _carry_encoding(before, ds)
+            ds = _run_step(t.apply, index, ds, carry=decoded)
         except (ConfigError, SchemaError) as err:
             err.add_note(f"arcoforge: in transform {t.describe().get('transform')} on {url}")
             raise
