@@ -238,6 +238,38 @@ def test_drop_duplicate_steps(shared_data: pathlib.Path, tmp_path: pathlib.Path)
         af.ZarrRecipe(pattern, transforms=[DropDuplicateSteps(), Rename({"sst": "t"})])
 
 
+def test_append_drops_a_repeated_boundary_step(shared_data: pathlib.Path,
+                                              tmp_path: pathlib.Path) -> None:
+    """Appending a file that repeats the store's last day: keep="first" drops the new file's
+    repeat; keep="last" would replace a published step, which an append cannot do: the error
+    says so, with dates (it showed raw float days and no reason)."""
+    from arcoforge.errors import AppendError
+    from arcoforge.forge.append import append
+
+    files, expected = _overlapping(shared_data, tmp_path)
+    for keep in ("first", "last"):
+        def recipe(n: int) -> af.ZarrRecipe:
+            return af.ZarrRecipe(af.pattern_from_file_sequence(files[:n], "time"),
+                                 transforms=[DropDuplicateSteps(keep=keep)])  # noqa: B023
+
+        target = str(tmp_path / f"{keep}.zarr")
+        af.bake(recipe(1), target, progress=False)
+        if keep == "first":
+            append(recipe(2), target, progress=False)
+            assert verify(target, recipe(2)).ok
+            xr.testing.assert_equal(af.open_dataset(target)["sst"], expected["sst"])
+            continue
+        with pytest.raises(AppendError) as err:
+            append(recipe(2), target, progress=False)
+        assert str(err.value) == (
+            f"{files[1]} starts at time=2003-01-03 12:00:00 (proleptic_gregorian), not after the "
+            f"end of {target} (time=2003-01-03 12:00:00 (proleptic_gregorian)): it repeats the "
+            "store's last step. An append only adds "
+            "steps after the published ones (DropDuplicateSteps(keep='first') drops the new "
+            "file's repeat; keep='last' would replace a published step, which needs a rebuild). "
+            "Remove the file from the pattern or rebuild with bake().")
+
+
 def test_fill_a_variable_missing_from_some_files(shared_data: pathlib.Path,
                                                  tmp_path: pathlib.Path) -> None:
     ersst = _ersst(shared_data, 2)

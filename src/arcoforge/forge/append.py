@@ -42,6 +42,7 @@ from arcoforge.forge.schema import (
     TargetSchema,
     combine_schemas,
     concat_coordinate,
+    format_coordinate_value,
     reexpress_times,
     split_name,
 )
@@ -299,10 +300,19 @@ def _grown_schema(combined: TargetSchema, published: Any, cdim: str, base: int, 
             where=f"of {cdim!r} in {first_new} ")
         old_values = np.asarray(stored.values)
         if old_len and len(new_values) and not new_values[0] > old_values[old_len - 1]:
+            def show(v: Any) -> str:
+                return format_coordinate_value(v, stored.attrs)
+
+            same = new_values[0] == old_values[old_len - 1]
             raise AppendError(
-                f"{first_new} starts at {cdim}={new_values[0]!r}, not after the end of {url} "
-                f"({cdim}={old_values[old_len - 1]!r}): overlapping or out-of-order file. Remove "
-                "it from the pattern or rebuild with bake()."
+                f"{first_new} starts at {cdim}={show(new_values[0])}, not after the end of {url} "
+                f"({cdim}={show(old_values[old_len - 1])}): "
+                + ("it repeats the store's last step" if same else "an overlapping or "
+                   "out-of-order file")
+                + ". An append only adds steps after the published ones"
+                + (" (DropDuplicateSteps(keep='first') drops the new file's repeat; keep='last' "
+                   "would replace a published step, which needs a rebuild)" if same else "")
+                + ". Remove the file from the pattern or rebuild with bake()."
             )
         concat_values = np.concatenate([old_values[:old_len],
                                         new_values.astype(old_values.dtype)])
