@@ -298,6 +298,34 @@ def test_window_lengths_must_be_positive_integers(small: xr.Dataset, bad) -> Non
         SampleStream(small, {"lat": 4}, {"lat": 1.5})
 
 
+def test_overlaps_that_cannot_work_are_refused(small: xr.Dataset) -> None:
+    """An overlap for a dimension that has no window was ignored; one as long as the window
+    would not move it.  A negative overlap (a stride longer than the window) stays allowed."""
+    from arcoforge.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"input_overlap names \['time'\], which input_dims "
+                                          r"does not: an overlap is for a window dimension "
+                                          r"\(\['lat'\]\)"):
+        SampleStream(small, {"lat": 5}, {"time": 1})
+    with pytest.raises(ConfigError, match=r"input_overlap \{'lat': 5\} must be less than the "
+                                          r"window length \(\{'lat': 5\}\)"):
+        SampleStream(small, {"lat": 5}, {"lat": 5})
+    skip = SampleStream(small, {"lat": 3}, {"lat": -2})
+    n = small.sizes["lat"]
+    assert skip.grid.starts[skip.grid.dims.index("lat")].tolist() == list(range(0, n - 2, 5))
+
+
+def test_a_mask_that_leaves_no_sample_warns(small: xr.Dataset) -> None:
+    """max_missing=0 over windows that all touch a NaN gave an empty epoch without a word."""
+    every_third_row = xr.DataArray(np.arange(small.sizes["lat"]) % 3 != 0, dims="lat")
+    ds = small.assign(air=small["air"].where(every_third_row))  # each 5-row window has a NaN
+    with pytest.warns(UserWarning, match=r"max_missing=0.0 leaves no sample: every one of the "
+                                         r"\d+ windows has a larger fraction of NaN in 'air', so "
+                                         r"an epoch is empty"):
+        stream = SampleStream(ds, {"lat": 5, "lon": 5}, max_missing=0.0)
+        assert len(stream) == 0
+
+
 def test_unknown_mask_variable_is_named(small: xr.Dataset) -> None:
     from arcoforge.errors import ConfigError
 

@@ -15,6 +15,7 @@ sample's bytes are copied exactly once whatever the order. It is picklable, dete
 from __future__ import annotations
 
 import itertools
+import warnings
 from collections.abc import Callable, Hashable, Iterator, Mapping, Sequence
 from typing import Any
 
@@ -170,6 +171,15 @@ class SampleStream:
                            for d, n in input_dims.items()}
         self.input_overlap = {d: _whole(n, f"input_overlap[{d!r}]")
                               for d, n in (input_overlap or {}).items()}
+        stray = [d for d in self.input_overlap if d not in self.input_dims]
+        if stray:
+            raise ConfigError(f"input_overlap names {stray}, which input_dims does not: an "
+                              f"overlap is for a window dimension ({list(self.input_dims)})")
+        wide = {d: n for d, n in self.input_overlap.items() if n >= self.input_dims[d]}
+        if wide:  # (a negative overlap is a stride longer than the window: points are skipped)
+            raise ConfigError(f"input_overlap {wide} must be less than the window length "
+                              f"({ {d: self.input_dims[d] for d in wide} }): windows would not "
+                              "move along the dimension")
         self.out_order = tuple(dim_order) if dim_order is not None else tuple(self.input_dims)
         if set(self.out_order) != set(self.input_dims):
             raise ConfigError(f"dim_order {self.out_order} must list exactly the input dims "
@@ -289,6 +299,12 @@ class SampleStream:
                 weights[ids] = np.asarray(self.weight_fn(arrays), dtype=np.float64)
         if self.max_missing is not None:
             grid.valid = valid
+            if grid.n_samples and not valid.any():
+                warnings.warn(
+                    f"max_missing={self.max_missing} leaves no sample: every one of the "
+                    f"{grid.n_samples} windows has a larger fraction of NaN in "
+                    f"{str(mask_var)!r}, so an epoch is empty. Raise max_missing, or choose "
+                    "another mask_variable.", UserWarning, stacklevel=3)
         self._weights = weights
 
     # -- reading and cutting --------------------------------------------------------------------
