@@ -31,8 +31,10 @@ import xarray as xr
 from arcoforge.catalog.stac import (
     ID_PATTERN,
     PROVENANCE_FILE,
+    REMOVED,
     _axes,
     _read_json,
+    _root,
     read_collections,
 )
 from arcoforge.provenance import HREF, VERSIONS
@@ -245,7 +247,9 @@ def _dataset_page(col: Mapping[str, Any], catalog: str, images: dict[str, str],
                  v.get("data_type", ""), v.get("description", "")]
                 for n, v in variables.items()]
     ver_rows = [[v.get("version"), v.get("created", ""), v.get("href", ""),
-                 (v.get("recipe_hash") or "")[:16]]
+                 (v.get("recipe_hash") or "")[:16],
+                 "removed from the store by retention (cannot be opened)" if v.get(REMOVED)
+                 else "opens"]
                 for v in reversed(col.get(VERSIONS) or [])]
     providers = "".join(
         f"<li>{_e(p.get('name'))} <span class='meta'>({_e(', '.join(p.get('roles', [])))})"
@@ -290,7 +294,7 @@ def _dataset_page(col: Mapping[str, Any], catalog: str, images: dict[str, str],
         f"<h2>Dimensions</h2>{_table(['name', 'type', 'axis', 'extent', 'step', 'unit'], dim_rows)}"
         f"<h2>Variables</h2>"
         f"{_table(['name', 'type', 'dimensions', 'unit', 'data type', 'description'], var_rows)}"
-        f"<h2>Versions</h2>{_table(['version', 'created', 'store', 'recipe hash'], ver_rows)}"
+        f"<h2>Versions</h2>{_table(['version', 'created', 'store', 'recipe hash', 'status'], ver_rows)}"
         f"<h2>Providers</h2><ul>{providers}</ul>"
         f"<h2>Provenance</h2>{prov or '<p>(none recorded)</p>'}"
         "</main>"
@@ -301,9 +305,10 @@ def _dataset_page(col: Mapping[str, Any], catalog: str, images: dict[str, str],
 def _card(col: Mapping[str, Any], page: str | None) -> str:
     cid = str(col["id"])
     title = str(col.get("title") or cid)
-    variables = list((col.get("cube:variables") or {}).keys())
+    cube = col.get("cube:variables") or {}
+    variables = [n for n, v in cube.items() if v.get("type", "data") == "data"]
     t0, t1 = (col.get("extent", {}).get("temporal", {}).get("interval") or [[None, None]])[0]
-    search_text = " ".join([cid, title, str(col.get("description", "")), *variables,
+    search_text = " ".join([cid, title, str(col.get("description", "")), *cube,
                             *[str(k) for k in col.get("keywords") or []]])
     desc = str(col.get("description", ""))
     if len(desc) > 300:
@@ -374,7 +379,8 @@ def write_site(catalog: Any, out: str | os.PathLike[str], *,
 
     out = os.fspath(out)
     os.makedirs(out, exist_ok=True)
-    catalog_url = catalog if isinstance(catalog, str) else os.fspath(catalog)
+    # the snippet must work from anywhere: a local catalog by its absolute path
+    catalog_url = _root(catalog)
     report = SiteReport()
     cols = read_collections(catalog, storage_options, problems=report.problems)
     seen: set[str] = set()

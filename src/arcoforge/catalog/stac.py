@@ -34,6 +34,7 @@ import os
 import posixpath
 import re
 import uuid
+import warnings
 from collections.abc import Iterator, Mapping
 from typing import Any
 
@@ -61,6 +62,13 @@ __all__ = [
     "ID_PATTERN",
     "MAX_ID_LENGTH",
     "check_dataset_id",
+    "REMOVED",
+    "UNKNOWN_EXTENT",
+    "grid_crs",
+    "projected_bbox",
+    "spatial_bbox",
+    "spatial_extent_known",
+    "temporal_interval",
     "catalog_lock",
     "provenance_file",
     "DATACUBE_EXTENSION",
@@ -74,6 +82,14 @@ __all__ = [
     "datacube_problems",
     "validate_collection",
 ]
+
+REMOVED = "removed"
+"""Key of an ``arcoforge:versions`` entry set to true when its store no longer has that
+version (removed by retention): listed as history, never opened."""
+UNKNOWN_EXTENT = "arcoforge:unknown_extent"
+"""Collection field listing the extents (``"spatial"``, ``"temporal"``) the dataset does not
+tell: its bbox is then the whole globe (STAC requires one) and its interval open; a search by
+bbox or time does not match it."""
 
 DATACUBE_EXTENSION = "https://stac-extensions.github.io/datacube/v2.2.0/schema.json"
 CATALOG_FILE = "catalog.json"
@@ -336,8 +352,35 @@ def _time_step(values: np.ndarray) -> str | None:
     return None
 
 
+_LENGTH_UNITS = {"m": 1.0, "meter": 1.0, "meters": 1.0, "metre": 1.0, "metres": 1.0,
+                 "km": 1000.0, "kilometer": 1000.0, "kilometers": 1000.0,
+                 "kilometre": 1000.0, "kilometres": 1000.0}
+_GEO_NAMES = {"X": ("lon", "longitude", "nav_lon", "glon"),
+              "Y": ("lat", "latitude", "nav_lat", "glat")}
+_GEO_STANDARD = {"X": "longitude", "Y": "latitude"}
+_GEO_UNITS = {"X": ("degrees_east", "degree_east", "degree_e", "degrees_e", "degreee",
+                    "degreese"),
+              "Y": ("degrees_north", "degree_north", "degree_n", "degrees_n", "degreen",
+                    "degreesn")}
+
+
+def _is_time(var: xr.DataArray | xr.Variable) -> bool:
+    """Whether a variable holds times: datetime64 / cftime values (decoded), or CF time
+    attributes (``axis: T``, ``standard_name: time``) on a 1-D variable."""
+    if var.ndim != 1:
+        return False
+    if var.dtype.kind == "M":
+        return True
+    if var.dtype == object and var.size and hasattr(var.values[0], "isoformat"):
+        return True
+    return str(var.attrs.get("axis", "")).upper() == "T" or var.attrs.get("standard_name") == "time"
+
+
 def _axes(ds: xr.Dataset) -> dict[str, str]:
-    """``{dimension name: 'X'|'Y'|'Z'|'T'}`` from cf-xarray (and common names as a fallback)."""
+    """``{dimension name: 'X'|'Y'|'Z'|'T'}`` from cf-xarray (and common names as a fallback).
+
+    A dimension without a coordinate of its own gets the axis of a 1-D coordinate along it (the
+    sea-ice CDR's ``time`` on dimension ``tdim``, its ``xgrid`` on ``x``)."""
     out: dict[str, str] = {}
     try:
         import cf_xarray  # noqa: F401
@@ -346,6 +389,8 @@ def _axes(ds: xr.Dataset) -> dict[str, str]:
             for n in names:
                 if n in ds.dims:
                     out[n] = ax
+                elif n in ds.coords and ds[n].ndim == 1 and str(ds[n].dims[0]) not in ds.coords:
+                    out.setdefault(str(ds[n].dims[0]), ax)
     except ImportError:  # pragma: no cover - cf-xarray is part of the catalog extra
         pass
     guesses = {"lon": "X", "longitude": "X", "x": "X", "lat": "Y", "latitude": "Y", "y": "Y",
@@ -353,21 +398,242 @@ def _axes(ds: xr.Dataset) -> dict[str, str]:
     for d in ds.dims:
         if d not in out and str(d).lower() in guesses:
             out[str(d)] = guesses[str(d).lower()]
+    for name, var in ds.coords.items():  # a CF time coordinate along another dimension
+        if name not in ds.dims and var.ndim == 1 and _is_time(var):
+            dim = str(var.dims[0])
+            if out.get(dim) is None and dim not in ds.coords:
+                out[dim] = "T"
     return out
 
 
-def _geo_coord(ds: xr.Dataset, ax: str) -> xr.DataArray | None:
-    for name, a in _axes(ds).items():
-        if a == ax and name in ds.coords:
-            return ds[name]
-    key = {"X": "longitude", "Y": "latitude"}[ax]
-    try:
-        names = ds.cf.coordinates.get(key, [])
-        if names:
-            return ds[names[0]]
-    except (AttributeError, KeyError):
-        pass
+def _dim_coord(ds: xr.Dataset, dim: str, ax: str | None = None) -> xr.DataArray | None:
+    """The coordinate that gives dimension ``dim`` its values: its own, else the 1-D
+    coordinate along it with the same axis (``time`` on ``tdim``, ``xgrid`` on ``x``)."""
+    if dim in ds.coords:
+        return ds[dim]
+    along = [ds[n] for n, v in ds.coords.items() if v.ndim == 1 and v.dims[0] == dim]
+    if ax == "T":
+        along = [v for v in along if _is_time(v)]
+    elif ax in ("X", "Y", "Z"):
+        std = {"X": "projection_x_coordinate", "Y": "projection_y_coordinate"}.get(ax)
+        along = [v for v in along if str(v.attrs.get("axis", "")).upper() == ax
+                 or (std is not None and v.attrs.get("standard_name") == std)]
+    else:
+        return None
+    return along[0] if len(along) == 1 else None
+
+
+def _decoded_time(var: xr.DataArray) -> xr.DataArray | None:
+    """``var`` as datetimes: already decoded (datetime64 / cftime), or numbers with CF time
+    units (``days since ...``) decoded here; None when it holds no times."""
+    if var.ndim != 1:
+        return None
+    if var.dtype.kind == "M" or (var.dtype == object and var.size
+                                 and hasattr(var.values[0], "isoformat")):
+        return var
+    units = str(var.attrs.get("units", ""))
+    if var.dtype.kind in "iuf" and " since " in units:
+        try:
+            decoded = xr.decode_cf(xr.Dataset({"t": var.variable}), use_cftime=None)["t"]
+        except (ValueError, TypeError, OverflowError):
+            return None
+        return decoded if decoded.dtype.kind == "M" or decoded.dtype == object else None
     return None
+
+
+def _time_coord(ds: xr.Dataset, dim: str | None = None) -> xr.DataArray | None:
+    """The dataset's time coordinate (along ``dim`` when given), as datetimes: the T axis's
+    dimension coordinate, else a 1-D CF time variable along that dimension (the sea-ice CDR's
+    ``time(tdim)``, NEMO's ``time_centered(time_counter)`` when ``time_counter`` holds no
+    dates)."""
+    for name, ax in _axes(ds).items():
+        if ax != "T" or (dim is not None and name != dim):
+            continue
+        own = _dim_coord(ds, name, "T")
+        cands = [own] if own is not None else []
+        cands += [ds[n] for n in [*ds.coords, *ds.data_vars] if ds[n].ndim == 1
+                  and ds[n].dims[0] == name and _is_time(ds[n])]
+        for c in cands:
+            decoded = _decoded_time(c)
+            if decoded is not None:
+                return decoded
+    return None
+
+
+def _length_scale(var: xr.DataArray) -> float | None:
+    """Metres per unit of a projected coordinate, or None when its units are not a length."""
+    return _LENGTH_UNITS.get(str(var.attrs.get("units", "")).strip().lower())
+
+
+def _is_projected(var: xr.DataArray) -> bool:
+    return (str(var.attrs.get("standard_name", "")).startswith("projection_")
+            or _length_scale(var) is not None)
+
+
+def _is_geographic(var: xr.DataArray, ax: str) -> bool:
+    """Whether ``var`` holds longitudes (``ax='X'``) or latitudes (``'Y'``) in degrees."""
+    if _is_projected(var):
+        return False
+    if var.attrs.get("standard_name") == _GEO_STANDARD[ax]:
+        return True
+    units = str(var.attrs.get("units", "")).strip().lower()
+    if units in _GEO_UNITS[ax]:
+        return True
+    named = str(var.name).lower() in _GEO_NAMES[ax] \
+        or str(var.attrs.get("axis", "")).upper() == ax
+    # plain "degrees" (or no units) on a lon/lat-named or axis-tagged coordinate
+    return named and (not units or units in ("degree", "degrees", "deg"))
+
+
+def _grid_mapping(ds: xr.Dataset) -> xr.DataArray | None:
+    """The CF grid-mapping variable the data variables refer to (``grid_mapping`` attribute,
+    ``"crs"`` or ``"crs: x y"`` form), or the one variable with ``grid_mapping_name``."""
+    for var in ds.data_vars.values():
+        ref = str(var.attrs.get("grid_mapping") or var.encoding.get("grid_mapping") or "")
+        name = ref.split(":")[0].split()[0] if ref.strip() else ""
+        if name and name in ds.variables:
+            return ds[name]
+    found = [ds[n] for n, v in ds.variables.items() if "grid_mapping_name" in v.attrs
+             or "crs_wkt" in v.attrs]
+    return found[0] if len(found) == 1 else None
+
+
+def _grid_mapping_names(ds: xr.Dataset) -> set[str]:
+    names = set()
+    for var in ds.variables.values():
+        ref = str(var.attrs.get("grid_mapping") or var.encoding.get("grid_mapping") or "")
+        for token in ref.replace(":", " ").split():
+            if token in ds.variables:
+                names.add(token)
+    return names
+
+
+def grid_crs(ds: xr.Dataset) -> Any | None:
+    """The ``pyproj.CRS`` of the dataset's grid from its CF grid mapping (``crs_wkt``, GDAL's
+    ``spatial_ref``, ``proj4text``, then the CF parameters), or None when it has none."""
+    gm = _grid_mapping(ds)
+    if gm is None:
+        return None
+    try:
+        from pyproj import CRS
+        from pyproj.exceptions import CRSError
+    except ImportError:  # pragma: no cover - pyproj comes with the regrid/catalog extras
+        return None
+    attrs = dict(gm.attrs)
+    # WKT first: the CF parameters of some products contradict it (the sea-ice CDR's
+    # straight_vertical_longitude_from_pole 135 against its EPSG:3411 WKT's -45)
+    for key in ("crs_wkt", "spatial_ref", "proj4text", "proj4", "proj4_params"):
+        text = attrs.get(key)
+        if isinstance(text, str) and text.strip():
+            try:
+                return CRS.from_user_input(text)
+            except CRSError:
+                continue
+    try:
+        return CRS.from_cf(attrs)
+    except (CRSError, KeyError, ValueError, TypeError):
+        return None
+
+
+def _reference_system(crs: Any) -> int | dict[str, Any]:
+    """``reference_system`` of the datacube extension: the EPSG code, else PROJJSON."""
+    code = crs.to_epsg()
+    return int(code) if code is not None else dict(crs.to_json_dict())
+
+
+def _geo_coord(ds: xr.Dataset, ax: str) -> xr.DataArray | None:
+    """The longitudes (``ax='X'``) or latitudes (``'Y'``) in degrees of the dataset's cells:
+    a 1-D axis coordinate or a 2-D (curvilinear, swath) variable; never a projected x/y in
+    metres (see :func:`_projected_xy`)."""
+    for name, a in _axes(ds).items():
+        if a == ax and name in ds.coords and _is_geographic(ds[name], ax):
+            return ds[name]
+    try:
+        names = ds.cf.coordinates.get(_GEO_STANDARD[ax], [])
+    except (AttributeError, KeyError):
+        names = []
+    for name in names:
+        if name in ds.variables and _is_geographic(ds[name], ax):
+            return ds[name]
+    for key, var in ds.variables.items():  # lat/lon stored as data variables
+        if var.ndim >= 1 and var.dtype.kind in "iuf" and _is_geographic(ds[key], ax):
+            return ds[key]
+    return None
+
+
+def _projected_xy(ds: xr.Dataset) -> tuple[np.ndarray, np.ndarray, Any] | None:
+    """``(x, y, crs)`` of a projected grid: 1-D x/y coordinates in metres and the CRS of its
+    grid mapping, or None."""
+    crs = grid_crs(ds)
+    if crs is None or crs.is_geographic:
+        return None
+    axes = _axes(ds)
+    found: dict[str, np.ndarray] = {}
+    for ax, std in (("X", "projection_x_coordinate"), ("Y", "projection_y_coordinate")):
+        cands = [ds[n] for n in ds.coords if ds[n].ndim == 1
+                 and ds[n].attrs.get("standard_name") == std]
+        cands += [c for d, a in axes.items() if a == ax
+                  for c in [_dim_coord(ds, d, ax)] if c is not None and c.ndim == 1]
+        for c in cands:
+            if c.dtype.kind in "iuf" and c.size:
+                found[ax] = np.asarray(c.values, dtype="float64") * (_length_scale(c) or 1.0)
+                break
+    if "X" not in found or "Y" not in found:
+        return None
+    return found["X"], found["Y"], crs
+
+
+def _edges(values: np.ndarray) -> tuple[float, float]:
+    """The outer cell edges of 1-D cell centres."""
+    lo, hi = float(np.nanmin(values)), float(np.nanmax(values))
+    if values.size >= 2:
+        h = abs(float(np.nanmedian(np.diff(values)))) / 2
+        lo, hi = lo - h, hi + h
+    return lo, hi
+
+
+def projected_bbox(x: np.ndarray, y: np.ndarray, crs: Any, samples: int = 256) -> list[float]:
+    """WGS84 ``[west, south, east, north]`` of a projected grid with cell centres ``x``, ``y``
+    (metres) in ``crs``: its outer cell edges sampled densely and transformed; a pole inside
+    the grid makes the box reach that pole and span every longitude."""
+    from pyproj import CRS, Transformer
+
+    x0, x1 = _edges(x)
+    y0, y1 = _edges(y)
+    t = np.linspace(0.0, 1.0, samples)
+    bx = np.concatenate([x0 + (x1 - x0) * t, np.full(samples, x1), x1 - (x1 - x0) * t,
+                         np.full(samples, x0)])
+    by = np.concatenate([np.full(samples, y0), y0 + (y1 - y0) * t, np.full(samples, y1),
+                         y1 - (y1 - y0) * t])
+    to_geo = Transformer.from_crs(crs, CRS.from_epsg(4326), always_xy=True)
+    lon, lat = to_geo.transform(bx, by)
+    lon, lat = np.asarray(lon, dtype="float64"), np.asarray(lat, dtype="float64")
+    ok = np.isfinite(lon) & np.isfinite(lat)
+    if not ok.any():
+        return [-180.0, -90.0, 180.0, 90.0]
+    lon, lat = lon[ok], lat[ok]
+    south, north = float(lat.min()), float(lat.max())
+    west, east = _lon_arc(lon)
+    to_proj = Transformer.from_crs(CRS.from_epsg(4326), crs, always_xy=True)
+    for pole in (90.0, -90.0):
+        with np.errstate(all="ignore"):
+            px, py = to_proj.transform(0.0, pole)
+        if not (np.isfinite(px) and np.isfinite(py)):
+            continue
+        if x0 <= px <= x1 and y0 <= py <= y1:  # the pole is a point of the grid
+            north, south = (90.0, south) if pole > 0 else (north, -90.0)
+            tol = 1e-9 * max(x1 - x0, y1 - y0)
+            if x0 + tol < px < x1 - tol and y0 + tol < py < y1 - tol:
+                west, east = -180.0, 180.0  # inside: every longitude
+    return [round(west, 6), round(max(-90.0, south), 6), round(east, 6),
+            round(min(90.0, north), 6)]
+
+
+def spatial_extent_known(ds: xr.Dataset) -> bool:
+    """Whether the dataset says where it is: longitudes and latitudes in degrees, or a
+    projected grid with a CF grid mapping."""
+    return (_geo_coord(ds, "X") is not None and _geo_coord(ds, "Y") is not None) \
+        or _projected_xy(ds) is not None
 
 
 def _half_step(values: np.ndarray) -> float:
@@ -391,9 +657,17 @@ def _lon_arc(lon: np.ndarray) -> tuple[float, float]:
 
 
 def spatial_bbox(ds: xr.Dataset) -> list[float]:
-    """WGS84 bounding box ``[west, south, east, north]`` of a dataset's cells."""
+    """WGS84 bounding box ``[west, south, east, north]`` of a dataset's cells.
+
+    From longitudes/latitudes in degrees (1-D axes, or 2-D variables of a curvilinear grid or
+    swath); else from a projected grid's x/y and its CF ``grid_mapping`` (the grid's edges
+    transformed, see :func:`projected_bbox`); else the whole globe -- check
+    :func:`spatial_extent_known` (:func:`publish` warns and marks the Collection)."""
     lon, lat = _geo_coord(ds, "X"), _geo_coord(ds, "Y")
     if lon is None or lat is None:
+        proj = _projected_xy(ds)
+        if proj is not None:
+            return projected_bbox(*proj)
         return [-180.0, -90.0, 180.0, 90.0]
     lonv = np.asarray(lon.values, dtype="float64")
     latv = np.asarray(lat.values, dtype="float64")
@@ -419,23 +693,37 @@ def spatial_bbox(ds: xr.Dataset) -> list[float]:
 
 
 def temporal_interval(ds: xr.Dataset) -> list[str | None]:
-    for name, ax in _axes(ds).items():
-        if ax == "T" and name in ds.coords:
-            v = ds[name].values
-            if v.size and (v.dtype.kind == "M" or v.dtype == object):
-                return [_iso(v.min() if v.dtype.kind == "M" else v[0]),
-                        _iso(v.max() if v.dtype.kind == "M" else v[-1])]
+    """``[first, last]`` ISO 8601 times of the dataset's time coordinate (a dimension
+    coordinate, or a CF time coordinate along another dimension such as the sea-ice CDR's
+    ``time(tdim)``); ``[None, None]`` when it has none (its time extent is unknown)."""
+    coord = _time_coord(ds)
+    if coord is not None:
+        v = coord.values
+        if v.dtype.kind == "M":
+            v = v[~np.isnat(v)]
+        if v.size and (v.dtype.kind == "M" or v.dtype == object):
+            return [_iso(v.min() if v.dtype.kind == "M" else v[0]),
+                    _iso(v.max() if v.dtype.kind == "M" else v[-1])]
     return [None, None]
 
 
 def cube_dimensions(ds: xr.Dataset) -> dict[str, Any]:
-    """``cube:dimensions`` for every dimension of ``ds``."""
+    """``cube:dimensions`` for every dimension of ``ds``.
+
+    A dimension without a coordinate of its own takes the values of the 1-D coordinate along
+    it (``time(tdim)``, ``xgrid(x)``).  Horizontal spatial dimensions carry their real
+    ``reference_system``: 4326 for longitudes/latitudes, the EPSG code (or PROJJSON) of the
+    grid mapping for a projected x/y."""
     axes = _axes(ds)
+    crs = None
     out: dict[str, Any] = {}
     for name in ds.dims:
         name = str(name)
         ax = axes.get(name)
-        coord = ds[name] if name in ds.coords else None
+        coord = _dim_coord(ds, name, ax)
+        if ax == "T":
+            as_time = _time_coord(ds, name)
+            coord = as_time if as_time is not None else coord
         attrs = coord.attrs if coord is not None else {}
         obj: dict[str, Any] = {}
         desc = attrs.get("long_name") or attrs.get("standard_name")
@@ -456,8 +744,14 @@ def cube_dimensions(ds: xr.Dataset) -> dict[str, Any]:
             obj["step"] = _num(step) if step is not None else None
             if attrs.get("units"):
                 obj["unit"] = str(attrs["units"])
-            if ax in ("X", "Y"):
-                obj["reference_system"] = 4326
+            if ax in ("X", "Y") and coord is not None:
+                if _is_projected(coord):
+                    crs = crs if crs is not None else (grid_crs(ds) or False)
+                    if crs:
+                        obj["reference_system"] = _reference_system(crs)
+                    # else: unknown projection; no reference_system (it would mean 4326)
+                else:
+                    obj["reference_system"] = 4326
         else:
             obj["type"] = "other"
             if values is None:
@@ -475,11 +769,29 @@ def cube_dimensions(ds: xr.Dataset) -> dict[str, Any]:
     return out
 
 
+def _non_data_names(ds: xr.Dataset) -> set[str]:
+    """Variables that describe the grid rather than hold data: CF grid mappings (named by a
+    ``grid_mapping`` attribute, or carrying ``grid_mapping_name``/``crs_wkt``) and cell bounds
+    (named by a ``bounds`` attribute)."""
+    names = _grid_mapping_names(ds)
+    for name, var in ds.variables.items():
+        if "grid_mapping_name" in var.attrs or "crs_wkt" in var.attrs:
+            names.add(str(name))
+        for key in ("bounds", "climatology"):
+            ref = var.attrs.get(key) or var.encoding.get(key)
+            if isinstance(ref, str) and ref in ds.variables:
+                names.add(ref)
+    return names
+
+
 def cube_variables(ds: xr.Dataset) -> dict[str, Any]:
-    """``cube:variables``: data variables (``data``) and non-dimension coordinates
-    (``auxiliary``), with dimensions, unit, data type, description and nodata."""
+    """``cube:variables``: data variables (``data``) and, as ``auxiliary``, non-dimension
+    coordinates and the variables that describe the grid (grid mappings such as
+    ``projection``/``crs``, cell bounds), with dimensions, unit, data type, description and
+    nodata."""
     out: dict[str, Any] = {}
-    items = [(n, v, "data") for n, v in ds.data_vars.items()]
+    grid = _non_data_names(ds)
+    items = [(n, v, "auxiliary" if n in grid else "data") for n, v in ds.data_vars.items()]
     items += [(n, v, "auxiliary") for n, v in ds.coords.items() if n not in ds.dims]
     for name, var, kind in items:
         obj: dict[str, Any] = {"dimensions": [str(d) for d in var.dims], "type": kind}
@@ -592,6 +904,11 @@ def collection_from_dataset(ds: xr.Dataset, dataset_id: str, store_url: str, *,
     entry["provenance"] = prov_href
     versions = [dict(v) for v in (previous or {}).get(VERSIONS, [])
                 if v.get("version") != version]
+    if kept:  # what the store keeps is known: a listed version it no longer has is history
+        for v in versions:
+            if v.get("href") == store_url and str(v.get("version")) not in kept:
+                v.pop("in_store", None)
+                v[REMOVED] = True
     versions.append(entry)
     for sv, (screated, latest) in kept.items():  # older versions archived by the store
         if not latest:
@@ -608,6 +925,10 @@ def collection_from_dataset(ds: xr.Dataset, dataset_id: str, store_url: str, *,
     d[PACKAGE_VERSIONS] = attrs.get(PACKAGE_VERSIONS)
     if m.get("maintainers"):
         d[MAINTAINERS] = m["maintainers"]
+    if not spatial_extent_known(ds):
+        d[UNKNOWN_EXTENT] = ["spatial"]
+    if interval == [None, None]:
+        d.setdefault(UNKNOWN_EXTENT, []).append("temporal")
 
     d["assets"] = {
         "zarr": {
@@ -695,6 +1016,25 @@ def provenance_file(version: str) -> str:
     return f"provenance-{version}.json"
 
 
+def _warn_publish(dataset_id: str, version: str, store_url: str,
+                  previous: Mapping[str, Any] | None, col: Mapping[str, Any]) -> None:
+    """Warn (UserWarning) when a publish replaces a version published from another store, or
+    describes a dataset whose spatial extent is unknown."""
+    for v in (previous or {}).get(VERSIONS, []):
+        if str(v.get("version")) == version and v.get("href") not in (None, store_url):
+            warnings.warn(f"dataset {dataset_id!r} version {version} was published from store "
+                          f"{v.get('href')}; it now points to store {store_url} instead (the "
+                          "old entry is replaced). Give a new version (--version) to keep "
+                          "both.", UserWarning, stacklevel=3)
+    if "spatial" in (col.get(UNKNOWN_EXTENT) or []):
+        # (an unknown time is not warned about: a dataset without time is usually static)
+        warnings.warn(f"dataset {dataset_id!r}: the data does not tell where it is (no "
+                      "longitude/latitude in degrees, no projected x/y with a CF grid_mapping): "
+                      "its bbox is written as the whole globe, and the Collection lists "
+                      f"'spatial' in {UNKNOWN_EXTENT!r}, so searches by bbox do not match it.",
+                      UserWarning, stacklevel=3)
+
+
 def publish(catalog: Any, target: Any, *, dataset_id: str | None = None, meta: Any = None,
             version: str | None = None, feedstock: str | None = None,
             storage_options: Mapping[str, Any] | None = None,
@@ -749,6 +1089,7 @@ def publish(catalog: Any, target: Any, *, dataset_id: str | None = None, meta: A
         col = collection_from_dataset(ds, dataset_id, store_url, meta=meta, version=version,
                                       feedstock=feedstock_href, previous=previous,
                                       store_versions=store_versions)
+        _warn_publish(dataset_id, version, store_url, previous, col)
         if previous is not None and col["version"] != version \
                 and _version_key(previous.get("version")) > _version_key(version):
             # an older version: the Collection keeps describing the latest, and lists this one
