@@ -22,6 +22,7 @@ except ImportError:  # pragma: no cover - pyresample (and pyproj) absent
     pass
 
 __all__ = [
+    "EmptyRegridWarning",
     "NeighbourCache",
     "Regrid",
     "area_from_dataset",
@@ -32,6 +33,7 @@ __all__ = [
 ]
 
 _LAZY = {
+    "EmptyRegridWarning": "accessor",
     "NeighbourCache": "cache",
     "default_cache": "cache",
     "Regrid": "transform",

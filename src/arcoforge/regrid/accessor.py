@@ -21,6 +21,7 @@ averaging flags or times would invent values.  The methods used are recorded per
 from __future__ import annotations
 
 import json
+import warnings
 from collections.abc import Hashable, Mapping, Sequence
 from typing import Any
 
@@ -28,11 +29,18 @@ import numpy as np
 import xarray as xr
 
 from ..errors import ConfigError, SchemaError
-from .areas import GRID_MAPPING_NAME, area_grid, area_key, describe_area, resolve_area
+from .areas import (
+    GRID_MAPPING_NAME,
+    area_grid,
+    area_key,
+    describe_area,
+    longitude_pieces,
+    resolve_area,
+)
 from .cache import NeighbourCache, default_cache, geometry_key
-from .engines import METHODS, TWO_D_ONLY, Engine, build_engine, default_radius
+from .engines import METHODS, TWO_D_ONLY, Engine, SplitEngine, build_engine, default_radius
 
-__all__ = ["REGRID_ATTR", "find_geolocation", "resample"]
+__all__ = ["REGRID_ATTR", "EmptyRegridWarning", "find_geolocation", "resample"]
 
 REGRID_ATTR = "arcoforge:regrid"
 _KEEP_ENCODING = ("_FillValue", "missing_value", "scale_factor", "add_offset", "dtype",
@@ -95,18 +103,117 @@ def _kind(var: xr.DataArray) -> str:
                       "drop it or pass variables=[...] without it")
 
 
+_LAT_TOL = 1e-5  # degrees: latitudes this far beyond +-90 are rounding, clipped to +-90
+
+
+class EmptyRegridWarning(UserWarning):
+    """A resampling in which no swath pixel reached the target area (an all-fill grid)."""
+
+
+def _positive(name: str, value: Any, unit: str, *, integer: bool = False,
+              allow_zero: bool = False) -> Any:
+    """``value`` as a finite number > 0 (>= 0 with ``allow_zero``), else a ConfigError."""
+    ok = isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(
+        value, (bool, np.bool_))
+    if ok:
+        ok = bool(np.isfinite(value)) and (value >= 0 if allow_zero else value > 0) and (
+            not integer or float(value).is_integer())
+    if not ok:
+        need = "a whole number" if integer else "a finite number"
+        bound = ">= 0" if allow_zero else "> 0"
+        raise ConfigError(f"resample: {name}={value!r} must be {need} {bound} ({unit}), "
+                          f"e.g. {name}={'32' if integer else '30_000'}")
+    return int(value) if integer else float(value)
+
+
+def _geolocation(ds: xr.Dataset, lon_name: Hashable,
+                 lat_name: Hashable) -> tuple[np.ndarray, np.ndarray]:
+    """The swath's longitudes (wrapped to [-180, 180)) and latitudes as float64, NaN where
+    missing, after checking they are decoded degrees.
+
+    Raises
+    ------
+    SchemaError
+        For integer geolocation that still carries ``scale_factor``/``add_offset`` (opened
+        without decoding), latitudes outside [-90, 90] or longitudes outside [-360, 360] that
+        are not declared fill values, and geolocation without a single valid pixel.
+    """
+    out = {}
+    for axis, name, bound in (("latitude", lat_name, 90.0), ("longitude", lon_name, 360.0)):
+        var = ds[name]
+        raw = np.asarray(var.values)
+        packed = [k for k in ("scale_factor", "add_offset") if k in var.attrs]
+        hint = ("it looks packed and not decoded: open the file with mask_and_scale=True (the "
+                "default) or apply xarray.decode_cf before resampling")
+        if raw.dtype.kind not in "fiu":
+            raise SchemaError(f"{axis} {name!r} has dtype {raw.dtype}; it must be numeric "
+                              "degrees")
+        if raw.dtype.kind in "iu" and packed:
+            raise SchemaError(f"{axis} {name!r} is {raw.dtype} with {', '.join(packed)} "
+                              f"attributes (raw range {raw.min()}..{raw.max()}): {hint}")
+        vals = raw.astype(np.float64)
+        for key in ("_FillValue", "missing_value"):  # undecoded fills are missing, not data
+            for fv in np.atleast_1d(np.asarray(var.attrs.get(key, []), dtype=np.float64)):
+                vals[vals == fv] = np.nan
+        finite = vals[np.isfinite(vals)]
+        if finite.size and np.abs(finite).max() > bound + (_LAT_TOL if bound == 90 else 0):
+            lo, hi = float(finite.min()), float(finite.max())
+            why = hint if raw.dtype.kind in "iu" or packed else (
+                "if those are fill values, declare them as _FillValue (or set them to NaN) "
+                "before resampling")
+            raise SchemaError(f"{axis} {name!r} has values in [{lo:g}, {hi:g}], outside "
+                              f"[-{bound:g}, {bound:g}] degrees: {why}")
+        if bound == 90:
+            vals = np.clip(vals, -90.0, 90.0)
+        else:
+            vals = np.where(np.isfinite(vals), (vals + 180.0) % 360.0 - 180.0, np.nan)
+        out[axis] = vals
+    lons, lats = out["longitude"], out["latitude"]
+    if lons.shape != lats.shape:
+        lons, lats = np.broadcast_arrays(lons, lats)
+    if not np.any(np.isfinite(lons) & np.isfinite(lats)):
+        raise SchemaError(f"geolocation {lon_name!r}/{lat_name!r} has no valid pixel (all NaN "
+                          "or fill): nothing to resample; drop this granule or check how its "
+                          "longitude/latitude were read")
+    return lons, lats
+
+
+def _warn_if_empty(engine: Engine, method: str, area: Any, lons: np.ndarray,
+                   lats: np.ndarray) -> None:
+    """Warn (:class:`EmptyRegridWarning`) when no cell of the area got a source pixel."""
+    cov = engine.coverage()
+    if bool(np.any(np.asarray(cov))):
+        return
+    ok = np.isfinite(lons) & np.isfinite(lats)
+    warnings.warn(
+        f"resample({method!r}): no swath pixel reached area {area.area_id!r} (extent "
+        f"{[round(float(v), 6) for v in area.area_extent]} in {area.crs.name}); the swath spans "
+        f"longitudes [{lons[ok].min():.3f}, {lons[ok].max():.3f}] and latitudes "
+        f"[{lats[ok].min():.3f}, {lats[ok].max():.3f}]: the result is all fill (check the "
+        "area, or the radius_of_influence)", EmptyRegridWarning, stacklevel=3)
+
+
 def _is_dask(var: xr.DataArray) -> bool:
     return var.chunks is not None
 
 
+def _declared_fill(var: xr.DataArray) -> Any:
+    """The variable's own ``_FillValue`` (else ``missing_value``) in its dtype, or ``None``."""
+    for key in ("_FillValue", "missing_value"):
+        for src in (var.encoding, var.attrs):
+            fv = src.get(key)
+            if fv is not None:
+                try:
+                    return np.asarray(fv).ravel()[0].astype(var.dtype).item()
+                except (ValueError, OverflowError, IndexError):
+                    pass
+    return None
+
+
 def _int_fill(var: xr.DataArray) -> Any:
-    for src in (var.encoding, var.attrs):
-        fv = src.get("_FillValue")
-        if fv is not None:
-            try:
-                return np.asarray(fv).astype(var.dtype).item()
-            except (ValueError, OverflowError):
-                pass
+    declared = _declared_fill(var)
+    if declared is not None:
+        return declared
     if var.dtype.kind == "b":
         return False
     return np.iinfo(var.dtype).max
@@ -119,7 +226,7 @@ class _Plan:
                  params: dict[str, Any], backend: str, cache: NeighbourCache | None) -> None:
         self.lons, self.lats, self.area = lons, lats, area
         self.method, self.params, self.backend, self.cache = method, params, backend, cache
-        self._akey = area_key(area)
+        self.pieces = longitude_pieces(area)
         self._engines: dict[str, Engine] = {}
 
     def engine(self, kind: str) -> Engine:
@@ -133,15 +240,25 @@ class _Plan:
             params = {k: self.params[k] for k in keys if self.params.get(k) is not None}
             params["chunks"] = self.params.get("chunks", "auto")
 
-            def build() -> Engine:
-                return build_engine(kind, self.lons, self.lats, self.area, params, self.backend)
-
-            if self.cache is None:
-                self._engines[kind] = build()
-            else:
-                key = geometry_key(self.lons, self.lats, self._akey, kind, params, self.backend)
-                self._engines[kind] = self.cache.get_or_build(key, build)
+            if self.pieces is None or kind == "ewa":  # EWA takes recentred longitudes
+                self._engines[kind] = self._build(kind, self.area, params)
+            else:  # longitudes outside [-180, 180]: one engine per piece inside it
+                built: dict[int, Engine] = {}
+                for a, _ in self.pieces:
+                    if id(a) not in built:
+                        built[id(a)] = self._build(kind, a, params)
+                self._engines[kind] = SplitEngine(
+                    self.area, [(built[id(a)], cols) for a, cols in self.pieces], self.backend)
         return self._engines[kind]
+
+    def _build(self, kind: str, area: Any, params: dict[str, Any]) -> Engine:
+        def build() -> Engine:
+            return build_engine(kind, self.lons, self.lats, area, params, self.backend)
+
+        if self.cache is None:
+            return build()
+        key = geometry_key(self.lons, self.lats, area_key(area), kind, params, self.backend)
+        return self.cache.get_or_build(key, build)
 
 
 def _resample_array(plan: _Plan, kind: str, var: xr.DataArray, swath_dims: tuple[Hashable, ...],
@@ -166,14 +283,18 @@ def _resample_array(plan: _Plan, kind: str, var: xr.DataArray, swath_dims: tuple
 
 
 def _resample_var(plan: _Plan, var: xr.DataArray, swath_dims: tuple[Hashable, ...],
-                  method_kind: str) -> tuple[Any, tuple[Hashable, ...], str]:
+                  method_kind: str) -> tuple[Any, tuple[Hashable, ...], str, Any]:
+    """Resample one variable: (data, dims, method used, fill to record or ``None``).
+
+    The fill to record is the value an integer variable without its own ``_FillValue`` /
+    ``missing_value`` got in uncovered cells (its dtype's maximum)."""
     kind = _kind(var)
     if kind == "datetime":
         nat = np.iinfo(np.int64).min
         ints = var.copy(data=var.data.view("int64")) if plan.backend == "dask" else var.copy(
             data=np.asarray(var.values).view("int64"))
         res, dims = _resample_array(plan, "nearest", ints, swath_dims, nat)
-        return res.view(var.dtype), dims, "nearest"
+        return res.view(var.dtype), dims, "nearest", None
     if kind == "categorical":
         fill: Any = _int_fill(var) if var.dtype.kind in "iub" else np.nan
         src = var
@@ -183,9 +304,10 @@ def _resample_var(plan: _Plan, var: xr.DataArray, swath_dims: tuple[Hashable, ..
         res, dims = _resample_array(plan, "nearest", src, swath_dims, fill)
         if var.dtype.kind == "b":
             res = res.astype(bool)
-        return res, dims, "nearest"
+        record = fill if var.dtype.kind in "iu" and _declared_fill(var) is None else None
+        return res, dims, "nearest", record
     res, dims = _resample_array(plan, method_kind, var, swath_dims, np.nan)
-    return res, dims, plan.method
+    return res, dims, plan.method, None
 
 
 def _out_attrs(var: xr.DataArray) -> dict[str, Any]:
@@ -276,10 +398,7 @@ def resample(obj: xr.Dataset | xr.DataArray, area: Any, method: str = "nearest",
         raise ConfigError(f"resample: method {method!r} needs 2-D (along, across track) "
                           f"longitude/latitude; {lon_name!r} has dims {swath_dims}. Use "
                           "'nearest' or 'bucket_avg' for 1-D nadir tracks")
-    lons = np.asarray(ds[lon_name].values, dtype=np.float64)
-    lats = np.asarray(ds[lat_name].values, dtype=np.float64)
-    lons = np.where(np.isfinite(lons), (lons + 180.0) % 360.0 - 180.0, np.nan)
-    lats = np.where(np.abs(lats) <= 90, lats, np.nan)
+    lons, lats = _geolocation(ds, lon_name, lat_name)
     if variables is None:
         names = [n for n, v in ds.data_vars.items() if set(swath_dims) <= set(v.dims)
                  and n not in (lon_name, lat_name)]
@@ -302,6 +421,11 @@ def resample(obj: xr.Dataset | xr.DataArray, area: Any, method: str = "nearest",
     if clash:
         raise SchemaError(f"resample: the dataset already has variables {clash}, which "
                           f"resample({method!r}) adds; rename them first (or coverage=False)")
+    if radius_of_influence is not None:
+        radius_of_influence = _positive("radius_of_influence", radius_of_influence, "metres")
+    if method == "bilinear":
+        neighbours = int(_positive("neighbours", neighbours, "source pixels", integer=True))
+    epsilon = _positive("epsilon", epsilon, "metres", allow_zero=True)
     roi = float(radius_of_influence) if radius_of_influence is not None else (
         default_radius(lons, lats, area_def) if needs_radius else None)
     params: dict[str, Any] = {"radius_of_influence": roi, "neighbours": int(neighbours),
@@ -337,13 +461,16 @@ def resample(obj: xr.Dataset | xr.DataArray, area: Any, method: str = "nearest",
     if method != "bucket_count":
         for n in names:
             var = ds[n]
-            res, dims, how = _resample_var(plan, var, swath_dims, method_kind)
+            res, dims, how, new_fill = _resample_var(plan, var, swath_dims, method_kind)
             other_coords = {d: var[d] for d in dims if d in var.coords and d not in ("y", "x")}
             out = xr.DataArray(res, dims=dims, coords=other_coords, attrs=_out_attrs(var))
             out.encoding = _out_encoding(var)
+            if new_fill is not None:  # uncovered cells hold it: record it so it reads as missing
+                out.encoding["_FillValue"] = new_fill
             out_vars[n] = out
             used[str(n)] = how
     engine = plan.engine(method_kind)
+    _warn_if_empty(engine, method, area_def, lons, lats)
     if engine.has_counts:
         out_vars["count"] = xr.DataArray(
             engine.counts().astype(np.int32), dims=("y", "x"),

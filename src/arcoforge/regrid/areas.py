@@ -29,6 +29,8 @@ __all__ = [
     "area_grid",
     "area_key",
     "describe_area",
+    "longitude_pieces",
+    "recentre_longitudes",
     "resolve_area",
 ]
 
@@ -236,3 +238,92 @@ def area_grid(area: Any) -> tuple[dict[str, xr.DataArray], xr.DataArray]:
     gm_attrs.setdefault("crs_wkt", crs.to_wkt())
     gm = xr.DataArray(np.int32(0), attrs=gm_attrs)
     return coords, gm
+
+
+#: longitudes within this many degrees of the [-180, 180] bounds count as inside them
+_LON_TOL = 1e-9
+
+
+def longitude_pieces(area: Any) -> list[tuple[Any, slice]] | None:
+    """Resample a geographic area whose longitudes leave [-180, 180] on areas inside it.
+
+    pyresample normalises longitudes to [-180, 180): on a target grid in 0..360 (OISST, GODAS,
+    or a spec such as ``extent=[160, -10, 200, 10]``) every swath pixel east of 180° would be
+    lost.  The grid is shifted by a multiple of 360° and
+
+    * a grid 360° wide becomes the same grid in [-180, 180] (same resolution and cell edges),
+      whose columns are then rolled into the target's order: cell for cell what the
+      equivalent -180..180 grid gives;
+    * a narrower grid that straddles the antimeridian is cut into its columns west of it and
+      those east of it (shifted by -360°), two ordinary areas joined column-wise;
+    * a grid entirely beyond 180° (or below -180°) is just shifted.
+
+    Parameters
+    ----------
+    area
+        A pyresample ``AreaDefinition``.
+
+    Returns
+    -------
+    list of (AreaDefinition, slice) or None
+        The output is the column-wise join of ``result_on(piece)[..., cols]`` over the pieces,
+        in order (the same area can appear twice); ``None`` when nothing needs doing (a
+        projected CRS, or longitudes already in [-180, 180]).
+
+    Raises
+    ------
+    ConfigError
+        When the grid spans more than 360° of longitude (cells would repeat).
+    """
+    if not area.crs.is_geographic:
+        return None
+    x0, y0, x1, y1 = (float(v) for v in area.area_extent)
+    if x0 >= -180 - _LON_TOL and x1 <= 180 + _LON_TOL:
+        return None
+    width = int(area.width)
+    dx = (x1 - x0) / width
+    if x1 - x0 > 360 + max(_LON_TOL, 1e-6 * dx):
+        raise ConfigError(f"area {area.area_id!r}: longitude extent [{x0:g}, {x1:g}] spans "
+                          f"{x1 - x0:g} degrees, more than 360 (cells would repeat); give an "
+                          "extent at most 360 degrees wide, e.g. [-180, 180] or [0, 360]")
+    pyresample = require("pyresample", "regridding")
+
+    def piece(name: str, left: float, right: float, cols: int) -> Any:
+        return pyresample.geometry.AreaDefinition(
+            f"{area.area_id}_{name}", f"{area.description} ({name})", f"{area.proj_id}_{name}",
+            area.crs, cols, int(area.height), (left, y0, right, y1))
+
+    shift = 360.0 * np.floor((x0 + 180.0) / 360.0)
+    left, right = x0 - shift, x1 - shift
+    everything = slice(None)
+    if right <= 180 + _LON_TOL:
+        return [(piece("shifted", left, right, width), everything)]
+    # columns whose centre lies west of 180 keep their longitudes, the rest move by -360
+    n_west = int(np.clip(np.ceil((180.0 - left) / dx - 0.5), 0, width))
+    n_east = width - n_west
+    if n_west == 0:
+        return [(piece("shifted", left - 360.0, right - 360.0, width), everything)]
+    edge = left + n_west * dx
+    if np.isclose(right - left, 360.0, rtol=0, atol=1e-6 * dx):
+        start = -180.0 if np.isclose(edge, 180.0, rtol=0, atol=1e-9) else edge - 360.0
+        host = piece("rolled", start, start + 360.0, width)
+        return [(host, slice(n_east, width)), (host, slice(0, n_east))]
+    return [(piece("west", left, edge, n_west), everything),
+            (piece("east", edge - 360.0, right - 360.0, n_east), everything)]
+
+
+def recentre_longitudes(lons: np.ndarray, area: Any) -> np.ndarray:
+    """Longitudes shifted by multiples of 360° into the 360° centred on a geographic area
+    whose extent leaves [-180, 180] (unchanged otherwise).
+
+    For EWA, whose ``ll2cr`` maps longitudes to columns linearly: a swath crossing 180° stays
+    continuous on a 0..360 grid (its elliptical footprints are not torn across the grid), and
+    the cut moves to the grid's own edge.
+    """
+    if not area.crs.is_geographic:
+        return lons
+    x0, _, x1, _ = (float(v) for v in area.area_extent)
+    if x0 >= -180 - _LON_TOL and x1 <= 180 + _LON_TOL:
+        return lons
+    centre = (x0 + x1) / 2.0
+    return np.where(np.isfinite(lons), (lons - centre + 180.0) % 360.0 - 180.0 + centre, np.nan)

@@ -21,7 +21,7 @@ import numpy as np
 
 from ._deps import require
 
-__all__ = ["METHODS", "TWO_D_ONLY", "build_engine", "default_radius"]
+__all__ = ["METHODS", "TWO_D_ONLY", "SplitEngine", "build_engine", "default_radius"]
 
 METHODS = ("nearest", "bilinear", "ewa", "bucket_avg", "bucket_count")
 TWO_D_ONLY = ("bilinear", "ewa")
@@ -215,17 +215,24 @@ class EWAEngine(Engine):
     def __init__(self, lons: np.ndarray, lats: np.ndarray, area: Any, params: dict[str, Any],
                  backend: str) -> None:
         super().__init__(lons, lats, area, params, backend)
+        from .areas import recentre_longitudes
+
         ewa, geometry = _pr("ewa"), _pr("geometry")
+        lons = recentre_longitudes(lons, area)  # ll2cr maps longitude to column linearly
         rps = int(params.get("rows_per_scan") or 0)
         self.rows_per_scan = rps if rps > 0 else lons.shape[0]
         self.weights = {k: params[k] for k in _EWA_WEIGHTS if params.get(k) is not None}
+        # ll2cr overwrites its inputs with columns/rows: give it copies
+        swath = geometry.SwathDefinition(np.array(lons, dtype=np.float64),
+                                         np.array(lats, dtype=np.float64))
+        n_in, cols, rows = ewa.ll2cr(swath, area)
+        # a swath entirely off the grid: fornav raises and the dask resampler's graph breaks,
+        # so the result is all fill without calling them
+        self.empty = int(n_in) == 0
         if backend == "numpy":
-            # ll2cr overwrites its inputs with columns/rows: give it copies
-            swath = geometry.SwathDefinition(np.array(lons, dtype=np.float64),
-                                             np.array(lats, dtype=np.float64))
-            _, self.cols, self.rows = ewa.ll2cr(swath, area)
+            self.cols, self.rows = cols, rows
             self.nbytes = _nbytes_of(self.cols, self.rows)
-        else:
+        elif not self.empty:
             import dask.array as da
             import xarray as xr
 
@@ -244,12 +251,19 @@ class EWAEngine(Engine):
             arr = np.asarray(data)
             if not np.issubdtype(arr.dtype, np.floating):
                 arr = arr.astype(np.float64)
+            if self.empty:
+                return np.full(self.shape, fill_value, dtype=arr.dtype)
             _, out = ewa.fornav(self.cols, self.rows, self.area, arr,
                                 rows_per_scan=self.rows_per_scan, fill=fill_value,
                                 **self.weights)
             return out
         import xarray as xr
 
+        if self.empty:
+            import dask.array as da
+
+            dtype = data.dtype if np.issubdtype(data.dtype, np.floating) else np.float64
+            return da.full(self.shape, fill_value, dtype=dtype)
         arr = data.rechunk(self.chunks)
         out = self.resampler.compute(xr.DataArray(arr, dims=("y", "x")),
                                      rows_per_scan=self.rows_per_scan, fill_value=fill_value,
@@ -297,6 +311,53 @@ class BucketEngine(Engine):
 
     def counts(self) -> Any:
         return self._out(self._counts)
+
+
+class SplitEngine(Engine):
+    """A target grid resampled on other areas (see
+    :func:`arcoforge.regrid.areas.longitude_pieces`): the result is the column-wise join of
+    each piece engine's result cut to its columns."""
+
+    def __init__(self, area: Any, pieces: list[tuple[Engine, slice]], backend: str) -> None:
+        self.area = area
+        self.shape = tuple(area.shape)
+        self.backend = backend
+        self.pieces = pieces
+        first = pieces[0][0]
+        self.method, self.has_counts, self.params = first.method, first.has_counts, first.params
+        self.nbytes = sum({id(e): e.nbytes for e, _ in pieces}.values())
+        self._coverage: Any = None
+
+    def _join(self, results: dict[int, Any]) -> Any:
+        parts = [results[id(e)][..., cols] for e, cols in self.pieces]
+        if len(parts) == 1:
+            return parts[0]
+        if all(isinstance(p, np.ndarray) for p in parts):
+            return np.concatenate(parts, axis=-1)
+        import dask.array as da
+
+        return da.concatenate([da.asarray(p) for p in parts], axis=-1)
+
+    def _each(self, fn: Any) -> dict[int, Any]:
+        results: dict[int, Any] = {}
+        for e, _ in self.pieces:
+            if id(e) not in results:
+                out = fn(e)
+                if isinstance(out, np.ndarray):
+                    out = out.reshape(e.shape)
+                results[id(e)] = out
+        return results
+
+    def apply(self, data: Any, fill_value: Any = np.nan) -> Any:
+        return self._join(self._each(lambda e: e.apply(data, fill_value)))
+
+    def coverage(self) -> Any:
+        if self._coverage is None:
+            self._coverage = self._join(self._each(lambda e: e.coverage()))
+        return self._coverage
+
+    def counts(self) -> Any:
+        return self._join(self._each(lambda e: e.counts()))
 
 
 _ENGINES: dict[str, type[Engine]] = {"nearest": NearestEngine, "bilinear": BilinearEngine,
