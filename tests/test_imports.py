@@ -83,3 +83,17 @@ def test_missing_optional_dependency_names_the_extra() -> None:
                              r"'arcoforge\[arcoforge_no_such_module\]'`"):
         require("arcoforge_no_such_module")
     assert issubclass(MissingDependencyError, ImportError)
+
+
+def test_pyproj_after_a_netcdf_open_does_not_abort_at_exit(shared_data) -> None:
+    """xarray lists its backends on an open without engine=, and cfgrib's loads ecCodes; pyproj
+    imported after it (by the regrid or catalog code, or cartopy) made the interpreter abort at
+    exit ("double free or corruption", status 134).  ``import arcoforge`` imports pyproj first."""
+    pytest.importorskip("pyproj")
+    nc = sorted((shared_data / "ersst-v5").glob("*.nc"))[0]
+    code = (f"import arcoforge\nimport xarray as xr\nxr.open_dataset({str(nc)!r}).close()\n"
+            "import pyproj\nprint(pyproj.CRS('EPSG:4326').name)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 0, (out.returncode, out.stderr[-2000:])
+    assert out.stdout.strip() == "WGS 84"

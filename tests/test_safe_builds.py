@@ -630,7 +630,7 @@ def test_opening_what_is_not_published_says_so(ersst: list[str], tmp_path: Path,
                                                kind: str) -> None:
     """open_dataset on a path with no store, or on a first build that has not published yet,
     said zarr's "does not exist" or Icechunk's "No group found"; it names the real state."""
-    from arcoforge.errors import NotFoundError
+    from arcoforge.errors import NotFoundError, NotPublishedError
     from arcoforge.forge.bake import compile_plan
 
     url = str(tmp_path / "none.zarr") if kind == "zarr" else f"icechunk://{tmp_path / 'none'}"
@@ -641,8 +641,9 @@ def test_opening_what_is_not_published_says_so(ersst: list[str], tmp_path: Path,
     plan = compile_plan(recipe(ersst[:2]), url)  # a first build that stops after one task
     plan.prepare()
     plan.run_task(plan.tasks[0])
-    with pytest.raises(NotFoundError) as err:
+    with pytest.raises(NotPublishedError) as err:
         arcoforge.open_dataset(url)
+    assert isinstance(err.value, NotFoundError) and isinstance(err.value, FileNotFoundError)
     assert str(err.value).startswith(f"nothing is published at {url}: a build was started (its "
                                      "state is at ")
     assert str(err.value).endswith("but has not published a version yet; run the same bake "

@@ -26,6 +26,7 @@ __all__ = [
     "AppendError",
     "TargetError",
     "NotFoundError",
+    "NotPublishedError",
     "BuildLockedError",
     "SingleCommitterError",
     "EngineError",
@@ -112,6 +113,14 @@ class NotFoundError(ArcoforgeError, KeyError):
     """A dataset id, version or variable that does not exist (the message lists what does)."""
 
     def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0]) if self.args else ""
+
+
+class NotPublishedError(NotFoundError, FileNotFoundError):
+    """Nothing is published at a target yet (no store there, or a first build that has not
+    published); also a ``FileNotFoundError``, what opening a missing store raised before."""
+
+    def __str__(self) -> str:  # OSError would format errno/strerror
         return str(self.args[0]) if self.args else ""
 
 

@@ -7,7 +7,7 @@ from typing import Any
 
 import xarray as xr
 
-from arcoforge.errors import ArcoforgeError, NotFoundError
+from arcoforge.errors import ArcoforgeError, NotPublishedError
 from arcoforge.forge.targets.base import resolve_target
 
 __all__ = ["open_raw_store"]
@@ -30,7 +30,7 @@ def open_raw_store(target: Any, version: str | None = None, chunks: Any = None,
         if _published(tgt):
             raise
         unfinished = _unfinished(tgt)
-        raise NotFoundError(
+        raise NotPublishedError(
             f"nothing is published at {tgt.url}"
             + (f": a build was started (its state is at {unfinished}) but has not published "
                "a version yet; run the same bake again to resume it" if unfinished else
