@@ -501,3 +501,39 @@ def test_wrong_password_in_the_url(
     got = fetch(f"{good}/{HDF5_FILE}", SourceOptions(**FAST), workdir=str(tmp_path))
     assert got.url == f"{server.url}/{HDF5_FILE}"
     assert "right-pw-5" not in pathlib.Path(got.path + ".json").read_text()
+
+
+# -------------------------------------------------------------------------------------------
+# a cached copy of a file the server reprocessed in place
+
+
+def test_a_file_changed_on_its_server_is_downloaded_again(
+    files: pathlib.Path, tmp_path: pathlib.Path, http_server, caplog
+) -> None:
+    """The cache reused its copy by size and sha256 alone: after the server's file was
+    reprocessed in place, builds (and verify, with the same cache) kept reading the old bytes.
+    A cached copy is now checked with one HEAD (ETag / Last-Modified / size) per build."""
+    served = tmp_path / "www"
+    served.mkdir()
+    shutil.copyfile(files / NC3_FILE, served / NC3_FILE)
+    server = http_server(served)
+    url = f"{server.url}/{NC3_FILE}"
+    cache = tmp_path / "cache"
+    opts = SourceOptions(cache=str(cache), **FAST)
+    first = fetch(url, opts)
+    assert fetch(url, opts).sha256 == first.sha256  # same build: not asked again
+    data = bytearray((served / NC3_FILE).read_bytes())
+    data[-8:] = bytes(8)  # new values, same size
+    (served / NC3_FILE).write_bytes(bytes(data))
+    os.utime(served / NC3_FILE, (time.time() + 5, time.time() + 5))
+    sources.forget_checked_copies()  # what bake, append and verify do as they start
+    stale = fetch(url, SourceOptions(cache=str(cache), revalidate=False, **FAST))
+    assert stale.sha256 == first.sha256  # revalidate=False: reused unasked
+    gets = server.gets
+    with caplog.at_level(logging.WARNING, logger="arcoforge"):
+        fresh = fetch(url, opts)
+    assert fresh.sha256 == hashlib.sha256(bytes(data)).hexdigest() != first.sha256
+    assert server.gets == gets + 1
+    assert f"{url} changed on its server since it was cached (its ETag changed" in caplog.text
+    sources.forget_checked_copies()
+    assert fetch(url, opts).sha256 == fresh.sha256 and server.gets == gets + 1  # HEAD only

@@ -33,7 +33,7 @@ import xarray as xr
 from arcoforge.errors import AppendError, SchemaError
 from arcoforge.forge.bake import Plan, TaskStats, plan_for, recover, run_plan, scan_pattern
 from arcoforge.forge.groups import open_flat
-from arcoforge.forge.io.fetch import redact
+from arcoforge.forge.io.fetch import forget_checked_copies, redact
 from arcoforge.forge.patterns import Index
 from arcoforge.forge.plan import compile_tasks
 from arcoforge.forge.recipes import ZarrRecipe
@@ -122,6 +122,7 @@ def compile_append_plan(recipe: ZarrRecipe, target: Any, *, workdir: str | None 
     """The plan that appends the new files of ``recipe`` to the version published at
     ``target``, or None when there is nothing new.  Raises :class:`AppendError` when the new
     files do not continue the dataset (the message names the file)."""
+    forget_checked_copies()  # a new build asks the servers again about cached copies
     tgt = resolve_target(target, storage_options)
     attrs = tgt.published_attrs()
     if attrs is None:

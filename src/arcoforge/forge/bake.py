@@ -35,7 +35,7 @@ from arcoforge.forge.groups import (
     unlisted_parent_coordinates,
     unlisted_root_attrs,
 )
-from arcoforge.forge.io.fetch import SourceOptions, fetch
+from arcoforge.forge.io.fetch import SourceOptions, fetch, forget_checked_copies
 from arcoforge.forge.io.formats import remote_engine
 from arcoforge.forge.io.manifest import ManifestFile, open_reader
 from arcoforge.forge.io.readers import RawFile, detect_engine, scan_file, scan_file_groups
@@ -565,6 +565,7 @@ def compile_plan(recipe: ZarrRecipe, target: Any, *, workdir: str | None = None,
                  scan_map: ScanMap | None = None) -> Plan:
     """Scan the recipe's sources and compile the build plan for ``target``; ``scan_map`` runs
     the scan on an engine's workers (default: threads here)."""
+    forget_checked_copies()  # a new build asks the servers again about cached copies
     tgt = resolve_target(target, storage_options)
     workdir = workdir or recipe.source_options.cache or tempfile.mkdtemp(prefix="arcoforge-")
     pattern = recipe.pattern

@@ -127,6 +127,9 @@ def verify(target: Any, recipe: ZarrRecipe, version: str | None = None, *,
         Decoding options (``decode_cf``, ``mask_and_scale``, ``decode_times``, ...) apply to the
         store and the sources alike; the others (``group``, ``engine``, ...) to the sources.
     """
+    from arcoforge.forge.io.fetch import forget_checked_copies
+
+    forget_checked_copies()  # cached copies are checked against their servers again
     opts = {**recipe.pattern.open_kwargs, **dict(open_kwargs or {})}
     if decode_times is not None:
         opts["decode_times"] = decode_times

@@ -47,13 +47,21 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import time
 
 from arcoforge.errors import SourceError
 from arcoforge.forge.io.cache import _HOST_TAG as _HOST_TAG
 from arcoforge.forge.io.cache import STALE_PART_SECONDS as STALE_PART_SECONDS
-from arcoforge.forge.io.cache import _fallback_workdir, _reuse_local, cache_name, clean_stale_parts
+from arcoforge.forge.io.cache import (
+    _fallback_workdir,
+    _read_sidecar,
+    _reuse_local,
+    _sidecar_path,
+    cache_name,
+    clean_stale_parts,
+)
 from arcoforge.forge.io.checks import checksum
-from arcoforge.forge.io.credentials import _resolve_credentials
+from arcoforge.forge.io.credentials import _Credentials, _resolve_credentials
 from arcoforge.forge.io.limits import _DEADLINE_BASE as _DEADLINE_BASE
 from arcoforge.forge.io.limits import _DEADLINE_UNKNOWN_SIZE as _DEADLINE_UNKNOWN_SIZE
 from arcoforge.forge.io.limits import _auto_deadline as _auto_deadline
@@ -72,6 +80,7 @@ from arcoforge.forge.io.redact import (
     redact_log_handlers,
 )
 from arcoforge.forge.io.remote_cache import _pull_remote_cache, _push_remote_cache
+from arcoforge.forge.io.revalidate import changed_since, server_validators
 from arcoforge.forge.io.transfer import _download
 from arcoforge.forge.io.urls import (
     _KEY_ID_PROTOCOLS,
@@ -163,7 +172,7 @@ def _fetch(url: str, options: SourceOptions | None, workdir: str | None) -> Loca
     target = os.path.join(local_dir, name)
     with _url_lock(os.path.abspath(target)):
         cached = _reuse_local(target, safe_url)
-        if cached is not None:
+        if cached is not None and not _out_of_date(target, url, safe_url, options, creds):
             return cached
         if remote_cache is not None:
             pulled = _pull_remote_cache(remote_cache, name, target, safe_url, options, creds)
@@ -172,11 +181,48 @@ def _fetch(url: str, options: SourceOptions | None, workdir: str | None) -> Loca
                 COUNTERS["bytes"] += pulled.size
                 return pulled
         result = _download(url, safe_url, target, options, creds)
+        _CURRENT[(os.path.abspath(target), result.sha256)] = time.monotonic()
         COUNTERS["downloads"] += 1
         COUNTERS["bytes"] += result.size
         if remote_cache is not None:
             _push_remote_cache(remote_cache, name, target, safe_url, options, creds)
         return result
+
+
+def _out_of_date(target: str, url: str, safe_url: str, options: SourceOptions,
+                 creds: _Credentials) -> bool:
+    """Whether the server now holds another file than the cached copy at ``target`` (one
+    metadata request; see :mod:`arcoforge.forge.io.revalidate`).  ``SourceOptions(revalidate=
+    False)`` skips the question."""
+    if not options.revalidate:
+        return False
+    kept = _read_sidecar(_sidecar_path(target)) or {}
+    if not (kept.get("etag") or kept.get("last_modified")):
+        return False  # nothing to compare with: a size alone says little
+    key = (os.path.abspath(target), str(kept.get("sha256")))
+    seen = _CURRENT.get(key)
+    if seen is not None and time.monotonic() - seen < CURRENT_FOR:
+        return False  # asked (or downloaded) for this build: its scan and tasks read one copy
+    now = server_validators(url, options, creds)
+    why = changed_since(kept, now) if now is not None else None
+    if why is not None:
+        logger.warning("%s changed on its server since it was cached (%s): downloading it again",
+                       safe_url, why)
+        return True
+    _CURRENT[key] = time.monotonic()
+    return False
+
+
+#: cached copies known to be current: (cache path, sha256) -> when; ``bake``, ``append`` and
+#: ``verify`` forget them when they start (:func:`forget_checked_copies`), worker processes
+#: after :data:`CURRENT_FOR` seconds
+_CURRENT: dict[tuple[str, str], float] = {}
+CURRENT_FOR = 600.0
+
+
+def forget_checked_copies() -> None:
+    """Ask the servers again before reusing cached copies (called as a build starts)."""
+    _CURRENT.clear()
 
 
 def _fetch_local(url: str, safe_url: str) -> LocalSource:

@@ -51,6 +51,10 @@ class SourceOptions:
     over the last ``rate_window`` seconds is below it (bytes/s; 0 turns it off), so that a server
     that trickles is retried and then given up.  ``max_bytes`` caps one source's size (``None``:
     no cap besides the cache directory's free space, checked against the declared size first).
+
+    ``cache`` keeps downloads for later builds; before a cached copy is reused its server is
+    asked whether the file changed since (``revalidate``; a file reprocessed in place is
+    downloaded again).  A server that cannot be asked leaves the copy in use.
     """
 
     retries: int = 5  # attempts after the first, for transient failures
@@ -64,6 +68,9 @@ class SourceOptions:
     max_concurrency_per_host: int = 4  # per process, across threads
     auth: Auth | None = None
     cache: str | None = None  # local dir or any fsspec URL; None = a per-build work dir
+    # ask the server (one HEAD / info) whether a cached copy is still current before reusing
+    # it (ETag, Last-Modified, size); False: reuse cached copies unasked (frozen archives)
+    revalidate: bool = True
     # passed to fsspec (e.g. {"endpoint_url": ...} for S3); secrets come from env only.
     # For http(s) the keys "headers" (dict) and "verify" (bool | CA path) are used by requests.
     storage_options: dict[str, Any] = field(default_factory=dict)

@@ -1,0 +1,103 @@
+"""Is a cached copy still what the server holds?  One metadata request (HTTP ``HEAD``, or the
+file system's ``info`` for FTP, S3, ...) compared with the validators the cache's sidecar kept
+when the copy was downloaded: ``ETag``, ``Last-Modified`` and size.
+
+A server that reprocesses a file in place (a new algorithm version under the same name) changes
+these; reusing the old copy would build, and verify, a store of data the archive no longer
+serves.  When the server cannot be asked (no answer, ``HEAD`` refused) or gives no validators,
+the copy is reused and the reason logged: the cache is also how builds run offline.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Mapping
+from typing import Any
+
+from arcoforge.forge.io.credentials import _Credentials
+from arcoforge.forge.io.log import logger
+from arcoforge.forge.io.options import SourceOptions
+from arcoforge.forge.io.urls import _protocol
+
+__all__ = ["server_validators", "changed_since"]
+
+
+def server_validators(url: str, options: SourceOptions, creds: _Credentials
+                      ) -> dict[str, Any] | None:
+    """``{"etag", "last_modified", "size"}`` of ``url`` on its server now (values may be None),
+    or None when the server cannot be asked."""
+    try:
+        if _protocol(url) in ("http", "https"):
+            return _http_validators(url, options, creds)
+        return _fsspec_validators(url, options, creds)
+    except Exception as err:  # noqa: BLE001 - any failure means "cannot tell"
+        logger.info("could not ask the server about %s (%s: %s)", creds.scrub(url),
+                    type(err).__name__, creds.scrub(str(err)))
+        return None
+
+
+def changed_since(kept: Mapping[str, Any], now: Mapping[str, Any]) -> str | None:
+    """Why the server's copy differs from the one the sidecar ``kept`` describes (None: it does
+    not, as far as the validators tell)."""
+    for key, label in (("etag", "ETag"), ("last_modified", "Last-Modified")):
+        if kept.get(key) and now.get(key) and str(kept[key]) != str(now[key]):
+            return f"its {label} changed ({kept[key]} -> {now[key]})"
+    size = now.get("size")
+    if isinstance(size, int) and isinstance(kept.get("size"), int) and size != kept["size"]:
+        return f"its size changed ({kept['size']:,} -> {size:,} bytes)"
+    return None
+
+
+def _http_validators(url: str, options: SourceOptions, creds: _Credentials
+                     ) -> dict[str, Any] | None:
+    from arcoforge.forge.io.transport_http import _session, _with_query
+
+    so = options.storage_options
+    headers = {"Accept-Encoding": "identity", **dict(so.get("headers") or {})}
+    auth: tuple[str, str] | None = None
+    request_url = url
+    if creds.username is not None:
+        auth = (creds.username, creds.password or "")
+    elif creds.query_param is not None:
+        request_url = _with_query(url, creds.query_param, creds.token or "")
+    elif creds.token is not None:
+        headers["Authorization"] = f"Bearer {creds.token}"
+    kwargs: dict[str, Any] = {"verify": so["verify"]} if "verify" in so else {}
+    timeout = min(options.timeout, 30.0)
+    resp = _session().head(request_url, headers=headers, auth=auth, allow_redirects=True,
+                           timeout=(timeout, timeout), **kwargs)
+    with contextlib.closing(resp):
+        if not 200 <= resp.status_code < 300:
+            logger.info("HEAD %s answered HTTP %d: cannot check the cached copy",
+                        creds.scrub(url), resp.status_code)
+            return None
+        length = resp.headers.get("Content-Length")
+        encoding = resp.headers.get("Content-Encoding", "identity").lower()
+        return {
+            "etag": resp.headers.get("ETag"),
+            "last_modified": resp.headers.get("Last-Modified"),
+            "size": int(length) if length and length.isdigit() and encoding == "identity"
+            else None,
+        }
+
+
+def _fsspec_validators(url: str, options: SourceOptions, creds: _Credentials
+                       ) -> dict[str, Any] | None:
+    import fsspec  # type: ignore[import-untyped]
+
+    from arcoforge.forge.io.transport_fsspec import _fsspec_kwargs
+
+    fs, path = fsspec.core.url_to_fs(url, **_fsspec_kwargs(url, options, creds))
+    try:
+        info = fs.info(path)
+    finally:
+        connection = getattr(fs, "ftp", None)  # FTP file systems are not cached: hang up now
+        if connection is not None:
+            with contextlib.suppress(Exception):
+                connection.close()
+    etag = info.get("ETag") or info.get("etag")
+    modified = info.get("LastModified") or info.get("mtime") or info.get("modify")
+    size = info.get("size")
+    return {"etag": str(etag) if etag else None,
+            "last_modified": str(modified) if modified else None,
+            "size": size if isinstance(size, int) else None}
