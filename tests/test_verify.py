@@ -324,3 +324,33 @@ def test_a_changed_scalar_variable_is_a_mismatch(shared_data: Path, tmp_path: Pa
     assert not report.ok
     assert (f"variable 'projection': 1 of 1 values differ from {f} (first at store index (): "
             "store b'X' vs source b'')") in str(report)
+
+
+def test_a_source_changed_under_a_virtual_store_is_reported(tmp_path: Path, http_server) -> None:
+    """A store of references reads its sources at every open: a file reprocessed in place on a
+    server that ignores If-Match changed the published version, and verify (which compared the
+    store with the sources as they are now) said OK.  It now compares each source's sha256 with
+    the one recorded at build time."""
+    import netCDF4
+
+    served = tmp_path / "www"
+    served.mkdir()
+    for f in ERSST[:3]:  # uncompressed and contiguous: an in-place rewrite keeps every offset
+        with xr.open_dataset(f) as ds:
+            ds.to_netcdf(served / Path(f).name,
+                         encoding={v: {"zlib": False, "contiguous": True} for v in ds.data_vars})
+    server = http_server(served)
+    urls = [f"{server.url}/{Path(f).name}" for f in ERSST[:3]]
+    recipe = af.VirtualRecipe(af.pattern_from_file_sequence(urls, "time"))
+    target = f"icechunk://{tmp_path / 'refs'}"
+    af.bake(recipe, target, progress=False)
+    assert verify(target, recipe).ok
+    with netCDF4.Dataset(served / Path(ERSST[1]).name, "r+") as nc:
+        nc["sst"][:] = nc["sst"][:] + 5.0
+    report = verify(target, recipe)
+    assert not report.ok
+    text = str(report)
+    assert f"  - {urls[1]} changed since the store was built (sha256 " in text
+    assert ("now): the store's references read the new bytes, so its published version no "
+            "longer holds what was built; build it again") in text
+    assert len(report.problems) == 1  # its values equal the changed file's: nothing else differs

@@ -54,7 +54,7 @@ from arcoforge.forge.recipes import ZarrRecipe
 from arcoforge.forge.targets.zarr import live_reads
 from arcoforge.forge.transforms import apply_decoded, as_stored
 from arcoforge.open import open_dataset
-from arcoforge.provenance import GROUPS, strip_provenance
+from arcoforge.provenance import GROUPS, INLINE_VARIABLES, SOURCES, strip_provenance
 
 __all__ = ["VerifyReport", "verify", "reference_dataset", "ENCODING_KEYS"]
 
@@ -428,6 +428,11 @@ class _Comparison:
         self.store = store
         self.recipe = recipe
         self.pattern = recipe.pattern
+        #: sha256 of each source when the store was built (its provenance), by redacted URL
+        self.built = {str(s.get("url")): str(s.get("sha256") or "")
+                      for s in store.attrs.get(SOURCES) or [] if isinstance(s, Mapping)}
+        #: a store of references into the sources (they are read at every open)
+        self.virtual = INLINE_VARIABLES in store.attrs or type(recipe).__name__ == "VirtualRecipe"
         self.cdim = self.pattern.concat_dim.name if self.pattern.concat_dim else None
         self.src_opts = dict(src_opts)
         self.engine = self.src_opts.pop("engine", None) or _ENGINES.get(self.pattern.file_type)
@@ -481,6 +486,24 @@ class _Comparison:
             self.report.problems.append(f"variables in the store but in no source: {extra}")
         self.report.checked_variables = len(self.providers)
 
+    def _same_as_built(self, src: LocalSource) -> None:
+        """Compare a source's sha256 with the one recorded when the store was built.  A store
+        of virtual references reads the sources themselves: one that changed changes the
+        published version, whatever its values now are (a problem).  A copy holds what the file
+        was; the values tell whether it still equals it (a note)."""
+        built = self.built.get(src.url)
+        if not built or not src.sha256 or built == src.sha256:
+            return
+        if self.virtual:
+            self.report.problems.append(
+                f"{src.url} changed since the store was built (sha256 {built[:12]}... then, "
+                f"{src.sha256[:12]}... now): the store's references read the new bytes, so its "
+                "published version no longer holds what was built; build it again")
+        else:
+            self.report.notes.append(
+                f"{src.url} changed since the store was built (sha256 {built[:12]}... then, "
+                f"{src.sha256[:12]}... now); the store was compared with the file as it is now")
+
     def _group(self, label: str, urls: Sequence[str], first: bool) -> int | None:
         """Compare the files of one merge group; their total length along the concat dim."""
         offset = 0
@@ -494,6 +517,8 @@ class _Comparison:
                                             f"group {label} cannot be placed: {err}")
                 return None
             intact = True if remote else self._intact(src)
+            if not remote:
+                self._same_as_built(src)
             try:
                 ds = _open_checked(self._opener(src.path, remote), self.decode, self.auto_times,
                                    src.url)
