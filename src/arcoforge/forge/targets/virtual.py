@@ -20,23 +20,52 @@ containers into the credentials that authorize them:
 from __future__ import annotations
 
 import os
+import pathlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 from arcoforge.errors import ConfigError
 
 __all__ = ["ContainerSpec", "container_for", "containers_for", "authorize", "as_url",
-           "s3_endpoint"]
+           "local_path", "check_reference_url", "s3_endpoint", "save_read_retries",
+           "DEFAULT_HTTP_RETRIES"]
+
+#: retries of a virtual chunk read (HTTP, S3) when the recipe's ``SourceOptions`` do not say
+#: (see :func:`save_read_retries`)
+DEFAULT_HTTP_RETRIES = 5
 
 
 def as_url(source: str) -> str:
     """A source as a URL the parsers and Icechunk understand: local paths become
-    ``file:///absolute/path``."""
+    ``file:///absolute/path``, percent-encoded (a space, ``%``, ``#``, ``?`` or a non-ASCII
+    letter in a folder or file name is encoded, as :meth:`pathlib.Path.as_uri` does)."""
     if "://" not in source:
-        return "file://" + os.path.abspath(source)
+        return pathlib.Path(os.path.abspath(source)).as_uri()
     return source
+
+
+def local_path(url: str) -> str:
+    """The local path of a ``file://`` URL made by :func:`as_url` (percent-decoded)."""
+    return unquote(urlsplit(as_url(url)).path)
+
+
+def check_reference_url(url: str) -> None:
+    """Refuse a source URL that a virtual reference cannot keep: one with a query string
+    (``http://host/download?file=a.nc``) or a fragment.  Icechunk keeps only the path of a
+    chunk's URL (it would read another object) and kerchunk readers fail on it, so such
+    sources are refused with a :class:`~arcoforge.errors.ConfigError` naming the URL."""
+    if "://" not in url:
+        return  # a local path: as_url percent-encodes "?" and "#"
+    parts = urlsplit(url)
+    if parts.query or parts.fragment or url.endswith(("?", "#")):
+        what = "a query string" if (parts.query or url.endswith("?")) else "a fragment (#...)"
+        raise ConfigError(
+            f"{url}: this source URL has {what}; virtual references cannot keep a query "
+            "string or fragment (Icechunk reads chunks by the URL's path alone, so another "
+            "object would be read). Serve the files under plain paths, or materialize them "
+            "with af.ZarrRecipe(pattern), which downloads each URL as it is.")
 
 
 def s3_endpoint(storage_options: Mapping[str, Any] | None = None) -> str | None:
@@ -63,7 +92,7 @@ class ContainerSpec:
         import icechunk
 
         if self.kind == "file":
-            return icechunk.local_filesystem_store(self.prefix[len("file://"):])
+            return icechunk.local_filesystem_store(local_path(self.prefix))
         if self.kind == "http":
             plain = self.prefix.startswith("http://")
             return icechunk.http_store(opts={"allow_http": "true"} if plain else None)
@@ -89,7 +118,15 @@ def container_for(url: str, storage_options: Mapping[str, Any] | None = None) ->
     parts = urlsplit(url)
     scheme = parts.scheme.lower()
     if scheme == "file":
-        folder = os.path.dirname(parts.path).rstrip("/") + "/"
+        # Icechunk matches a chunk's (percent-encoded) URL against a prefix only up to the
+        # first encoded folder name: the container stops at the last plain folder above it
+        folders = parts.path.split("/")[1:-1]
+        plain = []
+        for name in folders:
+            if "%" in name:
+                break
+            plain.append(name)
+        folder = "/" + "".join(f"{name}/" for name in plain)
         return ContainerSpec("file://" + folder, "file")
     if scheme in ("http", "https"):
         return ContainerSpec(f"{scheme}://{parts.netloc}/", "http")
@@ -147,3 +184,33 @@ def authorize(containers: Mapping[str, Any]) -> dict[str, Any]:
             anonymous = "anonymous=true" in repr(getattr(container, "store", "")).lower()
             out[prefix] = _s3_credentials(anonymous)
     return icechunk.containers_credentials(out) if out else {}
+
+
+def save_read_retries(repo: Any, retries: int = DEFAULT_HTTP_RETRIES, backoff: float = 0.5,
+                      max_backoff: float = 20.0) -> bool:
+    """Persist in the configuration of Icechunk repository ``repo`` how reads of virtual chunks
+    are retried (``retries`` tries after the first, exponential backoff from ``backoff`` to
+    ``max_backoff`` seconds): Icechunk applies its storage ``retries`` setting to the HTTP and
+    S3 requests that fetch virtual chunks, and every reader (``af.open_dataset``,
+    ``icechunk.Repository.open``) loads the saved configuration, so a transient 503 or dropped
+    connection of a source server is retried instead of failing the read.  Returns whether the
+    configuration was changed."""
+    import icechunk
+
+    tries = max(1, int(retries) + 1)
+    initial = max(1, int(backoff * 1000))
+    ceiling = max(initial, int(max_backoff * 1000))
+    current = icechunk.Repository.fetch_config(repo.storage)
+    have = getattr(getattr(current, "storage", None), "retries", None)
+    if have is not None and (have.max_tries, have.initial_backoff_ms, have.max_backoff_ms) == \
+            (tries, initial, ceiling):
+        return False
+    settings = icechunk.StorageRetriesSettings(max_tries=tries, initial_backoff_ms=initial,
+                                               max_backoff_ms=ceiling)
+    containers = dict(getattr(current, "virtual_chunk_containers", None) or {}) if current else {}
+    reopened = icechunk.Repository.open(
+        repo.storage, config=icechunk.RepositoryConfig(
+            storage=icechunk.StorageSettings(retries=settings)),
+        authorize_virtual_chunk_access=authorize(containers) or None)
+    reopened.save_config()
+    return True

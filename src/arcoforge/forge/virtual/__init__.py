@@ -16,7 +16,8 @@ from typing import Any
 
 from arcoforge.forge.virtual.recipe import VirtualRecipe
 
-__all__ = ["VirtualRecipe", "bake_virtual", "compile_virtual_plan", "write_kerchunk"]
+__all__ = ["VirtualRecipe", "bake_virtual", "compile_virtual_plan", "write_kerchunk",
+           "open_kerchunk"]
 
 
 def __getattr__(name: str) -> Any:
@@ -24,8 +25,8 @@ def __getattr__(name: str) -> Any:
         from arcoforge.forge.virtual import build
 
         return getattr(build, name)
-    if name == "write_kerchunk":
-        from arcoforge.forge.virtual.kerchunk import write_kerchunk
+    if name in ("write_kerchunk", "open_kerchunk"):
+        from arcoforge.forge.virtual import kerchunk
 
-        return write_kerchunk
+        return getattr(kerchunk, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

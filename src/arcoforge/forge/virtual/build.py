@@ -51,7 +51,14 @@ from arcoforge.forge.bake import (
 )
 from arcoforge.forge.schema import TargetSchema, combine_schemas, coordinate_names
 from arcoforge.forge.targets.base import Target, resolve_target
-from arcoforge.forge.targets.virtual import as_url, containers_for
+from arcoforge.forge.targets.virtual import (
+    DEFAULT_HTTP_RETRIES,
+    as_url,
+    check_reference_url,
+    containers_for,
+    local_path,
+    save_read_retries,
+)
 from arcoforge.forge.virtual.recipe import VirtualRecipe
 from arcoforge.forge.virtual.refs import (
     SUGGEST,
@@ -59,6 +66,7 @@ from arcoforge.forge.virtual.refs import (
     check_decodable,
     check_packing,
     check_same_layout,
+    decoding_key,
     file_refs,
     make_parser,
     mappable,
@@ -138,7 +146,7 @@ class VirtualPlan(Plan):
         if not names:
             return
         parser = make_parser(self.parser_kinds[pos], self.open_kwargs, f.url)
-        refs = file_refs(f.fetch_url or f.url, parser, self.source_storage)
+        refs = file_refs(f.fetch_url or f.url, parser, self.source_storage, local_copy=f.path)
         checksum = _modified_at(f.fetch_url or f.url)
         etag = None if checksum is not None else object_etag(f.fetch_url or f.url,
                                                              self.source_storage)
@@ -152,8 +160,8 @@ class VirtualPlan(Plan):
                 raise SchemaError(f"variable {name!r} of {f.url} can no longer be referenced "
                                   "(the file changed since the scan); build again.")
             axis = var.dims.index(cdim) if cdim in var.dims else None
-            if (r.chunks, json.dumps(r.codecs, sort_keys=True), r.dtype) != \
-                    (layout.chunks, layout.codecs_json, layout.dtype):
+            if (r.chunks, decoding_key(r.codecs), r.dtype) != \
+                    (layout.chunks, decoding_key(json.loads(layout.codecs_json)), layout.dtype):
                 raise SchemaError(f"variable {name!r} of {f.url} changed its layout since the "
                                   f"scan; build again. {SUGGEST}")
             shift = start // layout.chunks[axis] if axis is not None else 0
@@ -194,7 +202,7 @@ def _modified_at(url: str) -> datetime | None:
     url = as_url(url)
     if not url.startswith("file://"):
         return None
-    stat = os.stat(url[len("file://"):])
+    stat = os.stat(local_path(url))
     return datetime.fromtimestamp(math.ceil(stat.st_mtime), tz=UTC)
 
 
@@ -228,7 +236,7 @@ def _scan_layouts(schema: TargetSchema, recipe: VirtualRecipe, candidates: Seque
     def one(pos: int) -> dict[str, tuple[bool, VarRefs | None]]:
         f = schema.files[pos]
         parser = make_parser(kinds[pos], pattern.open_kwargs, f.url)
-        refs = file_refs(f.fetch_url or f.url, parser, storage)
+        refs = file_refs(f.fetch_url or f.url, parser, storage, local_copy=f.path)
         out: dict[str, tuple[bool, VarRefs | None]] = {}
         for name in candidates:
             if name not in f.variables:
@@ -247,9 +255,16 @@ def _scan_layouts(schema: TargetSchema, recipe: VirtualRecipe, candidates: Seque
     for name in candidates:
         seen = [(pos, d[name]) for pos, d in enumerate(per_file) if name in d]
         if not seen or not all(ok for _, (ok, _) in seen):
-            bad = next((schema.files[p].url for p, (ok, _) in seen if not ok), None)
-            log.info("variable %r is stored inline: the parser cannot map it%s", name,
-                     f" in {bad}" if bad else "")
+            bad = next(((schema.files[p].url, r) for p, (ok, r) in seen if not ok), None)
+            why = "the parser cannot map it"
+            if bad is not None and bad[1] is not None and bad[1].unfiltered_chunks:
+                why = (f"{bad[1].unfiltered_chunks} of its chunks are stored without their "
+                       "filters (HDF5 filter_mask), which references cannot express")
+            elif bad is not None and bad[1] is not None and bad[1].paths.size and \
+                    bool(np.any(np.asarray(bad[1].paths, dtype=object) == "")):
+                why = "some of its chunks were never written (they read as the fill value)"
+            log.info("variable %r is stored inline: %s%s", name, why,
+                     f" in {bad[0]}" if bad else "")
             continue
         first_pos, (_, first) = seen[0]
         assert first is not None
@@ -327,6 +342,8 @@ def analyse(recipe: VirtualRecipe, workdir: str, scan_workers: int = 8,
             "VirtualRecipe: these sources need credentials (SourceOptions.auth); a virtual "
             "store would have to carry them to every reader, and arcoforge never stores "
             f"secrets. {SUGGEST}")
+    for _, url in recipe.pattern.items():
+        check_reference_url(str(url))
     files, transforms = scan_sources(recipe, workdir, scan_workers, progress)  # type: ignore[arg-type]
     cdim = recipe.pattern.concat_dim
     check_packing(files, cdim.name if cdim else None)
@@ -374,9 +391,13 @@ def compile_virtual_plan(recipe: VirtualRecipe, target: Any, *, workdir: str | N
                         source_storage=dict(recipe.source_options.storage_options),
                         parser_kinds=a.parser_kinds)
     tgt.layout_overrides = overrides  # type: ignore[attr-defined]
-    tgt.configure_virtual_containers(  # type: ignore[attr-defined]
-        containers_for([f.fetch_url or f.url for f in schema.files],
-                       recipe.source_options.storage_options))
+    specs = containers_for([f.fetch_url or f.url for f in schema.files],
+                           recipe.source_options.storage_options)
+    tgt.configure_virtual_containers(specs)  # type: ignore[attr-defined]
+    if any(spec.kind != "file" for spec in specs) and hasattr(tgt, "repo"):
+        opts = recipe.source_options  # remote chunks: readers retry transient failures
+        save_read_retries(tgt.repo, getattr(opts, "retries", DEFAULT_HTTP_RETRIES),
+                          getattr(opts, "backoff", 0.5), getattr(opts, "max_backoff", 20.0))
     return vplan
 
 

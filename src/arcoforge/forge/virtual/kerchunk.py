@@ -22,12 +22,13 @@ import numpy as np
 
 from arcoforge.errors import ConfigError
 from arcoforge.forge.schema import attrs_to_json
+from arcoforge.forge.targets.virtual import local_path
 from arcoforge.forge.virtual.build import Analysis, VirtualLayout, analyse
 from arcoforge.forge.virtual.recipe import VirtualRecipe
 from arcoforge.forge.virtual.refs import SUGGEST, detect_parser, file_refs
 from arcoforge.provenance import INLINE_VARIABLES, RECIPE_HASH, SOURCES, source_records
 
-__all__ = ["write_kerchunk", "v2_codecs"]
+__all__ = ["write_kerchunk", "v2_codecs", "open_kerchunk", "is_kerchunk_file"]
 
 
 def v2_codecs(layout: VirtualLayout, name: str) -> tuple[list[dict[str, Any]] | None,
@@ -138,7 +139,7 @@ def write_kerchunk(recipe: VirtualRecipe, path: str | os.PathLike[str], *,
                     continue
                 parser = detect_parser(f.path, recipe.pattern.file_type, f.url,
                                        recipe.pattern.open_kwargs)
-                refs = file_refs(f.fetch_url or f.url, parser, storage)
+                refs = file_refs(f.fetch_url or f.url, parser, storage, local_copy=f.path)
                 for name in names:
                     layout, var = a.layouts[name], schema.variables[name]
                     r = refs[layout.source_name]
@@ -149,7 +150,8 @@ def write_kerchunk(recipe: VirtualRecipe, path: str | os.PathLike[str], *,
                         if axis is not None:
                             key[axis] += shift
                         put(f"{name}/{'.'.join(map(str, key))}",
-                            [str(r.paths[idx]), int(r.offsets[idx]), int(r.lengths[idx])])
+                            [_location(str(r.paths[idx])), int(r.offsets[idx]),
+                             int(r.lengths[idx])])
                         n_refs += 1
         finally:
             files.close()
@@ -157,6 +159,12 @@ def write_kerchunk(recipe: VirtualRecipe, path: str | os.PathLike[str], *,
     os.replace(tmp, path)
     return {"path": path, "references": n_refs, "virtual_variables": sorted(a.layouts),
             INLINE_VARIABLES: a.inline}
+
+
+def _location(url: str) -> str:
+    """A chunk's URL as kerchunk readers expect it: fsspec opens a ``file://`` URL without
+    percent-decoding it, so local sources are written as plain absolute paths."""
+    return local_path(url) if url.startswith("file://") else url
 
 
 def plan_offset(schema: Any, pos: int) -> tuple[Any, int]:
@@ -189,3 +197,32 @@ def _static(plan: Any, files: Any, name: str) -> np.ndarray:
     first = schema.group_files[schema.variable_group[name]][0][0]
     raw, _ = plan._open(files, first)
     return np.asarray(raw.read(name, ()))
+
+
+def is_kerchunk_file(target: Any) -> bool:
+    """Whether ``target`` is a local kerchunk reference file (JSON with ``refs``), as written
+    by :func:`write_kerchunk` / ``af.bake(VirtualRecipe(..., output="kerchunk"), "x.json")``."""
+    if not isinstance(target, str | os.PathLike):
+        return False
+    path = os.fspath(target).removeprefix("file://")
+    if not path.endswith(".json") or not os.path.isfile(path):
+        return False
+    with open(path, "rb") as f:
+        head = f.read(64)
+    return head.lstrip().startswith(b"{") and b'"refs"' in head
+
+
+def open_kerchunk(path: str | os.PathLike[str], *, decode_times: Any = True, chunks: Any = None,
+                  **kwargs: Any) -> Any:
+    """Open a kerchunk reference file written by :func:`write_kerchunk` as
+    :func:`arcoforge.open_dataset` opens a store: lazily, CF-decoded (``kwargs`` go to
+    :func:`xarray.decode_cf`).  Kerchunk files have no versions."""
+    import xarray as xr
+
+    from arcoforge.open import restore_attr_types
+
+    fo = os.fspath(path).removeprefix("file://")
+    raw = xr.open_dataset("reference://", engine="zarr", chunks=chunks, decode_cf=False,
+                          backend_kwargs={"consolidated": False,
+                                          "storage_options": {"fo": fo}})
+    return xr.decode_cf(restore_attr_types(raw), decode_times=decode_times, **kwargs)

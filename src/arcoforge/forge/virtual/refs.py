@@ -22,15 +22,15 @@ import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 import numpy as np
 
 from arcoforge.errors import ConfigError, SchemaError, SourceReadError
-from arcoforge.forge.targets.virtual import as_url, s3_endpoint
+from arcoforge.forge.targets.virtual import as_url, local_path, s3_endpoint
 
 __all__ = ["VarRefs", "file_refs", "object_etag", "detect_parser", "parser_kind", "make_parser", "mappable", "check_same_layout",
-           "check_decodable", "check_packing", "SUGGEST"]
+           "check_decodable", "check_packing", "decoding_key", "unfiltered_chunks", "SUGGEST"]
 
 #: how every refusal ends
 SUGGEST = ("Materialize these sources instead: af.ZarrRecipe(pattern) copies and re-encodes "
@@ -49,13 +49,18 @@ class VarRefs:
     dtype: str
     #: the codecs as Zarr v3 JSON (the serializer included: it carries the byte order)
     codecs: list[dict[str, Any]]
-    #: per chunk (chunk-grid shaped): file URL, byte offset and length ("" / 0 when missing)
+    #: per chunk (chunk-grid shaped): file URL, byte offset and length (the path is "" when
+    #: the chunk was never written: its offset and length are then undefined)
     paths: np.ndarray
     offsets: np.ndarray
     lengths: np.ndarray
     #: the Zarr codec objects (for the store's array metadata)
     codec_objects: tuple[Any, ...] = ()
     fill_value: Any = None
+    #: chunks HDF5 stored without (some of) the variable's filters (a per-chunk
+    #: ``filter_mask``, e.g. when blosc could not shrink them): their bytes do not match the
+    #: codecs, so the variable cannot be referenced
+    unfiltered_chunks: int = 0
 
     @property
     def grid(self) -> tuple[int, ...]:
@@ -65,7 +70,7 @@ class VarRefs:
         """What must agree between files: chunk shape, codecs, dtype (and, off the concat axis,
         the shape)."""
         shape = tuple(s for i, s in enumerate(self.shape) if i != axis)
-        return (self.chunks, json.dumps(self.codecs, sort_keys=True), self.dtype, shape)
+        return (self.chunks, decoding_key(self.codecs), self.dtype, shape)
 
 
 def parser_kind(path: str, file_type: str, url: str) -> str:
@@ -105,8 +110,69 @@ def detect_parser(path: str, file_type: str, url: str, open_kwargs: Mapping[str,
     return make_parser(parser_kind(path, file_type, url), open_kwargs, url)
 
 
+class _DecodedPaths:
+    """An obspec store that percent-decodes the paths it is given before handing them to an
+    obstore store: a registry resolves ``file:///a%20b/c.nc`` to the path ``a%20b/c.nc``, which
+    obstore would encode again (``a%2520b``); the store must see ``a b/c.nc``."""
+
+    __slots__ = ("_store",)
+
+    def __init__(self, store: Any) -> None:
+        self._store = store
+
+    def head(self, path: str) -> Any:
+        import obstore
+
+        return obstore.head(self._store, unquote(path))
+
+    async def head_async(self, path: str) -> Any:
+        import obstore
+
+        return await obstore.head_async(self._store, unquote(path))
+
+    def get(self, path: str, *, options: Any = None) -> Any:
+        import obstore
+
+        return obstore.get(self._store, unquote(path), options=options)
+
+    async def get_async(self, path: str, *, options: Any = None) -> Any:
+        import obstore
+
+        return await obstore.get_async(self._store, unquote(path), options=options)
+
+    def get_range(self, path: str, *, start: int, end: int | None = None,
+                  length: int | None = None) -> Any:
+        import obstore
+
+        return obstore.get_range(self._store, unquote(path), start=start, end=end,
+                                 length=length)
+
+    async def get_range_async(self, path: str, *, start: int, end: int | None = None,
+                              length: int | None = None) -> Any:
+        import obstore
+
+        return await obstore.get_range_async(self._store, unquote(path), start=start, end=end,
+                                             length=length)
+
+    def get_ranges(self, path: str, *, starts: Sequence[int], ends: Sequence[int] | None = None,
+                   lengths: Sequence[int] | None = None, **kwargs: Any) -> Any:
+        import obstore
+
+        return obstore.get_ranges(self._store, unquote(path), starts=starts, ends=ends,
+                                  lengths=lengths, **kwargs)
+
+    async def get_ranges_async(self, path: str, *, starts: Sequence[int],
+                               ends: Sequence[int] | None = None,
+                               lengths: Sequence[int] | None = None, **kwargs: Any) -> Any:
+        import obstore
+
+        return await obstore.get_ranges_async(self._store, unquote(path), starts=starts,
+                                              ends=ends, lengths=lengths, **kwargs)
+
+
 def _registry(url: str, storage_options: Mapping[str, Any]) -> Any:
-    """An obspec registry reaching ``url`` (local disk, HTTP, S3)."""
+    """An obspec registry reaching ``url`` (local disk, HTTP, S3); local and HTTP paths are
+    percent-decoded before they reach the store (see :class:`_DecodedPaths`)."""
     from obspec_utils.registry import ObjectStoreRegistry
 
     parts = urlsplit(url)
@@ -114,13 +180,14 @@ def _registry(url: str, storage_options: Mapping[str, Any]) -> Any:
     if scheme == "file":
         from obstore.store import LocalStore
 
-        return ObjectStoreRegistry({"file://": LocalStore()})
+        return ObjectStoreRegistry({"file://": _DecodedPaths(LocalStore())})
     if scheme in ("http", "https"):
         from obstore.store import HTTPStore
 
         base = f"{scheme}://{parts.netloc}"
         client: Any = {"allow_http": True} if scheme == "http" else None
-        return ObjectStoreRegistry({base: HTTPStore.from_url(base, client_options=client)})
+        return ObjectStoreRegistry(
+            {base: _DecodedPaths(HTTPStore.from_url(base, client_options=client))})
     if scheme in ("s3", "s3a"):
         from obstore.store import S3Store
 
@@ -140,9 +207,13 @@ def _registry(url: str, storage_options: Mapping[str, Any]) -> Any:
                       f"URLs, not {scheme}://. {SUGGEST}")
 
 
-def file_refs(url: str, parser: Any, storage_options: Mapping[str, Any] | None = None
-              ) -> dict[str, VarRefs]:
-    """Parse the source at ``url`` (path or URL) and return the references of its arrays."""
+def file_refs(url: str, parser: Any, storage_options: Mapping[str, Any] | None = None,
+              local_copy: str | None = None) -> dict[str, VarRefs]:
+    """Parse the source at ``url`` (path or URL) and return the references of its arrays.
+
+    For HDF5 sources, chunks stored without their filters (``filter_mask``) are counted in
+    :attr:`VarRefs.unfiltered_chunks`; they are looked up in ``local_copy`` (a local copy of
+    a remote source, e.g. the scan's cache) or in the file itself when it is local."""
     url = as_url(url)
     try:
         store = parser(url, registry=_registry(url, storage_options or {}))
@@ -151,7 +222,8 @@ def file_refs(url: str, parser: Any, storage_options: Mapping[str, Any] | None =
     except Exception as err:  # noqa: BLE001 - a parser failure names the file
         if type(err).__name__ == "UnknownCodecError" or "codec not available" in str(err):
             names = _filtered_variables(url)
-            where = f"variable {names[0]!r} of {url}" if names else url
+            where = (f"variable {names[0]!r} of {url}" if len(names) == 1 else
+                     f"variables {', '.join(map(repr, names))} of {url}" if names else url)
             raise SchemaError(
                 f"{where} uses a filter that no Zarr reader can decode ({err}); its chunks "
                 f"cannot be referenced. {SUGGEST}") from err
@@ -176,7 +248,54 @@ def file_refs(url: str, parser: Any, storage_options: Mapping[str, Any] | None =
             codec_objects=tuple(md.codecs),
             fill_value=md.fill_value,
         )
+    if type(parser).__name__ == "HDFParser":
+        path = local_copy or (local_path(url) if url.startswith("file://") else None)
+        if path:
+            masked = unfiltered_chunks(path, getattr(parser, "group", None) or "")
+            for name, count in masked.items():
+                if name in out:
+                    out[name].unfiltered_chunks = count
     return out
+
+
+def unfiltered_chunks(path: str, group: str = "") -> dict[str, int]:
+    """How many chunks of each filtered dataset of the HDF5 file at ``path`` (in ``group``)
+    HDF5 stored with some of its filters skipped (a non-zero per-chunk ``filter_mask``: an
+    optional filter such as blosc could not shrink the chunk, so its raw bytes were kept).
+    Such chunks cannot be decoded with the dataset's codecs.  Datasets without such chunks
+    are left out; an unreadable file gives ``{}``."""
+    try:
+        import h5py
+    except ImportError:
+        return {}
+    out: dict[str, int] = {}
+    try:
+        with h5py.File(path, "r") as f:
+            root = f[group] if group else f
+            for name, obj in root.items():
+                if not isinstance(obj, h5py.Dataset) or obj.chunks is None:
+                    continue
+                if obj.id.get_create_plist().get_nfilters() == 0:
+                    continue
+                count = _masked_chunks(obj)
+                if count:
+                    out[str(name)] = count
+    except Exception:  # noqa: BLE001 - not an HDF5 file h5py can read: nothing to report
+        return {}
+    return out
+
+
+def _masked_chunks(dset: Any) -> int:
+    """The number of chunks of an h5py dataset with a non-zero ``filter_mask``."""
+    masks: list[int] = []
+    if hasattr(dset.id, "chunk_iter"):
+        try:
+            dset.id.chunk_iter(lambda info: masks.append(int(info.filter_mask)))
+            return sum(1 for m in masks if m)
+        except Exception:  # noqa: BLE001 - older HDF5: one call per chunk below
+            masks = []
+    n = dset.id.get_num_chunks()
+    return sum(1 for i in range(n) if dset.id.get_chunk_info(i).filter_mask)
 
 
 def object_etag(url: str, storage_options: Mapping[str, Any] | None = None) -> str | None:
@@ -190,7 +309,8 @@ def object_etag(url: str, storage_options: Mapping[str, Any] | None = None) -> s
     registry = _registry(url, storage_options or {})
     try:
         store, path = registry.resolve(url)
-        etag = obstore.head(store, path).get("e_tag")
+        meta = store.head(path) if isinstance(store, _DecodedPaths) else obstore.head(store, path)
+        etag = meta.get("e_tag")
     except Exception:  # noqa: BLE001 - no ETag: the reference goes without one
         return None
     return str(etag) if etag else None
@@ -205,15 +325,17 @@ def _filtered_variables(url: str) -> list[str]:
         import h5py
     except ImportError:
         return []
-    builtin = {1, 2, 3, 4, 5, 6}
+    # deflate, shuffle and fletcher32 have Zarr codecs; szip (4), nbit (5), scaleoffset (6)
+    # and the plugins (blosc, bitshuffle, ...) may have none
+    decodable = {1, 2, 3}
     found: list[str] = []
     try:
-        with h5py.File(url[len("file://"):], "r") as f:
+        with h5py.File(local_path(url), "r") as f:
             def visit(name: str, obj: Any) -> None:
                 if isinstance(obj, h5py.Dataset):
                     plist = obj.id.get_create_plist()
                     ids = {plist.get_filter(i)[0] for i in range(plist.get_nfilters())}
-                    if ids - builtin:
+                    if ids - decodable:
                         found.append(name)
             f.visititems(visit)
     except Exception:  # noqa: BLE001 - only a better message is at stake
@@ -240,9 +362,26 @@ def mappable(refs: VarRefs | None, file_shape: Sequence[int]) -> bool:
     if any(c <= 0 for c in refs.chunks):
         return False
     grid = tuple(-(-s // c) for s, c in zip(refs.shape, refs.chunks))
-    if refs.grid != grid or refs.lengths.size == 0:
+    if refs.grid != grid or refs.lengths.size == 0 or refs.unfiltered_chunks:
         return False
-    return bool(np.all(refs.lengths > 0))
+    # a never-written chunk has the path "" and undefined offset/length (not 0): test both
+    written = np.asarray(refs.paths, dtype=object) != ""
+    return bool(np.all(written) and np.all(refs.lengths > 0))
+
+
+#: configuration keys of compressors that change how bytes are encoded, not how they decode
+_LEVELS = {"level", "clevel", "acceleration"}
+
+
+def decoding_key(codecs: Sequence[Mapping[str, Any]]) -> str:
+    """``codecs`` (Zarr v3 JSON) as a string that is equal for codecs that decode alike:
+    compression levels are left out (zlib level 4 and 9 decode the same bytes)."""
+    out = []
+    for codec in codecs:
+        config = {k: v for k, v in dict(codec.get("configuration") or {}).items()
+                  if k not in _LEVELS}
+        out.append({"name": codec.get("name"), "configuration": config})
+    return json.dumps(out, sort_keys=True, default=str)
 
 
 def check_decodable(name: str, refs: VarRefs, url: str) -> None:
@@ -290,6 +429,10 @@ def check_packing(files: Sequence[Any], concat_dim: str | None) -> None:
                 a, b = ref.attrs.get(attr), var.attrs.get(attr)
                 if attr in ("units", "calendar") and not _is_time_units(ref.attrs.get("units")):
                     continue
+                if attr == "units" and _same_time_units(a, b):
+                    continue
+                if attr == "calendar" and _calendar(a) == _calendar(b):
+                    continue
                 if (a is None) != (b is None) or (a is not None and not _same(a, b)):
                     kind = ("packing" if attr in _PACKING else "time units")
                     raise SchemaError(
@@ -302,6 +445,35 @@ def check_packing(files: Sequence[Any], concat_dim: str | None) -> None:
 
 def _is_time_units(units: Any) -> bool:
     return isinstance(units, str) and " since " in units
+
+
+def _same_time_units(a: Any, b: Any) -> bool:
+    """Whether two CF time units mean the same: one unit and reference dates that are the same
+    instant (``days since 1854-01-15`` and ``days since 1854-01-15 00:00``)."""
+    if not (_is_time_units(a) and _is_time_units(b)):
+        return False
+    ua, _, ra = str(a).strip().partition(" since ")
+    ub, _, rb = str(b).strip().partition(" since ")
+    if ua.strip().lower() != ub.strip().lower():
+        return False
+    if ra.strip() == rb.strip():
+        return True
+    try:
+        import cftime
+
+        da = cftime.num2date(0, f"days since {ra.strip()}", calendar="proleptic_gregorian")
+        db = cftime.num2date(0, f"days since {rb.strip()}", calendar="proleptic_gregorian")
+        return bool(da == db)
+    except Exception:  # noqa: BLE001 - unparsable: compare as text (done above)
+        return False
+
+
+def _calendar(value: Any) -> Any:
+    """A CF calendar name, with its aliases merged (``gregorian`` is ``standard``)."""
+    if not isinstance(value, str):
+        return value
+    v = value.strip().lower()
+    return "standard" if v == "gregorian" else v
 
 
 def _same(a: Any, b: Any) -> bool:
