@@ -237,6 +237,17 @@ def test_open_kerchunk_output(shared_data: Path, tmp_path: Path) -> None:
     assert is_kerchunk_file(out) and not is_kerchunk_file(files[0])
     ds = open_kerchunk(out).load()
     xr.testing.assert_allclose(strip(ds), strip(mf(files)))
+    # af.open_dataset and verify take the file too (verify said "nothing is published");
+    # the recorded attribute types give float32 sst, as the sources decode
+    opened = af.open_dataset(out)
+    assert opened["sst"].dtype == np.float32 == mf(files)["sst"].dtype
+    xr.testing.assert_identical(strip(opened.load()), strip(ds))
+    from arcoforge.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="is a kerchunk reference file: it has no versions"):
+        af.open_dataset(out, version="1.0")
+    report = af.verify(out, recipe_of(files, output="kerchunk"))
+    assert report.ok, str(report)
 
 
 # -- 7. precise refusals, and no needless ones ----------------------------------------------------

@@ -14,7 +14,7 @@ from typing import Any
 
 import xarray as xr
 
-from arcoforge.errors import NotFoundError, TargetError
+from arcoforge.errors import ConfigError, NotFoundError, TargetError
 from arcoforge.forge.schema import attrs_from_json, group_path
 from arcoforge.provenance import ATTR_TYPES, GROUPS
 
@@ -85,6 +85,15 @@ def _open_decoded(target: Any, version: str | None, chunks: Any,
                   decode_times: Any, kwargs: Mapping[str, Any]) -> xr.Dataset:
     """The raw dataset (of ``group``), its attribute types restored, CF-decoded."""
     from arcoforge.forge.targets.open import open_raw_store
+
+    if isinstance(target, str | os.PathLike) and os.fspath(target).endswith(".json"):
+        from arcoforge.forge.virtual.kerchunk import is_kerchunk_file, open_kerchunk
+
+        if is_kerchunk_file(target):  # VirtualRecipe(output="kerchunk"): one JSON, no history
+            if version is not None or group:
+                raise ConfigError(f"{target!s} is a kerchunk reference file: it has no "
+                                  f"{'versions' if version is not None else 'groups'}")
+            return open_kerchunk(target, decode_times=decode_times, chunks=chunks, **kwargs)
 
     raw = open_raw_store(target, version=version, chunks=chunks, storage_options=storage_options,
                          group=group)

@@ -26,7 +26,13 @@ from arcoforge.forge.targets.virtual import local_path
 from arcoforge.forge.virtual.build import Analysis, VirtualLayout, analyse
 from arcoforge.forge.virtual.recipe import VirtualRecipe
 from arcoforge.forge.virtual.refs import SUGGEST, detect_parser, file_refs
-from arcoforge.provenance import INLINE_VARIABLES, RECIPE_HASH, SOURCES, source_records
+from arcoforge.provenance import (
+    ATTR_TYPES,
+    INLINE_VARIABLES,
+    RECIPE_HASH,
+    SOURCES,
+    source_records,
+)
 
 __all__ = ["write_kerchunk", "v2_codecs", "open_kerchunk", "is_kerchunk_file"]
 
@@ -92,9 +98,13 @@ def write_kerchunk(recipe: VirtualRecipe, path: str | os.PathLike[str], *,
     a: Analysis = analyse(recipe, workdir, scan_workers)
     schema = a.schema
     cdim = schema.concat_dim
+    from arcoforge.forge.targets.zarr import describe_attr_types
+
     root_attrs, _ = attrs_to_json({**schema.attrs, RECIPE_HASH: recipe.sha256(),
                                    SOURCES: source_records(schema.files),
-                                   INLINE_VARIABLES: a.inline})
+                                   INLINE_VARIABLES: a.inline,
+                                   # float32 scale_factor etc., restored by af.open_dataset
+                                   ATTR_TYPES: describe_attr_types(schema)})
     path = os.fspath(path)
     tmp = f"{path}.arcoforge-partial"
     storage = dict(recipe.source_options.storage_options)
