@@ -317,6 +317,16 @@ def test_append_fills_a_variable_no_file_at_the_seam_has(shared_data: pathlib.Pa
 GLM_EVENTS = ["event_time_offset", "event_lat", "event_lon", "event_energy"]
 
 
+def _assert_glm_events(out: xr.Dataset, files: list[str]) -> None:
+    """The store's GLM events equal xarray's concatenation of the granules."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        expected = xr.concat([d[GLM_EVENTS] for d in _open_each(files)], "number_of_events")
+    for name in GLM_EVENTS:
+        xr.testing.assert_equal(out[name].reset_coords(drop=True),
+                                expected[name].reset_coords(drop=True))
+
+
 def test_times_counted_from_each_files_own_origin(shared_data: pathlib.Path,
                                                   tmp_path: pathlib.Path) -> None:
     """GOES GLM granules count ``event_time_offset`` (int16 milliseconds) from their own start:
@@ -329,12 +339,7 @@ def test_times_counted_from_each_files_own_origin(shared_data: pathlib.Path,
                 progress=False)
     out = _bake(af.ZarrRecipe(pattern, transforms=[keep, ReexpressTimes()]),
                 tmp_path / "glm.zarr")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        expected = xr.concat([d[GLM_EVENTS] for d in _open_each(files)], "number_of_events")
-    for name in GLM_EVENTS:
-        xr.testing.assert_equal(out[name].reset_coords(drop=True),
-                                expected[name].reset_coords(drop=True))
+    _assert_glm_events(out, files)
     raw = xr.open_zarr(str(tmp_path / "glm.zarr"), decode_cf=False)["event_time_offset"]
     assert raw.dtype == np.int64
     assert raw.attrs["units"] == "milliseconds since 2018-07-02 04:33:00.000"
@@ -361,13 +366,7 @@ def test_append_keeps_the_stores_time_origin(shared_data: pathlib.Path, tmp_path
     af.bake(recipe(2), str(target), progress=False)
     append(recipe(3), str(target), progress=False)
     assert verify(str(target), recipe(3)).ok
-    out = af.open_dataset(str(target))
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        expected = xr.concat([d[GLM_EVENTS] for d in _open_each(files)], "number_of_events")
-    for name in GLM_EVENTS:
-        xr.testing.assert_equal(out[name].reset_coords(drop=True),
-                                expected[name].reset_coords(drop=True))
+    _assert_glm_events(af.open_dataset(str(target)), files)
 
 
 # -- strings along the concat dimension --------------------------------------------------------

@@ -50,19 +50,9 @@ def changed_since(kept: Mapping[str, Any], now: Mapping[str, Any]) -> str | None
 
 def _http_validators(url: str, options: SourceOptions, creds: _Credentials
                      ) -> dict[str, Any] | None:
-    from arcoforge.forge.io.transport_http import _session, _with_query
+    from arcoforge.forge.io.transport_http import _request, _session
 
-    so = options.storage_options
-    headers = {"Accept-Encoding": "identity", **dict(so.get("headers") or {})}
-    auth: tuple[str, str] | None = None
-    request_url = url
-    if creds.username is not None:
-        auth = (creds.username, creds.password or "")
-    elif creds.query_param is not None:
-        request_url = _with_query(url, creds.query_param, creds.token or "")
-    elif creds.token is not None:
-        headers["Authorization"] = f"Bearer {creds.token}"
-    kwargs: dict[str, Any] = {"verify": so["verify"]} if "verify" in so else {}
+    request_url, headers, auth, kwargs = _request(url, options, creds)
     timeout = min(options.timeout, 30.0)
     resp = _session().head(request_url, headers=headers, auth=auth, allow_redirects=True,
                            timeout=(timeout, timeout), **kwargs)

@@ -46,10 +46,10 @@ def _retry_after(value: str | None) -> float | None:
         return None
 
 
-def _http_attempt(
-    url: str, tmp: str, options: SourceOptions, creds: _Credentials, guard: _Guard
-) -> _Downloaded:
-    """GET ``url`` into ``tmp``; raise :class:`_Fatal` / :class:`_Transient` for bad answers."""
+def _request(url: str, options: SourceOptions, creds: _Credentials
+             ) -> tuple[str, dict[str, str], tuple[str, str] | None, dict[str, Any]]:
+    """``(url, headers, auth, requests keywords)`` of a request for ``url`` with the
+    credentials and ``SourceOptions.storage_options`` (``headers``, ``verify``)."""
     so = options.storage_options
     headers = {"Accept-Encoding": "identity", **dict(so.get("headers") or {})}
     auth: tuple[str, str] | None = None
@@ -60,9 +60,15 @@ def _http_attempt(
         request_url = _with_query(url, creds.query_param, creds.token or "")
     elif creds.token is not None:
         headers["Authorization"] = f"Bearer {creds.token}"
-    kwargs: dict[str, Any] = {}
-    if "verify" in so:
-        kwargs["verify"] = so["verify"]
+    kwargs: dict[str, Any] = {"verify": so["verify"]} if "verify" in so else {}
+    return request_url, headers, auth, kwargs
+
+
+def _http_attempt(
+    url: str, tmp: str, options: SourceOptions, creds: _Credentials, guard: _Guard
+) -> _Downloaded:
+    """GET ``url`` into ``tmp``; raise :class:`_Fatal` / :class:`_Transient` for bad answers."""
+    request_url, headers, auth, kwargs = _request(url, options, creds)
     timeout = guard.read_timeout()
     with _session().get(
         request_url,
