@@ -537,3 +537,28 @@ def test_a_file_changed_on_its_server_is_downloaded_again(
     assert f"{url} changed on its server since it was cached (its ETag changed" in caplog.text
     sources.forget_checked_copies()
     assert fetch(url, opts).sha256 == fresh.sha256 and server.gets == gets + 1  # HEAD only
+
+
+def test_a_remote_cache_copy_of_a_changed_file_is_replaced(
+    files: pathlib.Path, tmp_path: pathlib.Path, http_server
+) -> None:
+    """With a remote cache (any fsspec URL) the copy pulled into a fresh work directory was used
+    without asking the server, and a detected change pulled the same stale copy again."""
+    served = tmp_path / "www"
+    served.mkdir()
+    shutil.copyfile(files / NC3_FILE, served / NC3_FILE)
+    server = http_server(served)
+    url = f"{server.url}/{NC3_FILE}"
+    opts = SourceOptions(cache=f"memory://{tmp_path.name}-remote", **FAST)
+    first = fetch(url, opts, str(tmp_path / "w1"))
+    data = bytearray((served / NC3_FILE).read_bytes())
+    data[-8:] = bytes(8)
+    (served / NC3_FILE).write_bytes(bytes(data))
+    os.utime(served / NC3_FILE, (time.time() + 5, time.time() + 5))
+    new = hashlib.sha256(bytes(data)).hexdigest()
+    for workdir in ("w1", "w2"):  # the same work directory, then a fresh one
+        sources.forget_checked_copies()
+        assert fetch(url, opts, str(tmp_path / workdir)).sha256 == new != first.sha256
+    sources.forget_checked_copies()  # the remote copy was replaced: a third machine gets it
+    gets = server.gets
+    assert fetch(url, opts, str(tmp_path / "w3")).sha256 == new and server.gets == gets

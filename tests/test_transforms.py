@@ -615,3 +615,16 @@ def test_a_decoded_step_adds_no_fill_value_the_source_lacks(shared_data: pathlib
                 or (np.isnan(out[name].encoding.get("_FillValue", 0.0))
                     and np.isnan(src[name].encoding.get("_FillValue", 0.0))), name
         assert "_FillValue" not in src["lat"].encoding and "_FillValue" not in out["lat"].encoding
+
+
+def test_flt_max_written_in_decimal_is_a_float32_fill_value(shared_data: pathlib.Path,
+                                                           tmp_path: pathlib.Path) -> None:
+    """3.4028235e38 (FLT_MAX as usually written) is a little above finfo(float32).max as a
+    float64, but float32 holds it: the fill check refused it."""
+    files = _ersst(shared_data, 2)
+    steps = [SetEncoding({"sst": {"dtype": "float32", "_FillValue": 3.4028235e38}})]
+    out = _bake(af.ZarrRecipe(af.pattern_from_file_sequence(files, "time"), transforms=steps),
+                tmp_path / "m.zarr")
+    assert out["sst"].encoding["_FillValue"] == np.float32(3.4028235e38)
+    src = xr.concat(_open_each(files), "time")["sst"]
+    np.testing.assert_array_equal(out["sst"].isnull(), src.isnull())

@@ -745,8 +745,9 @@ def _check_fill_fits(name: str, enc: Mapping[str, Any]) -> None:
         for v in np.atleast_1d(np.asarray(value)).tolist():
             if not isinstance(v, int | float):
                 continue
-            if dtype.kind == "f":
-                fits = not np.isfinite(v) or abs(v) <= float(np.finfo(dtype).max)
+            if dtype.kind == "f":  # FLT_MAX written in decimal is a little above finfo.max
+                with np.errstate(over="ignore"):
+                    fits = not np.isfinite(v) or bool(np.isfinite(dtype.type(v)))
             else:
                 info = np.iinfo(dtype)
                 fits = float(v).is_integer() and info.min <= v <= info.max

@@ -172,15 +172,17 @@ def _fetch(url: str, options: SourceOptions | None, workdir: str | None) -> Loca
     target = os.path.join(local_dir, name)
     with _url_lock(os.path.abspath(target)):
         cached = _reuse_local(target, safe_url)
-        if cached is not None and not _out_of_date(target, url, safe_url, options, creds):
+        stale = cached is not None and _out_of_date(target, url, safe_url, options, creds)
+        if cached is not None and not stale:
             return cached
-        if remote_cache is not None:
+        if remote_cache is not None and not stale:  # a changed file's remote copy is stale too
             pulled = _pull_remote_cache(remote_cache, name, target, safe_url, options, creds)
             if pulled is not None:
                 COUNTERS["downloads"] += 1
                 COUNTERS["bytes"] += pulled.size
-                return pulled
-        result = _download(url, safe_url, target, options, creds)
+                if not _out_of_date(target, url, safe_url, options, creds):
+                    return pulled
+        result = _download(url, safe_url, target, options, creds)  # (then pushed: replaces it)
         _CURRENT[(os.path.abspath(target), result.sha256)] = time.monotonic()
         COUNTERS["downloads"] += 1
         COUNTERS["bytes"] += result.size

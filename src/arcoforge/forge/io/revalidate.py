@@ -31,9 +31,27 @@ def server_validators(url: str, options: SourceOptions, creds: _Credentials
             return _http_validators(url, options, creds)
         return _fsspec_validators(url, options, creds)
     except Exception as err:  # noqa: BLE001 - any failure means "cannot tell"
-        logger.info("could not ask the server about %s (%s: %s)", creds.scrub(url),
-                    type(err).__name__, creds.scrub(str(err)))
+        _cannot_ask(url, creds, f"{type(err).__name__}: {creds.scrub(str(err))}")
         return None
+
+
+#: hosts already warned about (one warning per host and process)
+_WARNED: set[str] = set()
+
+
+def _cannot_ask(url: str, creds: _Credentials, why: str) -> None:
+    """Say (once per host as a warning, then in the debug log) that cached copies from this
+    server are reused without knowing whether they are current."""
+    from urllib.parse import urlsplit
+
+    host = urlsplit(url).netloc.rpartition("@")[2]
+    message = ("cannot ask %s whether cached copies are current (%s): they are reused as they "
+               "are; SourceOptions(revalidate=False) skips the question")
+    if host in _WARNED:
+        logger.debug(message, creds.scrub(url), why)
+    else:
+        _WARNED.add(host)
+        logger.warning(message, creds.scrub(url), why)
 
 
 def changed_since(kept: Mapping[str, Any], now: Mapping[str, Any]) -> str | None:
@@ -58,8 +76,7 @@ def _http_validators(url: str, options: SourceOptions, creds: _Credentials
                            timeout=(timeout, timeout), **kwargs)
     with contextlib.closing(resp):
         if not 200 <= resp.status_code < 300:
-            logger.info("HEAD %s answered HTTP %d: cannot check the cached copy",
-                        creds.scrub(url), resp.status_code)
+            _cannot_ask(url, creds, f"HEAD answered HTTP {resp.status_code}")
             return None
         length = resp.headers.get("Content-Length")
         encoding = resp.headers.get("Content-Encoding", "identity").lower()
