@@ -14,6 +14,7 @@ import base64
 import json
 import math
 import os
+import re
 import tempfile
 from collections.abc import Iterator, Mapping
 from typing import Any
@@ -222,6 +223,20 @@ def is_kerchunk_file(target: Any) -> bool:
     return head.lstrip().startswith(b"{") and b'"refs"' in head
 
 
+_REMOTE_REF = re.compile(rb'\[\s*"([a-z][a-z0-9+.-]*)://')
+
+
+def _reference_protocol(path: str) -> str | None:
+    """The protocol of the first byte-range reference of a kerchunk file (``"http"``,
+    ``"s3"``; None for local paths), from its first megabyte."""
+    with open(path, "rb") as f:
+        head = f.read(1 << 20)
+    match = _REMOTE_REF.search(head)
+    if match is None or match.group(1) == b"file":
+        return None
+    return match.group(1).decode()
+
+
 def open_kerchunk(path: str | os.PathLike[str], *, decode_times: Any = True, chunks: Any = None,
                   **kwargs: Any) -> Any:
     """Open a kerchunk reference file written by :func:`write_kerchunk` as
@@ -232,7 +247,11 @@ def open_kerchunk(path: str | os.PathLike[str], *, decode_times: Any = True, chu
     from arcoforge.open import restore_attr_types
 
     fo = os.fspath(path).removeprefix("file://")
+    options: dict[str, Any] = {"fo": fo}
+    protocol = _reference_protocol(fo)
+    if protocol is not None:  # references into http(s)://, s3://, ...: zarr 3 reads async
+        options.update(remote_protocol=protocol, asynchronous=True,
+                       remote_options={"asynchronous": True})
     raw = xr.open_dataset("reference://", engine="zarr", chunks=chunks, decode_cf=False,
-                          backend_kwargs={"consolidated": False,
-                                          "storage_options": {"fo": fo}})
+                          backend_kwargs={"consolidated": False, "storage_options": options})
     return xr.decode_cf(restore_attr_types(raw), decode_times=decode_times, **kwargs)
