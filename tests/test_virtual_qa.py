@@ -307,3 +307,22 @@ def test_time_units_of_other_instants_are_still_refused(shared_data: Path, tmp_p
              _rewritten(shared_data, tmp_path / "b.nc", MONTHS[1], "days since 1854-01-15 12:00", 4)]
     with pytest.raises(SchemaError, match="'units'"):
         af.bake(recipe_of(files), f"icechunk://{tmp_path / 'ice'}", progress=False)
+
+
+def test_kerchunk_file_of_http_sources_opens_and_verifies(shared_data: Path, tmp_path: Path,
+                                                          http_server) -> None:
+    """A kerchunk file whose references point into http:// sources: af.open_dataset failed
+    ("Reference-FS's target filesystem must have same value of asynchronous")."""
+    files = [shared_data / "ersst-v5" / f"ersst.v5.{m}.nc" for m in MONTHS]
+    served = tmp_path / "www"
+    served.mkdir()
+    for f in files:
+        shutil.copyfile(f, served / f.name)
+    server = http_server(served)
+    urls = [f"{server.url}/{f.name}" for f in files]
+    out = str(tmp_path / "refs.json")
+    recipe = recipe_of(urls, output="kerchunk")
+    af.bake(recipe, out, progress=False)
+    ds = af.open_dataset(out).load()
+    xr.testing.assert_allclose(strip(ds), strip(mf([str(f) for f in files])))
+    assert af.verify(out, recipe).ok
