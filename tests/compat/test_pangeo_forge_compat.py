@@ -224,11 +224,20 @@ def test_chains_compile_and_what_cannot_is_refused_with_the_reason() -> None:
             | OpenWithXarray() | StoreToZarr(store_name="x", combine_dims=dims)),
         "the chain has no OpenWithXarray": beam.Create(pattern.items()) | StoreToZarr(
             store_name="x", combine_dims=dims),
+        # a subset of the items gave a bare KeyError: (0,) at bake time
+        r"holds 3 items but not the index positions \[\{'time': 0\}\]: arcoforge builds": (
+            beam.Create(list(pattern.items())[1:]) | OpenWithXarray()
+            | StoreToZarr(store_name="x", combine_dims=dims)),
     }
     for message, bad in refused.items():
         with pytest.raises(TransformNotSupportedError, match=message) as info:
             compile_chain(bad)
         assert "s3cr3t" not in str(info.value)
+    # a step that returns the dataset alone, not (index, dataset): named as such
+    bare = compile_chain(chain(beam.Map(lambda item: item[1]))).transforms[0]
+    with pytest.raises(TransformNotSupportedError, match=r"returned a Dataset, not an \(index, "
+                                                         r"dataset\) pair.*return \(index, ds\)"):
+        bare(next(iter(recipe.pattern.items()))[0], xr.Dataset())
     for cls in (Rechunk, PrepareZarrTarget):  # StoreToZarr's insides are not recipe steps
         with pytest.raises(TransformNotSupportedError, match="internal step of StoreToZarr"):
             cls()

@@ -298,10 +298,15 @@ def _steps_transform(steps: Sequence[Any], to_pangeo: Mapping[Any, Index]) -> An
         element = (to_pangeo.get(index, Index()), ds)
         for step, label in zip(steps, labels):
             out = list(step.fn.process(element, *step.args, **step.kwargs))
-            if len(out) != 1 or not isinstance(out[0], tuple) or len(out[0]) != 2:
+            if len(out) != 1:
                 raise TransformNotSupportedError(
                     f"the step {label} turned one (index, dataset) pair into {len(out)} "
                     "outputs; arcoforge compiles steps that map each dataset to one dataset")
+            if not isinstance(out[0], tuple) or len(out[0]) != 2:
+                raise TransformNotSupportedError(
+                    f"the step {label} returned a {type(out[0]).__name__}, not an (index, "
+                    "dataset) pair; a step of a pangeo-forge chain receives and returns "
+                    "(index, dataset): return (index, ds)")
             element = out[0]
         return element[1]
 
@@ -359,6 +364,16 @@ def _pattern_from_items(items: Sequence[Any], file_type: str,
     if len(urls) != len(items):
         raise TransformNotSupportedError("beam.Create(...) lists the same index twice")
     names = [d.name for d in dims]
+    import itertools
+
+    missing = [dict(zip(names, key)) for key in itertools.product(
+        *(range(sizes[n]) for n in names)) if key not in urls]
+    if missing:
+        raise TransformNotSupportedError(
+            f"beam.Create(...) holds {len(items)} items but not the index positions "
+            f"{missing[:5]}{' ...' if len(missing) > 5 else ''}: arcoforge builds a pattern's "
+            "positions 0..N-1 along each dimension. Pass every item (pattern.items()), or "
+            "pattern.prune(n) for the first n")
 
     def format_function(**pos: int) -> str:
         return urls[tuple(pos[n] for n in names)]
