@@ -300,3 +300,123 @@ def test_reference_orientation_is_north_up_as_documented():
     xx, yy = np.meshgrid(grid.lon.values, grid.lat.values)
     np.testing.assert_allclose(grid.v.values, yy * 100 + xx, atol=1e-6)
     assert json.loads(grid.attrs["arcoforge:regrid"])["method"] == "bilinear"
+
+
+# -- 6. review: bucket cells across 180, lazy dask resample -------------------------------------
+def _seam_swath(nx: int = 2000, ny: int = 40) -> xr.Dataset:
+    """A swath from 150E to 150W (longitudes in -180..180) whose value varies per pixel."""
+    lon, lat = np.meshgrid(np.linspace(150, 210, nx), np.linspace(-4.93, 4.87, ny))
+    lon = (lon + 180) % 360 - 180
+    v = np.cos(np.radians(lon)) * 10 + lat
+    return xr.Dataset({"v": (("row", "col"), v)},
+                      coords={"lon": (("row", "col"), lon, {"units": "degrees_east"}),
+                              "lat": (("row", "col"), lat, {"units": "degrees_north"})})
+
+
+@pytest.mark.parametrize("backend", ["numpy", "dask"])
+@pytest.mark.parametrize("x0, x1", [(-0.5, 359.5), (160.5, 200.5), (160.25, 200.25), (0, 360)])
+def test_bucket_cells_across_180_count_every_pixel(x0, x1, backend):
+    """Review d4b: a 0..360 grid whose cell edges are not on 180 got only the pixels west of
+    180 in the cell across it (1650 of 3300).  Counts and averages equal an independent numpy
+    histogram of the swath's longitudes wrapped into the grid's range."""
+    ds = _seam_swath()
+    src = ds.chunk({"row": 10}) if backend == "dask" else ds
+    spec = {"crs": "EPSG:4326", "extent": [x0, -8, x1, 8], "resolution": 1.0}
+    out = src.arcoforge.resample(spec, "bucket_avg", cache=False).compute()
+    count = src.arcoforge.resample(spec, "bucket_count", cache=False)["count"].values
+    lon, lat, v = ds.lon.values.ravel(), ds.lat.values.ravel(), ds.v.values.ravel()
+    shifted = (lon - x0) % 360 + x0
+    edges = (np.linspace(-8, 8, out.sizes["y"] + 1), np.linspace(x0, x1, out.sizes["x"] + 1))
+    want_n = np.histogram2d(lat, shifted, bins=edges)[0][::-1]  # rows north to south
+    want_s = np.histogram2d(lat, shifted, bins=edges, weights=v)[0][::-1]
+    np.testing.assert_array_equal(count, want_n)
+    np.testing.assert_array_equal(out["count"].values, want_n)
+    has = want_n > 0
+    np.testing.assert_allclose(out.v.values[has], want_s[has] / want_n[has], rtol=1e-9)
+    assert not np.isfinite(out.v.values[~has]).any()
+    np.testing.assert_array_equal(out.coverage.values, has.astype(np.uint8))
+
+
+class _Computes:
+    """Counts dask computations (scheduler runs) while active."""
+
+    def __init__(self) -> None:
+        from dask.callbacks import Callback
+
+        counter = self
+
+        class _CB(Callback):
+            def _start(self, dsk):  # noqa: ARG002
+                counter.n += 1
+
+        self.n = 0
+        self.cb = _CB()
+
+    def __enter__(self) -> _Computes:
+        self.cb.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.cb.__exit__(*exc)
+
+
+@pytest.mark.parametrize("method", ["nearest", "bilinear", "bucket_avg"])
+def test_dask_resample_does_not_compute_the_data(method, monkeypatch):
+    """Review d2: the empty-result check computed a full resampling of dask input inside
+    resample().  Now resample() computes only what the geolocation needs (the same as with
+    the check switched off), never the data, and still warns for an empty result."""
+    da = pytest.importorskip("dask.array")
+    import arcoforge.regrid.accessor as acc
+
+    calls = []
+
+    def block(x):
+        calls.append(x.shape)
+        return x
+
+    ds = _swath(10, 20)
+    lazy = da.from_array(ds.v.values, chunks=20)
+    ds["v"] = (("row", "col"), lazy.map_blocks(block, dtype=float, meta=np.array((), float)))
+    area = {"crs": "EPSG:4326", "extent": [10, -10, 20, 10], "resolution": 0.5}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", EmptyRegridWarning)
+        with _Computes() as seen:
+            out = ds.arcoforge.resample(area, method, coverage=False, cache=False)
+    assert out.v.chunks is not None
+    assert calls == []
+    monkeypatch.setattr(acc, "_warn_if_empty", lambda *a, **k: None)
+    with _Computes() as without_check:
+        ds.arcoforge.resample(area, method, coverage=False, cache=False)
+    assert seen.n == without_check.n
+    far = {"crs": "EPSG:4326", "extent": [100, 20, 130, 50], "resolution": 1, "name": "far"}
+    monkeypatch.undo()
+    with pytest.warns(EmptyRegridWarning, match="no swath pixel reached area 'far'"):
+        ds.arcoforge.resample(far, method, coverage=False, cache=False,
+                              radius_of_influence=30_000)
+    assert calls == []
+
+
+@pytest.mark.parametrize("method", ["nearest", "bucket_avg"])
+def test_dask_empty_check_east_of_180_and_projected(method):
+    """The lazy empty check sees a swath east of 180 on a 0..360 grid and projects the swath
+    into a projected area's CRS."""
+    east = _swath(200, 220).chunk({"row": 20})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", EmptyRegridWarning)
+        out = east.arcoforge.resample(_ref_0360(2.0), method, radius_of_influence=100_000,
+                                      cache=False)
+    assert int(out.coverage.sum()) > 0
+    polar = {"crs": "EPSG:3413", "extent": [-2e6, -2e6, 2e6, 2e6], "resolution": 1e5,
+             "name": "arctic"}
+    with pytest.warns(EmptyRegridWarning, match="'arctic'"):
+        out = east.arcoforge.resample(polar, method, radius_of_influence=100_000, cache=False)
+    assert int(out.coverage.sum()) == 0
+    lon, lat = np.meshgrid(np.linspace(-60, -30, 40), np.linspace(70, 80, 30))
+    north = xr.Dataset({"v": (("row", "col"), lat.copy())},
+                       coords={"lon": (("row", "col"), lon), "lat": (("row", "col"), lat)})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", EmptyRegridWarning)
+        out = north.chunk({"row": 10}).arcoforge.resample(polar, method,
+                                                          radius_of_influence=100_000,
+                                                          cache=False)
+    assert int(out.coverage.sum()) > 0

@@ -29,13 +29,16 @@ import numpy as np
 import xarray as xr
 
 from ..errors import ConfigError, SchemaError
+from ._deps import require
 from .areas import (
     GRID_MAPPING_NAME,
     area_grid,
     area_key,
+    bucket_frame,
     describe_area,
     longitude_pieces,
     resolve_area,
+    shift_longitudes,
 )
 from .cache import NeighbourCache, default_cache, geometry_key
 from .engines import METHODS, TWO_D_ONLY, Engine, SplitEngine, build_engine, default_radius
@@ -178,11 +181,45 @@ def _geolocation(ds: xr.Dataset, lon_name: Hashable,
     return lons, lats
 
 
+def _reaches_area(area: Any, lons: np.ndarray, lats: np.ndarray, margin: float) -> bool:
+    """Whether a valid swath pixel lies inside the area's extent widened by ``margin`` metres
+    (numpy on the geolocation only: the lazy stand-in for "some cell is covered").
+
+    Geographic areas compare the longitudes shifted into the 360° centred on the area (a
+    0..360 grid sees the pixels east of 180); projected ones the pixels transformed into the
+    area's CRS (pixels it cannot project are outside)."""
+    ok = np.isfinite(lons) & np.isfinite(lats)
+    x0, y0, x1, y1 = (float(v) for v in area.area_extent)
+    lo, la = lons[ok], lats[ok]
+    if area.crs.is_geographic:
+        centre = (x0 + x1) / 2.0
+        x = (lo - centre + 180.0) % 360.0 - 180.0 + centre
+        y = la
+        my = margin / 111_000.0
+        mx = my / np.maximum(np.cos(np.radians(np.minimum(np.abs(la) + my, 90.0))), 1e-3)
+    else:
+        pyproj = require("pyproj", "regridding")
+        transformer = pyproj.Transformer.from_crs("EPSG:4326", area.crs, always_xy=True)
+        with np.errstate(all="ignore"):
+            x, y = transformer.transform(lo, la, errcheck=False)
+        x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
+        unit = area.crs.axis_info[0].unit_name if area.crs.axis_info else "metre"
+        mx = my = margin if unit in ("metre", "meter") else 0.0
+    with np.errstate(invalid="ignore"):
+        inside = (x >= x0 - mx) & (x <= x1 + mx) & (y >= y0 - my) & (y <= y1 + my)
+    return bool(np.any(inside))
+
+
 def _warn_if_empty(engine: Engine, method: str, area: Any, lons: np.ndarray,
-                   lats: np.ndarray) -> None:
-    """Warn (:class:`EmptyRegridWarning`) when no cell of the area got a source pixel."""
-    cov = engine.coverage()
-    if bool(np.any(np.asarray(cov))):
+                   lats: np.ndarray, backend: str = "numpy", margin: float = 0.0) -> None:
+    """Warn (:class:`EmptyRegridWarning`) when no cell of the area got a source pixel.
+
+    numpy: the engine's coverage (exact).  dask: nothing is computed; warn when no valid swath
+    pixel lies within ``margin`` metres (the radius of influence) of the area's extent."""
+    if backend == "dask":
+        if _reaches_area(area, lons, lats, margin):
+            return
+    elif bool(np.any(np.asarray(engine.coverage()))):
         return
     ok = np.isfinite(lons) & np.isfinite(lats)
     warnings.warn(
@@ -240,7 +277,11 @@ class _Plan:
             params = {k: self.params[k] for k in keys if self.params.get(k) is not None}
             params["chunks"] = self.params.get("chunks", "auto")
 
-            if self.pieces is None or kind == "ewa":  # EWA takes recentred longitudes
+            frame = bucket_frame(self.area) if kind == "bucket" else None
+            if frame is not None:  # a cell across 180: bin the whole grid in a shifted frame
+                self._engines[kind] = self._build(kind, frame[0], params,
+                                                  shift_longitudes(self.lons, frame[1]))
+            elif self.pieces is None or kind == "ewa":  # EWA takes recentred longitudes
                 self._engines[kind] = self._build(kind, self.area, params)
             else:  # longitudes outside [-180, 180]: one engine per piece inside it
                 built: dict[int, Engine] = {}
@@ -251,13 +292,16 @@ class _Plan:
                     self.area, [(built[id(a)], cols) for a, cols in self.pieces], self.backend)
         return self._engines[kind]
 
-    def _build(self, kind: str, area: Any, params: dict[str, Any]) -> Engine:
+    def _build(self, kind: str, area: Any, params: dict[str, Any],
+               lons: np.ndarray | None = None) -> Engine:
+        lons = self.lons if lons is None else lons
+
         def build() -> Engine:
-            return build_engine(kind, self.lons, self.lats, area, params, self.backend)
+            return build_engine(kind, lons, self.lats, area, params, self.backend)
 
         if self.cache is None:
             return build()
-        key = geometry_key(self.lons, self.lats, area_key(area), kind, params, self.backend)
+        key = geometry_key(lons, self.lats, area_key(area), kind, params, self.backend)
         return self.cache.get_or_build(key, build)
 
 
@@ -470,7 +514,8 @@ def resample(obj: xr.Dataset | xr.DataArray, area: Any, method: str = "nearest",
             out_vars[n] = out
             used[str(n)] = how
     engine = plan.engine(method_kind)
-    _warn_if_empty(engine, method, area_def, lons, lats)
+    _warn_if_empty(engine, method, area_def, lons, lats, backend,
+                   roi if roi is not None and method_kind in ("nearest", "bilinear") else 0.0)
     if engine.has_counts:
         out_vars["count"] = xr.DataArray(
             engine.counts().astype(np.int32), dims=("y", "x"),

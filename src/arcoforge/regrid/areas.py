@@ -28,10 +28,12 @@ __all__ = [
     "area_from_spec",
     "area_grid",
     "area_key",
+    "bucket_frame",
     "describe_area",
     "longitude_pieces",
     "recentre_longitudes",
     "resolve_area",
+    "shift_longitudes",
 ]
 
 GRID_MAPPING_NAME = "crs"
@@ -327,3 +329,43 @@ def recentre_longitudes(lons: np.ndarray, area: Any) -> np.ndarray:
         return lons
     centre = (x0 + x1) / 2.0
     return np.where(np.isfinite(lons), (lons - centre + 180.0) % 360.0 - 180.0 + centre, np.nan)
+
+
+def bucket_frame(area: Any) -> tuple[Any, float] | None:
+    """For the bucket methods: the target's cells shifted by ``-shift`` degrees into
+    [-180, 180], and ``shift``, when :func:`longitude_pieces` would cut a cell in two.
+
+    pyresample's ``BucketResampler`` bins the swath's longitudes wrapped to [-180, 180) by the
+    area's extent.  Where a cut at 180° (mod 360) falls inside a target cell (a grid whose
+    edges are not on 180°: extent ``[-0.5, 359.5]``, ``[160.5, 200.5]``), the pieces would lose
+    that cell's pixels on one side of the cut.  Instead the whole grid is shifted by its
+    centre, and the swath's longitudes by the same amount (:func:`shift_longitudes`): one
+    ordinary area, cell for cell the target's, nothing cut.
+
+    Returns
+    -------
+    (AreaDefinition, float) or None
+        ``None`` when nothing needs doing (a projected CRS, longitudes already in [-180, 180])
+        or when every cut falls on a cell edge (then the pieces are exact).
+    """
+    if longitude_pieces(area) is None:  # also raises for an extent wider than 360
+        return None
+    x0, y0, x1, y1 = (float(v) for v in area.area_extent)
+    width = int(area.width)
+    dx = (x1 - x0) / width
+    first = 180.0 + 360.0 * np.ceil((x0 - 180.0) / 360.0)
+    cuts = [c for c in np.arange(first, x1, 360.0) if x0 + _LON_TOL < c < x1 - _LON_TOL]
+    if all(np.isclose((c - x0) / dx, round((c - x0) / dx), rtol=0, atol=1e-6) for c in cuts):
+        return None
+    pyresample = require("pyresample", "regridding")
+    shift = (x0 + x1) / 2.0
+    frame = pyresample.geometry.AreaDefinition(
+        f"{area.area_id}_frame", f"{area.description} (frame)", f"{area.proj_id}_frame",
+        area.crs, width, int(area.height), (x0 - shift, y0, x1 - shift, y1))
+    return frame, shift
+
+
+def shift_longitudes(lons: np.ndarray, shift: float) -> np.ndarray:
+    """Longitudes minus ``shift`` wrapped into [-180, 180) (NaN stays NaN): the swath in the
+    frame of :func:`bucket_frame`."""
+    return np.where(np.isfinite(lons), (lons - shift + 180.0) % 360.0 - 180.0, np.nan)

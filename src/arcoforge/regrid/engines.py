@@ -188,6 +188,8 @@ class BilinearEngine(Engine):
                     geometry.SwathDefinition(lx, ly), area, **kwargs)
             self.resampler.get_bil_info()
         self.resampler._resample_kdtree = None  # the tree is not needed once the info exists
+        if backend == "dask":
+            _lazy_limits(self.resampler)
         self.nbytes = _nbytes_of(*vars(self.resampler).values())
 
     def apply(self, data: Any, fill_value: Any = np.nan) -> Any:
@@ -200,6 +202,20 @@ class BilinearEngine(Engine):
             out = self.resampler.get_sample_from_bil_info(xr.DataArray(data, dims=("y", "x")),
                                                           fill_value=fill_value)
         return out.data
+
+
+def _lazy_limits(resampler: Any) -> None:
+    """Keep ``XArrayBilinearResampler`` lazy: its ``_limit_output_values_to_input`` takes
+    ``da.nanmin``/``da.nanmax`` of the input DataArray, which converts it to numpy (computing
+    the whole input while the graph is built).  Give it the dask array inside instead."""
+    limit = getattr(resampler, "_limit_output_values_to_input", None)
+    if limit is None:
+        return
+
+    def lazy_limit(data: Any, res: Any, fill_value: Any) -> Any:
+        return limit(getattr(data, "data", data), res, fill_value)
+
+    resampler._limit_output_values_to_input = lazy_limit
 
 
 _EWA_WEIGHTS = ("weight_count", "weight_min", "weight_distance_max", "weight_delta_max",
