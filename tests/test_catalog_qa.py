@@ -188,6 +188,39 @@ def test_projected_grid_around_the_pole_spans_every_longitude() -> None:
     assert s == pytest.approx(_true_box(-1e6, 1e6, -1e6, 1e6)[1], abs=0.05)
 
 
+def _lcc_grid(crs_text: str, scale: float, units: str) -> xr.Dataset:
+    """A Lambert conformal grid over the US, 1000 x 800 km, x/y in ``units`` (``scale``
+    metres each), with its grid mapping as ``crs_wkt``."""
+    crs = pyproj.CRS(crs_text)
+    xs = np.arange(-500_000.0, 500_001.0, 50_000.0) / scale
+    ys = np.arange(-400_000.0, 400_001.0, 50_000.0) / scale
+    return xr.Dataset(
+        {"t": (("y", "x"), np.zeros((ys.size, xs.size)), {"grid_mapping": "crs"}),
+         "crs": ((), 0, {"crs_wkt": crs.to_wkt()})},
+        coords={"x": ("x", xs, {"standard_name": "projection_x_coordinate", "units": units}),
+                "y": ("y", ys, {"standard_name": "projection_y_coordinate", "units": units})})
+
+
+_LCC = "+proj=lcc +lat_1=33 +lat_2=45 +lat_0=39 +lon_0=-96 +ellps=WGS84"
+_LCC_KM_WKT = pyproj.CRS(_LCC + " +units=km").to_wkt()
+
+
+@pytest.mark.parametrize(("crs_text", "scale", "units"), [
+    (_LCC + " +units=km", 1000.0, "km"),        # a km CRS, x/y in km
+    (_LCC + " +units=km", 1.0, "m"),            # a km CRS, x/y in metres
+    (_LCC_KM_WKT, 1000.0, "kilometre"),         # WKT LENGTHUNIT["kilometre",1000]
+    (_LCC + " +units=m", 1000.0, "km"),         # a metre CRS, x/y in km
+])
+def test_projected_bbox_in_the_units_of_the_crs(crs_text: str, scale: float,
+                                                 units: str) -> None:
+    """x/y go into the CRS in its own axis unit: a km grid mapping made the box 1000x too
+    large (the whole globe)."""
+    assert 'LENGTHUNIT["kilometre",1000' in _LCC_KM_WKT
+    ref = spatial_bbox(_lcc_grid(_LCC + " +units=m", 1.0, "m"))
+    assert ref == pytest.approx([-102.43, 35.0, -89.57, 42.85], abs=0.05)
+    assert spatial_bbox(_lcc_grid(crs_text, scale, units)) == pytest.approx(ref, abs=1e-6)
+
+
 def test_two_d_lat_lon_win_over_projected_metres() -> None:
     """x/y in metres with 2-D lat/lon and no grid mapping: the lat/lon give the box."""
     x0, x1, y0, y1 = -1_000_000.0, 500_000.0, -3_500_000.0, -2_000_000.0

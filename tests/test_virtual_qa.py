@@ -145,6 +145,41 @@ def test_chunks_stored_unfiltered_are_stored_inline(shared_data: Path, tmp_path:
     np.testing.assert_array_equal(kerchunk_open(out)["data"].values, expected["data"].values)
 
 
+def test_the_filter_mask_check_is_not_skipped_silently(tmp_path: Path) -> None:
+    """unfiltered_chunks returned {} on *any* failure, so a file it could not check passed as
+    one without unfiltered chunks.  Only a file that is not HDF5 at all gives {} now."""
+    h5py = pytest.importorskip("h5py")
+    from arcoforge.errors import SourceReadError
+    from arcoforge.forge.virtual.refs import file_refs, make_parser, unfiltered_chunks
+
+    good = tmp_path / "good.h5"
+    with h5py.File(good, "w") as f:
+        f.create_dataset("v", data=np.arange(20_000, dtype="f8").reshape(200, 100),
+                         chunks=(50, 100), compression="gzip")
+        f.create_group("g")
+    assert unfiltered_chunks(str(good)) == {}  # every chunk went through gzip
+    with h5py.File(good, "r") as f:  # the installed HDF5 lists chunks in one pass
+        assert hasattr(f["v"].id, "chunk_iter")
+    raw = good.read_bytes()
+    truncated = tmp_path / "truncated.h5"  # an HDF5 file (signature and all), cut short
+    truncated.write_bytes(raw[: len(raw) // 2])
+    with pytest.raises(OSError, match="truncated"):
+        unfiltered_chunks(str(truncated))
+    with pytest.raises(OSError):
+        unfiltered_chunks(str(tmp_path / "missing.h5"))
+    with pytest.raises(KeyError):
+        unfiltered_chunks(str(good), group="no-such-group")
+    assert unfiltered_chunks(str(good), group="g") == {}
+    # not HDF5 at all (netCDF-3): nothing to report, as before
+    nc3 = tmp_path / "classic.nc"
+    xr.Dataset({"v": ("x", np.arange(4.0))}).to_netcdf(nc3, format="NETCDF3_CLASSIC")
+    assert unfiltered_chunks(str(nc3)) == {}
+    # a parsed source whose local copy cannot be checked: refused, not published unchecked
+    with pytest.raises(SourceReadError, match="unfiltered"):
+        file_refs(str(good), make_parser("hdf5", {}), local_copy=str(truncated))
+    assert file_refs(str(good), make_parser("hdf5", {}))["v"].unfiltered_chunks == 0
+
+
 # -- 3. URLs with a query string ------------------------------------------------------------------
 
 

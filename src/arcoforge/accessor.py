@@ -89,9 +89,9 @@ class ArcoforgeAccessor:
 
         obj = self._obj
         if not recompute and per is None:
-            stored = load_statistics(obj)
-            names = variables if variables is not None else (
+            names = list(variables) if variables is not None else (
                 list(obj.data_vars) if isinstance(obj, xr.Dataset) else [obj.name])
+            stored = load_statistics(obj, names)  # aligned for these variables only
             if stored is not None and all(v in stored for v in names):
                 return stored
         return compute_statistics(obj, variables, per=LEVEL_DIMS if per is None else per)

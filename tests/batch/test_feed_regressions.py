@@ -134,6 +134,26 @@ def test_loaded_lazy_selection_keeps_a_content_token(nemo_zarr: Path) -> None:
         assert ArraySource(a).token != ArraySource(b).token
 
 
+@pytest.mark.parametrize(("a", "b"), [
+    ([1, None, "2"], ["1", "None", 2]),      # the same text, other types
+    ([1, 2.0], [1.0, 2]),
+    ([np.arange(2000), "x"], [np.arange(2000) * (np.arange(2000) != 1000), "x"]),
+])
+def test_object_arrays_are_told_apart_by_value_and_type(a, b) -> None:
+    """Object arrays were hashed through ``astype(str)``: different data, one token."""
+    def obj(values):
+        arr = np.empty(len(values), dtype=object)
+        arr[:] = values
+        return arr
+
+    da, db = (xr.Dataset({"v": ("x", obj(v))}) for v in (a, b))
+    assert dataset_token(da) != dataset_token(db)
+    assert dataset_token(da) == dataset_token(xr.Dataset({"v": ("x", obj(a))}))
+    # an object coordinate too
+    ca, cb = (xr.Dataset({"w": ("x", np.zeros(len(v)))}, coords={"x": obj(v)}) for v in (a, b))
+    assert dataset_token(ca) != dataset_token(cb)
+
+
 # -- 2. per-level statistics follow the levels of a subset -------------------------------------
 
 
@@ -232,6 +252,40 @@ def test_statistics_that_cannot_be_matched_are_explained(four_levels: xr.Dataset
     with pytest.raises(ConfigError, match="have 4 values along 'level' but the data has 3, "
                                           "and the statistics record no 'level' values"):
         SampleStream(legacy, {"lat": 16, "lon": 16}, normalize=True)
+
+
+def test_statistics_of_an_unused_variable_do_not_block_a_stream() -> None:
+    """Only the stream's own variables are aligned: 'ta' (levels relabelled hPa -> Pa, which
+    its stored statistics cannot match) no longer stops a stream of the surface 'tas'."""
+    from arcoforge.batch.statistics import compute_statistics, load_statistics
+    from arcoforge.errors import ConfigError
+    from arcoforge.provenance import STATISTICS
+
+    rng = np.random.default_rng(0)
+    ds = xr.Dataset({"ta": (("time", "level", "y"), rng.random((8, 3, 16)) + 5.0),
+                     "tas": (("time", "y"), rng.random((8, 16)) * 3.0 + 2.0)},
+                    coords={"level": [1000, 850, 500]})
+    ds.attrs[STATISTICS] = compute_statistics(ds, ["ta", "tas"], per=("level",)).to_dict()
+    pa = ds.assign_coords(level=ds.level * 100)
+    s = SampleStream(pa, input_dims={"y": 8}, batch_size=2, variables=["tas"], normalize=True,
+                     with_ids=True)
+    tas = load_statistics(ds)["tas"]
+    assert s.statistics["tas"].mean == pytest.approx(tas.mean)
+    got = np.concatenate([b["tas"] for b in s.batches()])
+    assert got.size == pa.tas.size
+    np.testing.assert_allclose(np.sort(got.ravel()),
+                               np.sort(((pa.tas.values - tas.mean) / tas.std).ravel()),
+                               rtol=1e-5, atol=1e-5)
+    # asked for by name, only 'tas' is aligned; 'ta' still explains itself where it is used
+    assert load_statistics(pa, ["tas"])["tas"].mean == pytest.approx(tas.mean)
+    stats = load_statistics(pa, ["tas"])
+    with pytest.raises(ConfigError, match="no values for 'level'"):
+        stats.normalize(pa)
+    assert float(stats.normalize(pa[["tas"]]).tas.mean()) == pytest.approx(0.0, abs=1e-9)
+    with pytest.raises(ConfigError, match="no values for 'level'"):
+        SampleStream(pa, input_dims={"y": 8}, batch_size=2, variables=["ta"], normalize=True)
+    with pytest.raises(ConfigError, match="no values for 'level'"):
+        load_statistics(pa)  # every variable, as documented
 
 
 # -- 3. an in-place preprocess never changes the user's data ----------------------------------

@@ -121,8 +121,8 @@ def dataset_token(ds: Any, variables: list[Hashable] | None = None) -> str:
     for cname, coord in sorted(ds.coords.items(), key=lambda kv: str(kv[0])):
         if coord.ndim <= 1 and coord.size <= 10_000_000:
             h.update(str(cname).encode())
-            h.update(np.ascontiguousarray(coord.values).astype(str).tobytes()
-                     if coord.dtype == object else np.ascontiguousarray(coord.values).tobytes())
+            h.update(_content_hash(coord.values).encode() if coord.dtype.hasobject
+                     else np.ascontiguousarray(coord.values).tobytes())
     return h.hexdigest()[:32]
 
 
@@ -132,10 +132,15 @@ _ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+")
 
 
 def _content_hash(arr: np.ndarray) -> str:
-    """sha256 of an in-memory array's dtype, shape and bytes (objects by their ``str``)."""
+    """sha256 of an in-memory array's dtype, shape and bytes; objects each by their type and
+    :func:`_describe` (so ``1``, ``"1"``, ``None`` and ``"None"`` differ; a plain object is
+    told apart by its id in this process only)."""
     h = hashlib.sha256(repr((arr.dtype.str, arr.shape)).encode())
     if arr.dtype.hasobject:
-        h.update(np.ascontiguousarray(arr).astype(str).tobytes())
+        for x in np.asarray(arr).reshape(-1):
+            t = type(x)
+            text = f"{t.__module__}.{t.__qualname__}:{_describe(x)}"
+            h.update(f"{len(text)}:{text}".encode())
     elif arr.size:
         h.update(np.ascontiguousarray(arr).reshape(-1).view(np.uint8).data)
     return h.hexdigest()[:32]

@@ -232,17 +232,22 @@ class Statistics:
         return cls({str(k): VariableStatistics.from_dict(v)
                     for k, v in d["variables"].items()})
 
-    def aligned_to(self, obj: xr.Dataset | xr.DataArray) -> Statistics:
-        """The statistics of every variable of ``obj`` selected for the levels it has
-        (:meth:`VariableStatistics.aligned_to`); variables ``obj`` lacks are kept as they
-        are. A DataArray is matched to the statistics of its name."""
+    def aligned_to(self, obj: xr.Dataset | xr.DataArray,
+                   variables: Sequence[Hashable] | None = None) -> Statistics:
+        """The statistics of the variables of ``obj`` selected for the levels it has
+        (:meth:`VariableStatistics.aligned_to`): of ``variables`` only when given (so a
+        variable not asked for, whose levels may not match, does not stand in the way), else
+        of every data variable; the others, and variables ``obj`` lacks, are kept as they are.
+        A DataArray is matched to the statistics of its name."""
         out = dict(self.variables)
         if isinstance(obj, xr.DataArray):
-            if obj.name is not None and str(obj.name) in out:
+            if obj.name is not None and str(obj.name) in out and (
+                    variables is None or str(obj.name) in {str(v) for v in variables}):
                 out[str(obj.name)] = out[str(obj.name)].aligned_to(obj, obj.name)
         else:
-            for name in obj.data_vars:
-                if str(name) in out:
+            names = list(obj.data_vars) if variables is None else list(variables)
+            for name in names:
+                if str(name) in out and name in obj.variables:
                     out[str(name)] = out[str(name)].aligned_to(obj[name], name)
         return Statistics(out)
 
@@ -393,7 +398,8 @@ def compute_statistics(
     return Statistics(out)
 
 
-def load_statistics(ds: xr.Dataset | xr.DataArray | Mapping[str, Any]) -> Statistics | None:
+def load_statistics(ds: xr.Dataset | xr.DataArray | Mapping[str, Any],
+                    variables: Sequence[Hashable] | None = None) -> Statistics | None:
     """Statistics stored with a dataset (its attributes, or an attribute mapping), or None.
 
     From a Dataset or DataArray they come selected for the levels it has
@@ -401,6 +407,9 @@ def load_statistics(ds: xr.Dataset | xr.DataArray | Mapping[str, Any]) -> Statis
     computed on (``ds.isel(lev=slice(2, 4))``, whose attributes still hold the statistics of
     every level) gets the statistics of its own levels, matched by coordinate value; a
     :class:`~arcoforge.errors.ConfigError` says which dim and values cannot be matched.
+    Given ``variables``, only those are aligned (and can fail); the statistics of the
+    others are returned as stored, and :meth:`Statistics.normalize` aligns each variable
+    it works on anyway.
     """
     attrs = ds.attrs if isinstance(ds, xr.Dataset | xr.DataArray) else ds
     raw = attrs.get(STATISTICS)
@@ -408,7 +417,7 @@ def load_statistics(ds: xr.Dataset | xr.DataArray | Mapping[str, Any]) -> Statis
         return None
     stats = Statistics.from_dict(raw)
     if isinstance(ds, xr.Dataset | xr.DataArray):
-        return stats.aligned_to(ds)
+        return stats.aligned_to(ds, variables)
     return stats
 
 

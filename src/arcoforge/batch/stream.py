@@ -236,14 +236,14 @@ class SampleStream:
         """Resolve the statistics and, per variable, how a batch indexes them."""
         stats = normalize if isinstance(normalize, Statistics) else None
         if stats is None:
-            stats = load_statistics(self.source.ds)
+            # only this stream's variables: another variable of the dataset whose levels
+            # cannot be matched must not stand in the way
+            stats = load_statistics(self.source.ds, self.source.variables)
         if stats is None or not all(v in stats for v in self.source.variables):
             stats = compute_statistics(self.source.ds, self.source.variables)
         # per-level statistics follow the levels this data has (by coordinate value), not
         # their positions in the store they were computed on
-        ds = self.source.ds
-        stats = Statistics({**stats.variables, **{
-            str(v): stats[v].aligned_to(ds[v], v) for v in self.source.variables}})
+        stats = stats.aligned_to(self.source.ds, self.source.variables)
         self.statistics = stats
         dims = self.grid.dims
         for v in self.source.variables:

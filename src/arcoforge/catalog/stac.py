@@ -561,12 +561,25 @@ def _geo_coord(ds: xr.Dataset, ax: str) -> xr.DataArray | None:
     return None
 
 
+def _crs_axis_scale(crs: Any) -> float:
+    """Metres per unit of the projected CRS's own x/y axes (1000 for a WKT with
+    ``LENGTHUNIT["kilometre",1000]`` or a proj4 string with ``+units=km``); 1 when unknown."""
+    try:
+        factor = float(crs.axis_info[0].unit_conversion_factor)
+    except (AttributeError, IndexError, TypeError, ValueError):
+        return 1.0
+    return factor if np.isfinite(factor) and factor > 0 else 1.0
+
+
 def _projected_xy(ds: xr.Dataset) -> tuple[np.ndarray, np.ndarray, Any] | None:
-    """``(x, y, crs)`` of a projected grid: 1-D x/y coordinates in metres and the CRS of its
-    grid mapping, or None."""
+    """``(x, y, crs)`` of a projected grid: 1-D x/y coordinates in the unit of the CRS's own
+    axes (converted from their ``units`` attribute: km coordinates of a metre CRS, or metre
+    coordinates of a km CRS; taken as they are when they have no length unit) and the CRS
+    of its grid mapping, or None."""
     crs = grid_crs(ds)
     if crs is None or crs.is_geographic:
         return None
+    crs_scale = _crs_axis_scale(crs)
     axes = _axes(ds)
     found: dict[str, np.ndarray] = {}
     for ax, std in (("X", "projection_x_coordinate"), ("Y", "projection_y_coordinate")):
@@ -576,7 +589,9 @@ def _projected_xy(ds: xr.Dataset) -> tuple[np.ndarray, np.ndarray, Any] | None:
                   for c in [_dim_coord(ds, d, ax)] if c is not None and c.ndim == 1]
         for c in cands:
             if c.dtype.kind in "iuf" and c.size:
-                found[ax] = np.asarray(c.values, dtype="float64") * (_length_scale(c) or 1.0)
+                scale = _length_scale(c)
+                values = np.asarray(c.values, dtype="float64")
+                found[ax] = values if scale is None else values * (scale / crs_scale)
                 break
     if "X" not in found or "Y" not in found:
         return None
@@ -594,7 +609,7 @@ def _edges(values: np.ndarray) -> tuple[float, float]:
 
 def projected_bbox(x: np.ndarray, y: np.ndarray, crs: Any, samples: int = 256) -> list[float]:
     """WGS84 ``[west, south, east, north]`` of a projected grid with cell centres ``x``, ``y``
-    (metres) in ``crs``: its outer cell edges sampled densely and transformed; a pole inside
+    in ``crs`` (in the unit of its axes: metres, or km for a km CRS): its outer cell edges sampled densely and transformed; a pole inside
     the grid makes the box reach that pole and span every longitude."""
     from pyproj import CRS, Transformer
 

@@ -251,7 +251,13 @@ def file_refs(url: str, parser: Any, storage_options: Mapping[str, Any] | None =
     if type(parser).__name__ == "HDFParser":
         path = local_copy or (local_path(url) if url.startswith("file://") else None)
         if path:
-            masked = unfiltered_chunks(path, getattr(parser, "group", None) or "")
+            try:
+                masked = unfiltered_chunks(path, getattr(parser, "group", None) or "")
+            except (OSError, KeyError, RuntimeError, ValueError) as err:
+                raise SourceReadError(
+                    f"cannot check which chunks of {url} HDF5 stored unfiltered "
+                    f"({type(err).__name__}: {err}); its references could not be read "
+                    f"back. {SUGGEST}") from err
             for name, count in masked.items():
                 if name in out:
                     out[name].unfiltered_chunks = count
@@ -263,25 +269,31 @@ def unfiltered_chunks(path: str, group: str = "") -> dict[str, int]:
     HDF5 stored with some of its filters skipped (a non-zero per-chunk ``filter_mask``: an
     optional filter such as blosc could not shrink the chunk, so its raw bytes were kept).
     Such chunks cannot be decoded with the dataset's codecs.  Datasets without such chunks
-    are left out; an unreadable file gives ``{}``."""
+    are left out; a file that is not HDF5 at all gives ``{}``.  Any other failure (a
+    missing or truncated file, a missing group, an unreadable chunk index) is raised: the
+    check must not be skipped silently, or references HDF5 cannot decode would be
+    published."""
     try:
         import h5py
     except ImportError:
         return {}
     out: dict[str, int] = {}
     try:
-        with h5py.File(path, "r") as f:
-            root = f[group] if group else f
-            for name, obj in root.items():
-                if not isinstance(obj, h5py.Dataset) or obj.chunks is None:
-                    continue
-                if obj.id.get_create_plist().get_nfilters() == 0:
-                    continue
-                count = _masked_chunks(obj)
-                if count:
-                    out[str(name)] = count
-    except Exception:  # noqa: BLE001 - not an HDF5 file h5py can read: nothing to report
-        return {}
+        f = h5py.File(path, "r")
+    except OSError:
+        if os.path.isfile(path) and not h5py.is_hdf5(path):
+            return {}  # no HDF5 signature (netCDF-3, GRIB, ...): nothing to report
+        raise
+    with f:
+        root = f[group] if group else f
+        for name, obj in root.items():
+            if not isinstance(obj, h5py.Dataset) or obj.chunks is None:
+                continue
+            if obj.id.get_create_plist().get_nfilters() == 0:
+                continue
+            count = _masked_chunks(obj)
+            if count:
+                out[str(name)] = count
     return out
 
 
