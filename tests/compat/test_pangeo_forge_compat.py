@@ -224,6 +224,11 @@ def test_chains_compile_and_what_cannot_is_refused_with_the_reason() -> None:
             | OpenWithXarray() | StoreToZarr(store_name="x", combine_dims=dims)),
         "the chain has no OpenWithXarray": beam.Create(pattern.items()) | StoreToZarr(
             store_name="x", combine_dims=dims),
+        "GroupByKey combines datasets of several inputs": chain(beam.GroupByKey()),
+        r"OpenWithXarray\(file_type='zarr'\) is not supported by arcoforge's compat layer: "
+        "arcoforge builds from files": (beam.Create(pattern.items())
+                                        | OpenWithXarray(file_type="zarr")
+                                        | StoreToZarr(store_name="x", combine_dims=dims)),
         # a subset of the items gave a bare KeyError: (0,) at bake time
         r"holds 3 items but not the index positions \[\{'time': 0\}\]: arcoforge builds": (
             beam.Create(list(pattern.items())[1:]) | OpenWithXarray()
@@ -233,6 +238,20 @@ def test_chains_compile_and_what_cannot_is_refused_with_the_reason() -> None:
         with pytest.raises(TransformNotSupportedError, match=message) as info:
             compile_chain(bad)
         assert "s3cr3t" not in str(info.value)
+    # Reshuffle redistributes elements: nothing per dataset (it gave a raw AttributeError)
+    assert len(compile_chain(chain(beam.Reshuffle())).transforms) == 0
+
+    class Scale(beam.DoFn):  # a DoFn that loads what it needs in setup(), as Beam calls it
+        def setup(self) -> None:
+            self.factor = 2.0
+
+        def process(self, item: Any) -> Any:
+            index, ds = item
+            yield index, ds * self.factor
+
+    scaled = compile_chain(chain(beam.ParDo(Scale()))).transforms[0]
+    out = scaled(next(iter(recipe.pattern.items()))[0], xr.Dataset({"a": ("x", [1.0, 2.0])}))
+    assert out["a"].values.tolist() == [2.0, 4.0]
     # a step that returns the dataset alone, not (index, dataset): named as such
     bare = compile_chain(chain(beam.Map(lambda item: item[1]))).transforms[0]
     with pytest.raises(TransformNotSupportedError, match=r"returned a Dataset, not an \(index, "

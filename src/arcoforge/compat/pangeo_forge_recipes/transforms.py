@@ -29,6 +29,7 @@ compiled is refused with :class:`TransformNotSupportedError` saying why.
 
 from __future__ import annotations
 
+import os
 import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -274,6 +275,13 @@ def _add_step(rec: _Recorder, p: Any) -> None:
     if _beam is not None and isinstance(p, _beam.ParDo):
         rec.steps.append(p)
         return
+    if _beam is not None and isinstance(p, _beam.Reshuffle):
+        return  # redistributes elements between workers: nothing to do per dataset
+    if _beam is not None and isinstance(p, _beam.GroupByKey | _beam.CombinePerKey
+                                        | _beam.CombineGlobally | _beam.Flatten):
+        raise TransformNotSupportedError(
+            f"{type(p).__name__} combines datasets of several inputs; arcoforge compiles "
+            "steps that map each (index, dataset) to one: combine in a step after the build")
     expand = getattr(p, "expand", None)
     if expand is None:
         raise TransformNotSupportedError(f"cannot compile the step {p!r} of the chain")
@@ -283,6 +291,17 @@ def _add_step(rec: _Recorder, p: Any) -> None:
             f"the custom step {type(p).__name__}.expand must apply per-dataset steps to its "
             "input and return the result (e.g. `return pcoll | beam.Map(fn)`); arcoforge "
             "cannot compile steps that combine datasets")
+
+
+def _set_up(fn: Any) -> None:
+    """Call a DoFn's ``setup()`` once per process and object, as a Beam worker does before its
+    first element (it loads models, opens clients...)."""
+    if getattr(fn, "_arcoforge_set_up", None) == os.getpid():
+        return
+    setup = getattr(fn, "setup", None)
+    if callable(setup):
+        setup()
+    fn._arcoforge_set_up = os.getpid()
 
 
 def _label(step: Any) -> str:
@@ -297,6 +316,7 @@ def _steps_transform(steps: Sequence[Any], to_pangeo: Mapping[Any, Index]) -> An
     def beam_steps(index: Any, ds: Any) -> Any:
         element = (to_pangeo.get(index, Index()), ds)
         for step, label in zip(steps, labels):
+            _set_up(step.fn)
             out = list(step.fn.process(element, *step.args, **step.kwargs))
             if len(out) != 1:
                 raise TransformNotSupportedError(
@@ -495,16 +515,17 @@ class _StoreCheck:
 
 def _arcoforge_file_type(opener: Any) -> str:
     """arcoforge's ``file_type`` for an ``OpenWithXarray``/``OpenWithKerchunk`` step."""
-    from .patterns import _ARCOFORGE_FILE_TYPE
+    from .patterns import _ARCOFORGE_FILE_TYPE, _REFUSED_FILE_TYPE
 
     file_type = opener.file_type if opener.file_type is not None else FileType.unknown
     if not isinstance(file_type, FileType):
         file_type = FileType(file_type)
     af_type = _ARCOFORGE_FILE_TYPE.get(file_type)
     if af_type is None:
+        reason = _REFUSED_FILE_TYPE.get(file_type, "arcoforge has no reader for it")
         raise TransformNotSupportedError(
             f"{type(opener).__name__}(file_type={file_type.value!r}) is not supported by "
-            "arcoforge's compat layer")
+            f"arcoforge's compat layer: {reason}")
     return af_type
 
 
