@@ -87,6 +87,20 @@ def test_not_a_netcdf_file(ersst: list[Path], tmp_path: Path) -> None:
         af.bake(recipe_of(ersst), str(tmp_path / "t.zarr"), progress=False)
 
 
+def test_a_declared_file_type_that_is_not_the_files_own(ersst: list[Path],
+                                                       tmp_path: Path) -> None:
+    """NetCDF files declared as GRIB said the file "may be corrupt: delete the cached copy";
+    the error names the file's real format and the file_type that reads it."""
+    pattern = af.pattern_from_file_sequence([str(f) for f in ersst], "time", file_type="grib")
+    with pytest.raises(af.SourceReadError) as err:
+        af.bake(af.ZarrRecipe(pattern), str(tmp_path / "t.zarr"), progress=False)
+    text = str(err.value)
+    assert f"{ersst[0]} is a NetCDF4/HDF5 file, not what the cfgrib engine reads" in text
+    assert text.endswith("leave it unset to detect the format, or name the file's own "
+                         "('netcdf4')")
+    assert "corrupt" not in text
+
+
 def test_missing_local_file(ersst: list[Path], tmp_path: Path) -> None:
     files = ersst + [ersst[0].parent / "ersst.v5.209901.nc"]
     with pytest.raises(af.SourceError, match=r"209901\.nc"):

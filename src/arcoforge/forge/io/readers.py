@@ -137,6 +137,12 @@ def _explain(err: BaseException, path: str, engine: str, url: str, action: str,
         return grib_build_error(err, path, url, open_kwargs or {})
     if group and "group not found" in str(err):
         return _group_error(path, url, group)
+    other = _other_format(path, engine)
+    if other is not None:
+        return SourceReadError(
+            f"cannot {action}: {url} is a {other} file, not what the {engine} engine reads. "
+            f"Check the recipe's file_type (or open_kwargs engine): leave it unset to detect "
+            f"the format, or name the file's own ({_FILE_TYPE_OF[other]!r})")
     try:
         check_complete(path, url)
     except TruncatedFileError as short:
@@ -156,6 +162,31 @@ def _explain(err: BaseException, path: str, engine: str, url: str, action: str,
         )
     return SourceReadError(f"cannot {action}: {err}. The file may be truncated or corrupt: "
                            f"{_REFETCH}.")
+
+
+#: file_type values of the formats :func:`_other_format` recognizes
+_FILE_TYPE_OF = {"NetCDF3": "netcdf3", "NetCDF4/HDF5": "netcdf4", "GRIB": "grib"}
+
+
+def _other_format(path: str, engine: str) -> str | None:
+    """The format of ``path`` from its first bytes when it is not one ``engine`` reads (a
+    NetCDF file declared as GRIB, a GRIB file opened as NetCDF); None otherwise."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(8)
+    except OSError:
+        return None
+    if head[:3] == b"CDF":
+        found = "NetCDF3"
+    elif head[:4] == b"GRIB":
+        found = "GRIB"
+    elif _hdf5_superblock_offset(path) is not None:
+        found = "NetCDF4/HDF5"
+    else:
+        return None
+    readers = {"cfgrib": {"GRIB"}, "netcdf4": {"NetCDF3", "NetCDF4/HDF5"},
+               "h5netcdf": {"NetCDF4/HDF5"}, "scipy": {"NetCDF3"}}
+    return found if engine in readers and found not in readers[engine] else None
 
 
 def _size_is_checkable(path: str) -> bool:
