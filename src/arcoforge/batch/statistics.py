@@ -22,7 +22,7 @@ import json
 import math
 import warnings
 from collections.abc import Hashable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -392,8 +392,7 @@ def compute_statistics(
                  if d in da.coords and da[d].ndim == 1}
         levels = {d: v for d, v in found.items() if v is not None}
         if levels:
-            result = VariableStatistics(result.dims, result.count, result.mean, result.std,
-                                        result.minimum, result.maximum, coords=levels)
+            result = replace(result, coords=levels)
         out[str(name)] = result
     return Statistics(out)
 

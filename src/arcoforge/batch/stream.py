@@ -38,12 +38,6 @@ Batch = dict[str, np.ndarray]
 WeightFn = Callable[[Mapping[str, np.ndarray]], np.ndarray]
 
 
-def _positive_int(value: Any, what: str) -> int:
-    """``value`` as an int when it is a whole number >= 1 (``4`` or ``4.0``), else a
-    :class:`~arcoforge.errors.ConfigError` naming ``what`` and the value."""
-    return _whole(value, what, positive=True)
-
-
 def _whole(value: Any, what: str, *, positive: bool = False) -> int:
     """``value`` as an int when it is a whole number (>= 1 with ``positive``), else a
     :class:`~arcoforge.errors.ConfigError` naming ``what`` and the value (never truncated)."""
@@ -167,7 +161,7 @@ class SampleStream:
                 data, variables, opener=opener, cache=cache, preprocess=preprocess,
                 preprocess_version=preprocess_version, dataset_id=dataset_id,
             )
-        self.input_dims = {d: _positive_int(n, f"input_dims[{d!r}] (a window length)")
+        self.input_dims = {d: _whole(n, f"input_dims[{d!r}] (a window length)", positive=True)
                            for d, n in input_dims.items()}
         self.input_overlap = {d: _whole(n, f"input_overlap[{d!r}]")
                               for d, n in (input_overlap or {}).items()}
@@ -184,7 +178,7 @@ class SampleStream:
         if set(self.out_order) != set(self.input_dims):
             raise ConfigError(f"dim_order {self.out_order} must list exactly the input dims "
                              f"{tuple(self.input_dims)}")
-        self.batch_size = _positive_int(batch_size, "batch_size")
+        self.batch_size = _whole(batch_size, "batch_size", positive=True)
         self.drop_last = drop_last
         self.sampling: Mode = sampling
         self.seed = int(seed)
@@ -234,16 +228,16 @@ class SampleStream:
 
     def _set_statistics(self, normalize: bool | Statistics) -> None:
         """Resolve the statistics and, per variable, how a batch indexes them."""
-        stats = normalize if isinstance(normalize, Statistics) else None
-        if stats is None:
-            # only this stream's variables: another variable of the dataset whose levels
-            # cannot be matched must not stand in the way
-            stats = load_statistics(self.source.ds, self.source.variables)
-        if stats is None or not all(v in stats for v in self.source.variables):
-            stats = compute_statistics(self.source.ds, self.source.variables)
         # per-level statistics follow the levels this data has (by coordinate value), not
-        # their positions in the store they were computed on
-        stats = stats.aligned_to(self.source.ds, self.source.variables)
+        # their positions in the store they were computed on; only this stream's variables
+        # are aligned (another whose levels cannot be matched must not stand in the way)
+        given = normalize if isinstance(normalize, Statistics) else None
+        stats = given if given is not None else \
+            load_statistics(self.source.ds, self.source.variables)  # (aligned)
+        if stats is None or not all(v in stats for v in self.source.variables):
+            stats = compute_statistics(self.source.ds, self.source.variables)  # its own levels
+        elif stats is given:
+            stats = stats.aligned_to(self.source.ds, self.source.variables)
         self.statistics = stats
         dims = self.grid.dims
         for v in self.source.variables:

@@ -609,8 +609,9 @@ def _edges(values: np.ndarray) -> tuple[float, float]:
 
 def projected_bbox(x: np.ndarray, y: np.ndarray, crs: Any, samples: int = 256) -> list[float]:
     """WGS84 ``[west, south, east, north]`` of a projected grid with cell centres ``x``, ``y``
-    in ``crs`` (in the unit of its axes: metres, or km for a km CRS): its outer cell edges sampled densely and transformed; a pole inside
-    the grid makes the box reach that pole and span every longitude."""
+    in ``crs`` (in the unit of its axes: metres, or km for a km CRS): its outer cell edges
+    sampled densely and transformed; a pole inside the grid makes the box reach that pole and
+    span every longitude."""
     from pyproj import CRS, Transformer
 
     x0, x1 = _edges(x)

@@ -387,18 +387,7 @@ class FillMissingVariable(Transform):
             raise SchemaError(f"FillMissingVariable({self.name!r}): no source file has a "
                               f"variable {self.name!r}")
         var = have[0].variables[self.name]
-        fill = self.fill_value
-        if fill is None:
-            fill = var.attrs.get("_FillValue", var.attrs.get("missing_value"))
-        if fill is None:
-            if np.dtype(var.dtype).kind not in "fc":
-                raise ConfigError(
-                    f"FillMissingVariable({self.name!r}): {var.dtype} variable without "
-                    "_FillValue; give fill_value=... (a value that is not valid data)")
-            fill = np.nan
-        template = {"dims": list(var.dims), "dtype": var.dtype, "attrs": dict(var.attrs),
-                    "fill": fill, "from": have[0].url}
-        return FillMissingVariable(self.name, self.fill_value, template)
+        return self._bound(var.dims, var.dtype, var.attrs, have[0].url)
 
     def resolve_appending(self, files: Sequence[FileSchema], concat_dim: str | None,
                           stored: Callable[[str], xr.Variable | None]) -> Transform:
@@ -407,14 +396,24 @@ class FillMissingVariable(Transform):
             return self.resolve(files, concat_dim)
         # none of the files at the seam has it: the store's variable is the template the
         # first build took from its first file that had it
-        attrs = dict(var.attrs)
+        return self._bound(var.dims, str(var.dtype), var.attrs, "the published store")
+
+    def _bound(self, dims: Sequence[Hashable], dtype: Any, attrs: Mapping[str, Any],
+               source: str) -> FillMissingVariable:
+        """A copy bound to the template variable (dims, dtype, attributes) found in
+        ``source``; the fill: ``fill_value``, else its ``_FillValue``/``missing_value``, else
+        NaN for floats."""
         fill = self.fill_value
         if fill is None:
             fill = attrs.get("_FillValue", attrs.get("missing_value"))
         if fill is None:
+            if np.dtype(dtype).kind not in "fc":
+                raise ConfigError(
+                    f"FillMissingVariable({self.name!r}): {dtype} variable without "
+                    "_FillValue; give fill_value=... (a value that is not valid data)")
             fill = np.nan
-        template = {"dims": list(var.dims), "dtype": str(var.dtype), "attrs": attrs,
-                    "fill": fill, "from": "the published store"}
+        template = {"dims": list(dims), "dtype": dtype, "attrs": dict(attrs),
+                    "fill": fill, "from": source}
         return FillMissingVariable(self.name, self.fill_value, template)
 
     def apply(self, index: Index, ds: xr.Dataset) -> xr.Dataset:

@@ -9,9 +9,10 @@ variable and file by file:
 * every variable with the concat dimension: the store's slice at the file's position equals the
   file's values (exact, NaN-aware) and dtype;
 * every variable without it: equal in the store and in every file that has it;
-* attributes (``arcoforge:*`` ignored; numbers with their numpy type) and the CF encodings that decide decoding (dtype,
-  scale_factor, add_offset, _FillValue, missing_value, units, calendar) equal those of the first
-  file that has the variable (what ``xarray.concat``/``merge`` keep);
+* attributes (``arcoforge:*`` ignored; numbers with their numpy type) and the CF encodings
+  that decide decoding (dtype, scale_factor, add_offset, _FillValue, missing_value, units,
+  calendar) equal those of the first file that has the variable (what ``xarray.concat``/
+  ``merge`` keep);
 * a variable in several merge groups must hold the same values in each (otherwise the store
   could keep only one of them: a clash naming both files);
 * variables only in the store or only in the sources, and the concat length of every merge group.
@@ -391,13 +392,6 @@ def _bound_transforms(recipe: ZarrRecipe, workdir: str) -> tuple[Any, ...]:
     return transforms
 
 
-def _decode_cf_kwargs(decode: Mapping[str, Any]) -> dict[str, Any]:
-    """The keywords of ``xr.open_dataset`` in ``decode`` that :func:`xarray.decode_cf` takes."""
-    keys = ("decode_times", "decode_timedelta", "use_cftime", "concat_characters",
-            "decode_coords", "mask_and_scale")
-    return {k: decode[k] for k in keys if k in decode}
-
-
 def _open_checked(opener: Any, decode: dict[str, Any], auto_times: bool, what: str) -> Any:
     """``opener(**decode)``; when times are left to the default and only decode_times=False
     opens it, raise :class:`_UndecodableTimes`."""
@@ -452,8 +446,8 @@ class _Comparison:
         self.transforms = _bound_transforms(recipe, workdir)
         #: value-changing steps: the sources are compared as a store written from them reads
         #: back (packed values rounded to the packing's steps, fill values in its dtype)
-        self.as_stored = any(not t.metadata_only for t in self.transforms) and all(
-            decode.get(k, True) is not False for k in ("decode_cf", "mask_and_scale"))
+        self.as_stored = any(not t.metadata_only for t in self.transforms) and \
+            decode.get("mask_and_scale", True) is not False  # (decode_cf=False sets it False)
         self.index_of = {url: index for index, url in self.pattern.items()}
         #: a group of a grouped build: it may hold only variables without the concat dim
         self.grouped = grouped
@@ -533,7 +527,7 @@ class _Comparison:
                 ds.encoding["group"] = str(self.src_opts.get("group") or "")
                 ds = apply_decoded(self.transforms, self.index_of.get(url, Index()), ds, src.url)
                 if self.as_stored:
-                    ds = as_stored(ds, **_decode_cf_kwargs(self.decode))
+                    ds = as_stored(ds, **self.decode)
             with opened:
                 if self.cdim is not None and self.cdim not in ds.dims and not self.grouped:
                     self.report.problems.append(

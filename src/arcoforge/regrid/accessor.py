@@ -169,7 +169,7 @@ def _geolocation(ds: xr.Dataset, lon_name: Hashable,
         if bound == 90:
             vals = np.clip(vals, -90.0, 90.0)
         else:
-            vals = np.where(np.isfinite(vals), (vals + 180.0) % 360.0 - 180.0, np.nan)
+            vals = shift_longitudes(vals, 0.0)  # into [-180, 180)
         out[axis] = vals
     lons, lats = out["longitude"], out["latitude"]
     if lons.shape != lats.shape:
@@ -193,7 +193,7 @@ def _reaches_area(area: Any, lons: np.ndarray, lats: np.ndarray, margin: float) 
     lo, la = lons[ok], lats[ok]
     if area.crs.is_geographic:
         centre = (x0 + x1) / 2.0
-        x = (lo - centre + 180.0) % 360.0 - 180.0 + centre
+        x = shift_longitudes(lo, centre) + centre  # into the 360 degrees centred on the area
         y = la
         my = margin / 111_000.0
         mx = my / np.maximum(np.cos(np.radians(np.minimum(np.abs(la) + my, 90.0))), 1e-3)

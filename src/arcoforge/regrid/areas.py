@@ -277,11 +277,9 @@ def longitude_pieces(area: Any) -> list[tuple[Any, slice]] | None:
     ConfigError
         When the grid spans more than 360° of longitude (cells would repeat).
     """
-    if not area.crs.is_geographic:
+    if not _beyond_180(area):
         return None
     x0, y0, x1, y1 = (float(v) for v in area.area_extent)
-    if x0 >= -180 - _LON_TOL and x1 <= 180 + _LON_TOL:
-        return None
     width = int(area.width)
     dx = (x1 - x0) / width
     if x1 - x0 > 360 + max(_LON_TOL, 1e-6 * dx):
@@ -322,13 +320,19 @@ def recentre_longitudes(lons: np.ndarray, area: Any) -> np.ndarray:
     continuous on a 0..360 grid (its elliptical footprints are not torn across the grid), and
     the cut moves to the grid's own edge.
     """
-    if not area.crs.is_geographic:
+    if not _beyond_180(area):
         return lons
     x0, _, x1, _ = (float(v) for v in area.area_extent)
-    if x0 >= -180 - _LON_TOL and x1 <= 180 + _LON_TOL:
-        return lons
     centre = (x0 + x1) / 2.0
-    return np.where(np.isfinite(lons), (lons - centre + 180.0) % 360.0 - 180.0 + centre, np.nan)
+    return shift_longitudes(lons, centre) + centre
+
+
+def _beyond_180(area: Any) -> bool:
+    """Whether ``area`` is geographic with longitudes outside [-180, 180] (a 0..360 grid)."""
+    if not area.crs.is_geographic:
+        return False
+    x0, _, x1, _ = (float(v) for v in area.area_extent)
+    return not (x0 >= -180 - _LON_TOL and x1 <= 180 + _LON_TOL)
 
 
 def bucket_frame(area: Any) -> tuple[Any, float] | None:

@@ -92,19 +92,14 @@ def _fsspec_validators(url: str, options: SourceOptions, creds: _Credentials
                        ) -> dict[str, Any] | None:
     import fsspec  # type: ignore[import-untyped]
 
-    from arcoforge.forge.io.transport_fsspec import _fsspec_kwargs
+    from arcoforge.forge.io.transport_fsspec import _fsspec_kwargs, hang_up, validators
 
     fs, path = fsspec.core.url_to_fs(url, **_fsspec_kwargs(url, options, creds))
     try:
         info = fs.info(path)
     finally:
-        connection = getattr(fs, "ftp", None)  # FTP file systems are not cached: hang up now
-        if connection is not None:
-            with contextlib.suppress(Exception):
-                connection.close()
-    etag = info.get("ETag") or info.get("etag")
-    modified = info.get("LastModified") or info.get("mtime") or info.get("modify")
+        hang_up(fs)
+    etag, modified = validators(info)
     size = info.get("size")
-    return {"etag": str(etag) if etag else None,
-            "last_modified": str(modified) if modified else None,
+    return {"etag": etag, "last_modified": modified,
             "size": size if isinstance(size, int) else None}

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import ftplib
 import os
+from collections.abc import Mapping
 from typing import Any
 
 from arcoforge.forge.io.checks import checksum
@@ -76,21 +77,28 @@ def _fsspec_attempt(
             with _PartFile(tmp, guard) as out:
                 fs.get_file(path, out)
     finally:
-        connection = getattr(fs, "ftp", None)  # FTP file systems are not cached: hang up now
-        if connection is not None:
-            with contextlib.suppress(Exception):
-                connection.close()
+        hang_up(fs)
     size = os.path.getsize(tmp)
     if isinstance(expected, int) and size != expected:
         raise _Transient(f"truncated transfer: received {size:,} of {expected:,} bytes")
+    etag, modified = validators(info)
+    return _Downloaded(size=size, sha256=checksum(tmp), etag=etag, last_modified=modified)
+
+
+def validators(info: Mapping[str, Any]) -> tuple[str | None, str | None]:
+    """``(ETag, last modified)`` of a file system's ``info`` (what the cache's sidecar keeps
+    and :mod:`arcoforge.forge.io.revalidate` compares)."""
     etag = info.get("ETag") or info.get("etag")
     modified = info.get("LastModified") or info.get("mtime") or info.get("modify")
-    return _Downloaded(
-        size=size,
-        sha256=checksum(tmp),
-        etag=str(etag) if etag else None,
-        last_modified=str(modified) if modified else None,
-    )
+    return (str(etag) if etag else None), (str(modified) if modified else None)
+
+
+def hang_up(fs: Any) -> None:
+    """Close an FTP file system's connection (they are not cached: a new one per use)."""
+    connection = getattr(fs, "ftp", None)
+    if connection is not None:
+        with contextlib.suppress(Exception):
+            connection.close()
 
 
 def _classify_fsspec_error(exc: Exception) -> _Fatal | _Transient:
