@@ -5,7 +5,9 @@ through ``af.open_dataset`` / fsspec's ``reference://`` and compared with xarray
 
 from __future__ import annotations
 
+import os
 import shutil
+import time
 from pathlib import Path
 
 import numpy as np
@@ -361,3 +363,33 @@ def test_kerchunk_file_of_http_sources_opens_and_verifies(shared_data: Path, tmp
     ds = af.open_dataset(out).load()
     xr.testing.assert_allclose(strip(ds), strip(mf([str(f) for f in files])))
     assert af.verify(out, recipe).ok
+
+
+def test_a_virtual_build_asks_the_server_about_its_cached_copies(shared_data: Path,
+                                                                 tmp_path: Path,
+                                                                 http_server) -> None:
+    """A second virtual build in the same process reused the first one's cached copies
+    unasked: its scan and inline values came from the old file while its references read the
+    new one (verify called the store a MISMATCH)."""
+    import netCDF4
+
+    served = tmp_path / "www"
+    served.mkdir()
+    files = [shared_data / "ersst-v5" / f"ersst.v5.{m}.nc" for m in MONTHS]
+    for f in files:  # uncompressed and contiguous: an in-place rewrite keeps every offset
+        with xr.open_dataset(f) as ds:
+            ds.to_netcdf(served / f.name,
+                         encoding={v: {"zlib": False, "contiguous": True} for v in ds.data_vars})
+    server = http_server(served)
+    urls = [f"{server.url}/{f.name}" for f in files]
+    options = af.SourceOptions(cache=str(tmp_path / "cache"))
+    recipe = af.VirtualRecipe(af.pattern_from_file_sequence(urls, "time"),
+                              source_options=options)
+    af.bake(recipe, f"icechunk://{tmp_path / 'first'}", progress=False)
+    with netCDF4.Dataset(served / files[1].name, "r+") as nc:
+        nc["sst"][:] = nc["sst"][:] + 5.0
+    os.utime(served / files[1].name, (time.time() + 5, time.time() + 5))
+    second = f"icechunk://{tmp_path / 'second'}"
+    af.bake(recipe, second, progress=False)
+    report = af.verify(second, recipe)
+    assert report.ok, str(report)

@@ -49,6 +49,7 @@ from arcoforge.forge.bake import (
     scan_sources,
     side_file_dir,
 )
+from arcoforge.forge.io.fetch import forget_checked_copies
 from arcoforge.forge.schema import TargetSchema, combine_schemas, coordinate_names
 from arcoforge.forge.targets.base import Target, resolve_target
 from arcoforge.forge.targets.virtual import (
@@ -344,6 +345,7 @@ def analyse(recipe: VirtualRecipe, workdir: str, scan_workers: int = 8,
             f"secrets. {SUGGEST}")
     for _, url in recipe.pattern.items():
         check_reference_url(str(url))
+    forget_checked_copies()  # a new build asks the servers again about cached copies
     files, transforms = scan_sources(recipe, workdir, scan_workers, progress)  # type: ignore[arg-type]
     cdim = recipe.pattern.concat_dim
     check_packing(files, cdim.name if cdim else None)
